@@ -1,0 +1,183 @@
+"""The hub's request values: what every dialect decodes into and every backend encodes from.
+
+Frozen and typed, with no I/O and no wire knowledge. Where the two dialects disagree
+(tool arguments as an object or a string, images as raw base64 or data URLs, `think`
+or `reasoning_effort`), the core picks one form and the dialects convert at the edge:
+tool arguments are JSON objects, images are raw base64 plus a MIME type, thinking is
+`bool | effort-level`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+JSONObject = dict[str, Any]
+
+ThinkLevel = Literal["low", "medium", "high", "max"]
+Think = bool | ThinkLevel
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image attached to a message: raw base64 (no `data:` prefix) and its MIME type."""
+
+    data: str
+    mime: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for. `arguments` is always an object in the core."""
+
+    name: str
+    arguments: JSONObject
+    id: str = ""
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str = ""
+    images: tuple[Image, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    thinking: str = ""
+    # On role "tool": which call this answers, by id (OpenAI) and/or name (Ollama).
+    tool_call_id: str = ""
+    tool_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call; `parameters` is a JSON schema object."""
+
+    name: str
+    description: str = ""
+    parameters: JSONObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """OpenAI's tool_choice: auto, none, required, or one named function."""
+
+    mode: Literal["auto", "none", "required", "function"]
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JsonFormat:
+    """Structured output: any JSON object (`schema is None`) or one matching a schema."""
+
+    schema: JSONObject | None = None
+    name: str = ""
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Generation parameters both dialects share. None means: the backend's default."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+    num_ctx: int | None = None
+
+
+NO_SAMPLING = Sampling()
+
+# Seconds (a number; negative means forever) or a Go duration string ("5m", "-1s").
+KeepAlive = float | str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: tuple[Message, ...]
+    stream: bool = True
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    format: JsonFormat | None = None
+    think: Think | None = None
+    sampling: Sampling = NO_SAMPLING
+    # Backend options the core does not model (Ollama's num_batch, mirostat, ...):
+    # passed through to backends that understand them, never rejected.
+    options: JSONObject = field(default_factory=dict)
+    keep_alive: KeepAlive | None = None
+    include_usage: bool = False
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """A single-prompt completion: Ollama's /api/generate and OpenAI's /v1/completions.
+
+    `raw` means the prompt is sent as-is, with no chat template (OpenAI completions and
+    Ollama's raw mode); otherwise `system` and `prompt` are a one-turn chat.
+    """
+
+    model: str
+    prompt: str
+    suffix: str = ""
+    system: str = ""
+    raw: bool = False
+    images: tuple[Image, ...] = ()
+    stream: bool = True
+    format: JsonFormat | None = None
+    think: Think | None = None
+    sampling: Sampling = NO_SAMPLING
+    options: JSONObject = field(default_factory=dict)
+    keep_alive: KeepAlive | None = None
+    include_usage: bool = False
+    user: str = ""
+
+    def as_chat(self) -> ChatRequest:
+        """The templated form: system + one user turn, for backends that only chat."""
+        messages: list[Message] = []
+        if self.system:
+            messages.append(Message(role="system", content=self.system))
+        messages.append(Message(role="user", content=self.prompt, images=self.images))
+        return ChatRequest(
+            model=self.model,
+            messages=tuple(messages),
+            stream=self.stream,
+            format=self.format,
+            think=self.think,
+            sampling=self.sampling,
+            options=self.options,
+            keep_alive=self.keep_alive,
+            include_usage=self.include_usage,
+            user=self.user,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    model: str
+    inputs: tuple[str, ...]
+    truncate: bool = True
+    dimensions: int | None = None
+    # /api/embed and /v1/embeddings return unit vectors; legacy /api/embeddings does not.
+    normalize: bool = True
+    options: JSONObject = field(default_factory=dict)
+    keep_alive: KeepAlive | None = None
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    model: str
+    embeddings: list[list[float]]
+    prompt_tokens: int = 0
+    total_ns: int = 0
+    load_ns: int = 0
+
+
+InferenceRequest = ChatRequest | GenerateRequest

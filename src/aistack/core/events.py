@@ -1,0 +1,106 @@
+"""The hub's response values: a response is a stream of chunks; the last one says why it ended.
+
+A non-streamed response is the same stream collected into one chunk (`collect`), so
+backends and dialects have one code path for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from aistack.core.chat import ToolCall
+
+# "load"/"unload" are Ollama's answers to an empty prompt; "error" ends a stream that
+# failed after its first byte.
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "load", "unload"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # Cost in USD when the backend reports it (OpenRouter's usage.cost).
+    cost: float | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    # True when the gateway counted the tokens because the backend did not say.
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Ollama's duration fields, in integer nanoseconds."""
+
+    total_ns: int = 0
+    load_ns: int = 0
+    prompt_eval_ns: int = 0
+    eval_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a response. Only the final chunk has `finish` set."""
+
+    content: str = ""
+    thinking: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish: FinishReason | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    # The model that actually answered, as the backend named it (empty if unknown).
+    model: str = ""
+
+    @property
+    def is_final(self) -> bool:
+        return self.finish is not None
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.content or self.thinking or self.tool_calls) and self.finish is None
+
+
+def collect(chunks: Iterable[Chunk]) -> Chunk:
+    """Fold a stream into one chunk: text concatenated, tool calls appended, last finish wins.
+
+    Tool calls are collected from every chunk, including the final one (some Ollama
+    parsers put them there).
+    """
+    content: list[str] = []
+    thinking: list[str] = []
+    calls: list[ToolCall] = []
+    finish: FinishReason | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    model = ""
+    for c in chunks:
+        if c.content:
+            content.append(c.content)
+        if c.thinking:
+            thinking.append(c.thinking)
+        if c.tool_calls:
+            calls.extend(c.tool_calls)
+        if c.finish is not None:
+            finish = c.finish
+        if c.usage is not None:
+            usage = c.usage
+        if c.timings is not None:
+            timings = c.timings
+        if c.model:
+            model = c.model
+    if calls and finish == "stop":
+        finish = "tool_calls"
+    return Chunk(
+        content="".join(content),
+        thinking="".join(thinking),
+        tool_calls=tuple(calls),
+        finish=finish or "stop",
+        usage=usage,
+        timings=timings,
+        model=model,
+    )
