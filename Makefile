@@ -8,6 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 ARGS ?=
+.DEFAULT_GOAL := help
 
 .PHONY: serve test lint typecheck unit clean help
 
