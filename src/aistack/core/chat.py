@@ -113,6 +113,10 @@ class ChatRequest:
     keep_alive: KeepAlive | None = None
     include_usage: bool = False
     user: str = ""
+    # Fields of the caller's dialect the core does not model (OpenRouter's `provider`,
+    # Ollama's `truncate`): forwarded only to backends speaking `extra_dialect`.
+    extra: JSONObject = field(default_factory=dict)
+    extra_dialect: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,8 @@ class GenerateRequest:
     keep_alive: KeepAlive | None = None
     include_usage: bool = False
     user: str = ""
+    extra: JSONObject = field(default_factory=dict)
+    extra_dialect: str = ""
 
     def as_chat(self) -> ChatRequest:
         """The templated form: system + one user turn, for backends that only chat."""
@@ -155,6 +161,8 @@ class GenerateRequest:
             keep_alive=self.keep_alive,
             include_usage=self.include_usage,
             user=self.user,
+            extra=self.extra,
+            extra_dialect=self.extra_dialect,
         )
 
 

