@@ -151,7 +151,10 @@ def test_json_schema_response_format(client: openai.OpenAI) -> None:
 
 
 def test_image_to_a_model_that_cannot_see_is_a_bad_request(client: openai.OpenAI) -> None:
-    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    png = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
+        "AAAABJRU5ErkJggg=="
+    )
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(
             model=LOCAL_MODEL,

@@ -166,7 +166,7 @@ def _check(cfg: Config, where: str) -> None:
         seen.add(b.name)
         if b.kind in ("ollama", "openai"):
             if not b.url:
-                raise ConfigError(f"{where}: {key}.url: required for a {b.kind} backend")
+                raise ConfigError(f"{where}: {key}.url: required for an {b.kind} backend")
             if not re.match(r"^https?://[^/\s]+", b.url):
                 raise ConfigError(
                     f"{where}: {key}.url: {b.url!r} is not an http:// or https:// URL"

@@ -157,12 +157,13 @@ class Catalog:
     def resolve(self, name: str) -> list[Deployment]:
         return self._index.get(self._target(name), [])
 
-    async def first_round(self, timeout: float = 5.0) -> None:
+    async def first_round(self) -> None:
         """Wait (briefly) for the first discovery round, so a fresh gateway lists models."""
         if self._refreshed_at:
             return
         try:
-            await asyncio.wait_for(self.refresh(), timeout)
+            async with asyncio.timeout(5.0):
+                await self.refresh()
         except TimeoutError:
             pass
 

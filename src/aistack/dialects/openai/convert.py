@@ -579,10 +579,8 @@ def messages_to_wire(messages: tuple[Message, ...]) -> list[JSONObject]:
                 call_id = ids.pop(0) if ids else f"call_{n}"
                 if not m.tool_name and call_id in last_ids:
                     last_ids.remove(call_id)
-            tm: JSONObject = {"role": "tool", "content": m.content, "tool_call_id": call_id}
-            if m.tool_name:
-                tm["name"] = m.tool_name
-            out.append(tm)
+            # No `name`: OpenAI's schema for tool messages rejects it.
+            out.append({"role": "tool", "content": m.content, "tool_call_id": call_id})
             continue
         msg: JSONObject = {"role": m.role, "content": _content_to_wire(m)}
         if m.tool_calls:

@@ -1,0 +1,94 @@
+"""Configuration: where it comes from, secrets from the environment, errors that say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aistack.config import EMBEDDED_DEFAULT, ConfigError, find_config, load, parse
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "aistack.example.yaml"
+
+
+def test_the_embedded_default_is_the_local_model() -> None:
+    cfg = parse(EMBEDDED_DEFAULT, "embedded default")
+    assert [(b.name, b.kind) for b in cfg.backends] == [("local", "local")]
+    assert cfg.server.host == "127.0.0.1"
+
+
+def test_the_example_config_is_valid_and_shows_the_house() -> None:
+    cfg = parse(EXAMPLE.read_text(), str(EXAMPLE), env={"OPENROUTER_API_KEY": "sk-or-test"})
+    by_name = {b.name: b for b in cfg.backends}
+    assert by_name["voice"].url == "http://mac-mini.lan:11434"
+    assert by_name["reason"].models == ["gpt-oss:20b"]
+    assert by_name["vision"].models == ["qwen3-vl:8b-instruct"]
+    assert by_name["openrouter"].api_key == "sk-or-test"
+    assert cfg.aliases["reason"] == "gpt-oss:20b"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        (
+            "backends: [{name: a, kind: openai, url: 'http://x/v1', api_key: '${K}'}]",
+            {"K": "s"},
+            "s",
+        ),
+        ("backends: [{name: a, kind: openai, url: 'http://x/v1', api_key: '${K:-d}'}]", {}, "d"),
+        ("backends: [{name: a, kind: openai, url: 'http://x/v1', api_key: 'a$$b'}]", {}, "a$b"),
+    ],
+)
+def test_secrets_come_from_the_environment(text: str, env: dict[str, str], expected: str) -> None:
+    assert parse(text, "f.yaml", env).backends[0].api_key == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("server: {prot: 1}", "f.yaml: server: object contains unknown field 'prot'"),
+        ("server: {port: http}", "f.yaml: server.port: expected 'int', got 'str'"),
+        ("server: {port: 70000}", "f.yaml: server.port: must be between 1 and 65535"),
+        ("backends: [{name: a, kind: olama, url: 'http://x'}]", "f.yaml: backends[0].kind: "),
+        ("backends: [{name: a, kind: ollama}]", "f.yaml: backends[0].url: required"),
+        (
+            "backends: [{name: a, kind: ollama, url: 'x:11434'}]",
+            "backends[0].url: 'x:11434' is not",
+        ),
+        (
+            "backends: [{name: a, kind: local}, {name: a, kind: local}]",
+            "f.yaml: backends[1].name: duplicate backend name 'a'",
+        ),
+        (
+            "backends: [{name: a, kind: openai, url: 'http://x/v1', api_key: '${NOPE}'}]",
+            "f.yaml: backends[0].api_key: environment variable NOPE is not set",
+        ),
+        ("aliases: {a: A}", "f.yaml: aliases.a: an alias cannot point at itself"),
+        ("server: [1, 2", "f.yaml: line 1: invalid YAML"),
+        ("- 1\n- 2", "f.yaml: (top level): expected a mapping"),
+    ],
+)
+def test_errors_name_the_file_the_key_and_the_problem(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(text, "f.yaml", env={})
+    assert message in str(e.value)
+
+
+def test_where_the_config_comes_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert find_config(None, env={}) is None
+    assert load(None, env={}).source == "embedded default"
+    (tmp_path / "aistack.yaml").write_text("server: {port: 1111}")
+    assert load(None, env={}).config.server.port == 1111
+    other = tmp_path / "other.yaml"
+    other.write_text("server: {port: 2222}")
+    assert load(None, env={"AISTACK_CONFIG": str(other)}).config.server.port == 2222
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text("server: {port: 3333}")
+    assert load(str(explicit), env={"AISTACK_CONFIG": str(other)}).config.server.port == 3333
+
+
+def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load(str(tmp_path / "nope.yaml"), env={})
+    assert "nope.yaml: cannot read" in str(e.value)
