@@ -31,12 +31,40 @@ OLLAMA_COMPAT_VERSION = "0.13.0"
 
 @dataclass(slots=True)
 class RequestContext:
-    """One caller request as the service sees it."""
+    """One caller request, from its first byte to its last: who, what, and how it went.
 
-    dialect: str  # "ollama" | "openai"
-    route: str  # "chat" | "generate" | "embed" | ...
+    The HTTP layer creates it and hands it to `Gateway.finish` when the request is over
+    (answered, failed, or abandoned by its client); observers (the usage ledger,
+    metrics, logs) read it there. Filling it costs a few attribute writes, nothing more.
+    """
+
+    dialect: str  # "ollama" | "openai" | "admin"
+    route: str  # "chat" | "generate" | "embed" | "tags" | ...
     request_id: str = ""
     started_ns: int = field(default_factory=time.monotonic_ns)
+    # Who asked: a key, the app it belongs to, the end user an app forwarded.
+    key_id: str = ""
+    app: str = ""
+    end_user: str = ""
+    # What was asked, and who answered.
+    model: str = ""
+    stream: bool = False
+    deployment: Deployment | None = None
+    attempts: int = 0
+    # How it went. `status` is the HTTP status sent (499: the client went away);
+    # `error` the kind of failure, also for a stream that failed after its first byte.
+    status: int = 0
+    error: str = ""
+    first_ns: int = 0
+    end_ns: int = 0
+    usage: Usage | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.deployment.backend.name if self.deployment is not None else ""
+
+
+Observer = Callable[[RequestContext], None]
 
 
 class Answer:
@@ -122,6 +150,7 @@ class Answer:
             )
         done = replace(c, usage=usage, timings=t, model=c.model or self.deployment.model)
         self.final = done
+        self.ctx.usage = usage
         return done
 
     async def collect(self) -> Chunk:
@@ -153,6 +182,17 @@ class Gateway:
             ttl=config.models_ttl,
         )
         self.version = __version__
+        # Called with every finished request's context; must be quick and never block
+        # (enqueue, count), since they run on the request's own task.
+        self.observers: list[Observer] = []
+
+    def finish(self, ctx: RequestContext) -> None:
+        ctx.end_ns = time.monotonic_ns()
+        for observe in self.observers:
+            try:
+                observe(ctx)
+            except Exception:
+                log.exception("request observer failed")
 
     async def start(self) -> None:
         for b in self.backends.values():
@@ -182,7 +222,10 @@ class Gateway:
         call: Callable[[Deployment], Awaitable[ChunkStream]],
         chars_in: int,
     ) -> Answer:
+        ctx.model = requested
         dep = await self._deployment(requested)
+        ctx.deployment = dep
+        ctx.attempts += 1
         stream = await call(dep)
         try:
             first = await stream.__anext__()
@@ -196,14 +239,17 @@ class Gateway:
         except BaseException:
             await stream.aclose()
             raise
-        return Answer(ctx, dep, requested, stream, first, time.monotonic_ns(), chars_in)
+        ctx.first_ns = time.monotonic_ns()
+        return Answer(ctx, dep, requested, stream, first, ctx.first_ns, chars_in)
 
     async def chat(self, ctx: RequestContext, req: ChatRequest) -> Answer:
+        ctx.stream = req.stream
         return await self._open(
             ctx, req.model, lambda d: d.backend.chat(req, d.model), _chars_of_chat(req)
         )
 
     async def generate(self, ctx: RequestContext, req: GenerateRequest) -> Answer:
+        ctx.stream = req.stream
         return await self._open(
             ctx,
             req.model,
@@ -212,7 +258,10 @@ class Gateway:
         )
 
     async def embed(self, ctx: RequestContext, req: EmbedRequest) -> EmbedResult:
+        ctx.model = req.model
         dep = await self._deployment(req.model)
+        ctx.deployment = dep
+        ctx.attempts += 1
         if not dep.backend.supports_embeddings:
             raise invalid(f'"{req.model}" does not support embeddings')
         t = time.monotonic_ns()
@@ -221,6 +270,8 @@ class Gateway:
             result = replace(result, total_ns=max(1, time.monotonic_ns() - t))
         if not result.prompt_tokens and req.inputs:
             result = replace(result, prompt_tokens=max(1, sum(len(s) for s in req.inputs) // 4))
+        ctx.first_ns = time.monotonic_ns()
+        ctx.usage = Usage(prompt_tokens=result.prompt_tokens)
         return result
 
     # -- models

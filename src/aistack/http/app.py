@@ -33,11 +33,11 @@ from aistack.http.asgi import (
     Send,
     respond,
 )
-from aistack.service import Gateway
+from aistack.service import Gateway, RequestContext
 
 log = logging.getLogger("aistack.http")
 
-Handler = Callable[[Gateway, Request], Awaitable[None]]
+Handler = Callable[[Gateway, Request, RequestContext], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,10 @@ class Route:
     handler: Handler
     dialect: str  # "ollama" | "openai"
     body: bool = False  # read the request body before calling
+
+    @property
+    def name(self) -> str:
+        return self.handler.__name__
 
 
 def _routes() -> dict[str, dict[str, Route]]:
@@ -197,30 +201,36 @@ class App:
     async def _run(self, req: Request, route: Route) -> None:
         task = asyncio.current_task()
         assert task is not None
+        ctx = RequestContext(route.dialect, route.name)
         watcher: asyncio.Task[None] | None = None
         try:
             if route.body:
                 await req.read_body(self.max_body)
             watcher = asyncio.create_task(self._watch(req, task))
-            await route.handler(self.gateway, req)
+            await route.handler(self.gateway, req, ctx)
         except GatewayError as e:
+            ctx.error = e.kind.name
             await self._error(req, route.dialect, e)
         except ClientGone:
+            ctx.error = "CLIENT_CLOSED"
             log.info("%s %s: the client went away before sending its body", req.method, req.path)
         except asyncio.CancelledError:
             if watcher is None or not watcher.done() or watcher.cancelled():
                 raise  # not ours: the server is shutting down
             task.uncancel()
+            ctx.error = "CLIENT_CLOSED"
             log.info("%s %s: the client went away; request cancelled", req.method, req.path)
         except Exception:
             log.exception("%s %s failed", req.method, req.path)
-            await self._error(
-                req, route.dialect, GatewayError(ErrorKind.INTERNAL, "internal error")
-            )
+            ctx.error = "INTERNAL"
+            err = GatewayError(ErrorKind.INTERNAL, "internal error")
+            await self._error(req, route.dialect, err)
         finally:
             req.finished = True
             if watcher is not None and not watcher.done():
                 watcher.cancel()
+            ctx.status = 499 if ctx.error == "CLIENT_CLOSED" else req.status
+            self.gateway.finish(ctx)
 
     async def _watch(self, req: Request, task: asyncio.Task[None]) -> None:
         """Cancel the request when its client disconnects before the answer is complete."""

@@ -31,7 +31,7 @@ class ClientGone(Exception):
 class Request:
     __slots__ = (
         "_headers", "body", "complete", "extra_headers", "finished", "method", "path",
-        "receive", "responded", "scope", "send",
+        "receive", "responded", "scope", "send", "status",
     )  # fmt: skip
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
@@ -45,6 +45,7 @@ class Request:
         # Headers every response to this request carries (request id, CORS).
         self.extra_headers: list[tuple[bytes, bytes]] = []
         self.responded = False  # the status line went out
+        self.status = 0
         self.complete = False  # the last body byte went out
         self.finished = False  # the handler returned
 
@@ -106,6 +107,7 @@ async def respond(
     if headers:
         h += headers
     req.responded = True
+    req.status = status
     await req.send({"type": "http.response.start", "status": status, "headers": h})
     req.complete = True
     await req.send({"type": "http.response.body", "body": b"" if req.method == "HEAD" else body})
@@ -131,6 +133,7 @@ async def start_stream(
     if headers:
         h += headers
     req.responded = True
+    req.status = 200
     await req.send({"type": "http.response.start", "status": 200, "headers": h})
 
 

@@ -33,11 +33,11 @@ def answer_headers(a: Answer) -> list[tuple[bytes, bytes]]:
     ]
 
 
-async def root(gw: Gateway, req: Request) -> None:
+async def root(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     await respond(req, 200, b"Ollama is running", TEXT_TYPE)
 
 
-async def version(gw: Gateway, req: Request) -> None:
+async def version(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     await respond_json(req, {"version": OLLAMA_COMPAT_VERSION})
 
 
@@ -50,17 +50,17 @@ def _with_digest(card: ModelCard) -> ModelCard:
     return replace(card, digest=hashlib.sha256(f"{card.backend}/{card.name}".encode()).hexdigest())
 
 
-async def tags(gw: Gateway, req: Request) -> None:
+async def tags(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     models = [convert.tag_to_wire(m.name, _with_digest(m.card)) for m in await gw.listed()]
     await respond_json(req, {"models": models})
 
 
-async def ps(gw: Gateway, req: Request) -> None:
+async def ps(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     models = [convert.ps_to_wire(name, m) for name, m in await gw.ps()]
     await respond_json(req, {"models": models})
 
 
-async def show(gw: Gateway, req: Request) -> None:
+async def show(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     body = req.json()
     from aistack.dialects._fields import body_object, require_model
 
@@ -90,34 +90,36 @@ async def _send(
             await send_chunk(req, enc.encode(c))
     except GatewayError as e:
         # After the first byte the status is sent; the error is the last line.
+        answer.ctx.error = e.kind.name
         await send_chunk(req, error_line(e.message))
     except Exception:
         log.exception("stream failed")
+        answer.ctx.error = "INTERNAL"
         await send_chunk(req, error_line("internal error while streaming"))
     finally:
         await answer.aclose()
     await end_stream(req)
 
 
-async def chat(gw: Gateway, req: Request) -> None:
+async def chat(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.chat_request_from_wire(req.json())
-    answer = await gw.chat(RequestContext("ollama", "chat"), r)
+    answer = await gw.chat(ctx, r)
     await _send(req, answer, r.stream, r.model, "chat")
 
 
-async def generate(gw: Gateway, req: Request) -> None:
+async def generate(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.generate_request_from_wire(req.json())
-    answer = await gw.generate(RequestContext("ollama", "generate"), r)
+    answer = await gw.generate(ctx, r)
     await _send(req, answer, r.stream, r.model, "generate")
 
 
-async def embed(gw: Gateway, req: Request) -> None:
+async def embed(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.embed_request_from_wire(req.json())
-    result = await gw.embed(RequestContext("ollama", "embed"), r)
+    result = await gw.embed(ctx, r)
     await respond_json(req, convert.embed_response_to_wire(result, r.model))
 
 
-async def embeddings(gw: Gateway, req: Request) -> None:
+async def embeddings(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.embed_request_from_wire(req.json(), legacy=True)
-    result = await gw.embed(RequestContext("ollama", "embeddings"), r)
+    result = await gw.embed(ctx, r)
     await respond_json(req, convert.embeddings_legacy_response_to_wire(result))

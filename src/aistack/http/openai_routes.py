@@ -22,12 +22,12 @@ from aistack.service import Answer, Gateway, RequestContext
 log = logging.getLogger("aistack.http")
 
 
-async def models(gw: Gateway, req: Request) -> None:
+async def models(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     data = [convert.model_to_wire(m.name, m.card) for m in await gw.listed()]
     await respond_json(req, convert.models_to_wire(data))
 
 
-async def model(gw: Gateway, req: Request) -> None:
+async def model(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     name = req.path[len("/v1/models/") :]
     deps = gw.catalog.resolve(name)
     if not deps:
@@ -64,9 +64,11 @@ async def _send(
             await send_chunk(req, enc.encode(c))
     except GatewayError as e:
         # An error event and no [DONE]: the SDKs raise instead of returning a cut answer.
+        answer.ctx.error = e.kind.name
         await send_chunk(req, error_event(convert.error_to_wire(e)))
     except Exception:
         log.exception("stream failed")
+        answer.ctx.error = "INTERNAL"
         err = GatewayError(ErrorKind.INTERNAL, "internal error while streaming")
         await send_chunk(req, error_event(convert.error_to_wire(err)))
     finally:
@@ -74,19 +76,19 @@ async def _send(
     await end_stream(req)
 
 
-async def chat_completions(gw: Gateway, req: Request) -> None:
+async def chat_completions(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.chat_request_from_wire(req.json())
-    answer = await gw.chat(RequestContext("openai", "chat"), r)
+    answer = await gw.chat(ctx, r)
     await _send(req, answer, r.stream, r.include_usage, "chat")
 
 
-async def completions(gw: Gateway, req: Request) -> None:
+async def completions(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.completion_request_from_wire(req.json())
-    answer = await gw.generate(RequestContext("openai", "completion"), r)
+    answer = await gw.generate(ctx, r)
     await _send(req, answer, r.stream, r.include_usage, "completion")
 
 
-async def embeddings(gw: Gateway, req: Request) -> None:
+async def embeddings(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r, fmt = convert.embed_request_from_wire(req.json())
-    result = await gw.embed(RequestContext("openai", "embeddings"), r)
+    result = await gw.embed(ctx, r)
     await respond_json(req, convert.embed_response_to_wire(result, r.model, fmt))
