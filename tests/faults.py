@@ -51,6 +51,7 @@ class FaultServer:
     handler: Handler
     port: int = 0
     requests: list[bytes] = field(default_factory=list)
+    connections: int = 0
     disconnects: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -62,6 +63,7 @@ class FaultServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 req = await read_request(reader)

@@ -83,7 +83,7 @@ def test_content_length_body_and_keep_alive_reuse(serve) -> None:  # type: ignor
         return out
 
     assert run(go) == [b'{"ok":true}'] * 3
-    assert len(s.requests) == 3 and s.disconnects == 0
+    assert len(s.requests) == 3 and s.connections == 1 and s.disconnects == 0
 
 
 def test_chunked_lines_split_anywhere(serve) -> None:  # type: ignore[no-untyped-def]
@@ -203,6 +203,7 @@ def test_an_idle_connection_closed_by_the_server_is_retried(serve) -> None:  # t
         return out
 
     assert run(go) == [b"ok"] * 3
+    assert s.connections == 3
 
 
 def test_cancelling_a_stream_closes_the_connection(serve) -> None:  # type: ignore[no-untyped-def]

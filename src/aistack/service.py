@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+from msgspec.structs import replace
 
 from aistack import __version__
 from aistack.backends.base import Backend, ChunkStream
@@ -19,7 +21,7 @@ from aistack.backends.transport import HttpClient
 from aistack.config import Config
 from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
 from aistack.core.errors import ErrorKind, GatewayError, invalid
-from aistack.core.events import Chunk, Timings, Usage
+from aistack.core.events import Chunk, Timings, Usage, collect
 from aistack.core.models import LoadedModel, ModelShow, canonical, check_name
 from aistack.routing.catalog import Catalog, Deployment, Listed
 
@@ -154,10 +156,12 @@ class Answer:
         return done
 
     async def collect(self) -> Chunk:
-        from aistack.core.events import collect
-
-        parts = [c async for c in self]
-        return collect(parts)
+        first = self._first
+        if first is not None and first.finish is not None:
+            # A non-streamed answer is one final chunk: no need to iterate.
+            self._first = None
+            return collect((self._complete(first),))
+        return collect([c async for c in self])
 
     async def aclose(self) -> None:
         await self._stream.aclose()
@@ -211,8 +215,11 @@ class Gateway:
     # -- inference
 
     async def _deployment(self, model: str) -> Deployment:
-        check_name(model)
-        deps = await self.catalog.lookup(model)
+        deps = self.catalog.resolve(model)
+        if not deps:
+            # Only names nobody serves are worth checking: a 400 for a malformed one.
+            check_name(model)
+            deps = await self.catalog.lookup(model)
         return deps[0]
 
     async def _open(

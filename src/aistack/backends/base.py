@@ -254,10 +254,25 @@ def mid_stream_error(backend: str, e: TransportError) -> GatewayError:
     )
 
 
+class _One:
+    """An iterator over one chunk, without the cost of an async generator."""
+
+    __slots__ = ("_chunk",)
+
+    def __init__(self, chunk: Chunk) -> None:
+        self._chunk: Chunk | None = chunk
+
+    def __aiter__(self) -> _One:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        c = self._chunk
+        if c is None:
+            raise StopAsyncIteration
+        self._chunk = None
+        return c
+
+
 def single(chunk: Chunk) -> ChunkStream:
     """A stream of one chunk (a non-streamed answer)."""
-
-    async def gen() -> AsyncIterator[Chunk]:
-        yield chunk
-
-    return ChunkStream(gen())
+    return ChunkStream(_One(chunk))

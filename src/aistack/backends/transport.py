@@ -116,7 +116,8 @@ class _Conn(asyncio.Protocol):
     """One keep-alive connection; answers one request at a time."""
 
     __slots__ = (
-        "_body_framed", "_client", "_headers", "_key", "_paused", "_status", "buffered",
+        "_body_framed", "_client", "_headers", "_keep_alive", "_key", "_paused", "_status",
+        "buffered",
         "chunks", "closed", "done", "exc", "head_waiter", "parser", "transport",
         "waiter",
     )  # fmt: skip
@@ -132,6 +133,7 @@ class _Conn(asyncio.Protocol):
     def _reset(self) -> None:
         self._headers: list[tuple[bytes, bytes]] = []
         self._status = 0
+        self._keep_alive = False
         self._body_framed = False
         self._paused = False
         self.buffered = 0
@@ -173,6 +175,8 @@ class _Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._status = self.parser.get_status_code()
+        # Ask now: once the message is complete the parser has reset for the next one.
+        self._keep_alive = self.parser.should_keep_alive()
         if self._status in (204, 304) or 100 <= self._status < 200:
             self._body_framed = True
         hw = self.head_waiter
@@ -224,7 +228,7 @@ class _Conn(asyncio.Protocol):
 
     def release(self) -> None:
         """The response was read to its end: back to the pool, or closed."""
-        if self.closed or self.exc is not None or not self.parser.should_keep_alive():
+        if self.closed or self.exc is not None or not self._keep_alive:
             self.close()
             return
         self._reset()

@@ -67,6 +67,8 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_level=server.log_level,
         server_header=False,
+        # Forwarded headers are read where they matter (trusted proxies), not per request.
+        proxy_headers=False,
         date_header=False,
         timeout_graceful_shutdown=10,
     )

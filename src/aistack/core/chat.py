@@ -9,8 +9,9 @@ tool arguments are JSON objects, images are raw base64 plus a MIME type, thinkin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import msgspec
 
 JSONObject = dict[str, Any]
 
@@ -18,16 +19,14 @@ ThinkLevel = Literal["low", "medium", "high", "max"]
 Think = bool | ThinkLevel
 
 
-@dataclass(frozen=True, slots=True)
-class Image:
+class Image(msgspec.Struct, frozen=True, kw_only=True):
     """An image attached to a message: raw base64 (no `data:` prefix) and its MIME type."""
 
     data: str
     mime: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCall:
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
     """A call the model asked for. `arguments` is always an object in the core."""
 
     name: str
@@ -36,8 +35,7 @@ class ToolCall:
     index: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True, kw_only=True):
     role: str
     content: str = ""
     images: tuple[Image, ...] = ()
@@ -48,25 +46,22 @@ class Message:
     tool_name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Tool:
+class Tool(msgspec.Struct, frozen=True, kw_only=True):
     """A function the model may call; `parameters` is a JSON schema object."""
 
     name: str
     description: str = ""
-    parameters: JSONObject = field(default_factory=dict)
+    parameters: JSONObject = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ToolChoice:
+class ToolChoice(msgspec.Struct, frozen=True, kw_only=True):
     """OpenAI's tool_choice: auto, none, required, or one named function."""
 
     mode: Literal["auto", "none", "required", "function"]
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class JsonFormat:
+class JsonFormat(msgspec.Struct, frozen=True, kw_only=True):
     """Structured output: any JSON object (`schema is None`) or one matching a schema."""
 
     schema: JSONObject | None = None
@@ -74,8 +69,7 @@ class JsonFormat:
     strict: bool | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Sampling:
+class Sampling(msgspec.Struct, frozen=True, kw_only=True):
     """Generation parameters both dialects share. None means: the backend's default."""
 
     max_tokens: int | None = None
@@ -97,8 +91,7 @@ NO_SAMPLING = Sampling()
 KeepAlive = float | str
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
+class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     messages: tuple[Message, ...]
     stream: bool = True
@@ -109,18 +102,17 @@ class ChatRequest:
     sampling: Sampling = NO_SAMPLING
     # Backend options the core does not model (Ollama's num_batch, mirostat, ...):
     # passed through to backends that understand them, never rejected.
-    options: JSONObject = field(default_factory=dict)
+    options: JSONObject = msgspec.field(default_factory=dict)
     keep_alive: KeepAlive | None = None
     include_usage: bool = False
     user: str = ""
     # Fields of the caller's dialect the core does not model (OpenRouter's `provider`,
     # Ollama's `truncate`): forwarded only to backends speaking `extra_dialect`.
-    extra: JSONObject = field(default_factory=dict)
+    extra: JSONObject = msgspec.field(default_factory=dict)
     extra_dialect: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class GenerateRequest:
+class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A single-prompt completion: Ollama's /api/generate and OpenAI's /v1/completions.
 
     `raw` means the prompt is sent as-is, with no chat template (OpenAI completions and
@@ -137,11 +129,11 @@ class GenerateRequest:
     format: JsonFormat | None = None
     think: Think | None = None
     sampling: Sampling = NO_SAMPLING
-    options: JSONObject = field(default_factory=dict)
+    options: JSONObject = msgspec.field(default_factory=dict)
     keep_alive: KeepAlive | None = None
     include_usage: bool = False
     user: str = ""
-    extra: JSONObject = field(default_factory=dict)
+    extra: JSONObject = msgspec.field(default_factory=dict)
     extra_dialect: str = ""
 
     def as_chat(self) -> ChatRequest:
@@ -166,21 +158,19 @@ class GenerateRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class EmbedRequest:
+class EmbedRequest(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     inputs: tuple[str, ...]
     truncate: bool = True
     dimensions: int | None = None
     # /api/embed and /v1/embeddings return unit vectors; legacy /api/embeddings does not.
     normalize: bool = True
-    options: JSONObject = field(default_factory=dict)
+    options: JSONObject = msgspec.field(default_factory=dict)
     keep_alive: KeepAlive | None = None
     user: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class EmbedResult:
+class EmbedResult(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     embeddings: list[list[float]]
     prompt_tokens: int = 0

@@ -7,8 +7,9 @@ backends and dialects have one code path for both.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from aistack.core.chat import ToolCall
 
@@ -17,8 +18,7 @@ from aistack.core.chat import ToolCall
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "load", "unload"]
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     # Cost in USD when the backend reports it (OpenRouter's usage.cost).
@@ -33,8 +33,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(frozen=True, slots=True)
-class Timings:
+class Timings(msgspec.Struct, frozen=True, kw_only=True):
     """Ollama's duration fields, in integer nanoseconds."""
 
     total_ns: int = 0
@@ -43,8 +42,7 @@ class Timings:
     eval_ns: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
+class Chunk(msgspec.Struct, frozen=True, kw_only=True):
     """A piece of a response. Only the final chunk has `finish` set."""
 
     content: str = ""

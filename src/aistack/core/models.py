@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from aistack.core.errors import invalid
 
@@ -69,8 +70,7 @@ def close_matches(name: str, candidates: list[str], limit: int = 3) -> list[str]
     return out[:limit]
 
 
-@dataclass(frozen=True, slots=True)
-class ModelDetails:
+class ModelDetails(msgspec.Struct, frozen=True, kw_only=True):
     """Ollama's `details` block."""
 
     format: str = ""
@@ -81,8 +81,7 @@ class ModelDetails:
     parent_model: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class ModelCard:
+class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
     """One model on one backend, as listed by /api/tags and /v1/models."""
 
     name: str  # as the backend calls it (the upstream name)
@@ -90,14 +89,13 @@ class ModelCard:
     size: int = 0
     digest: str = ""
     modified_at: float = 0.0  # unix seconds
-    details: ModelDetails = field(default_factory=ModelDetails)
+    details: ModelDetails = msgspec.field(default_factory=ModelDetails)
     capabilities: tuple[str, ...] = ()
     context_length: int | None = None
     owned_by: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedModel:
+class LoadedModel(msgspec.Struct, frozen=True, kw_only=True):
     """A model resident in memory (/api/ps)."""
 
     name: str
@@ -107,19 +105,18 @@ class LoadedModel:
     digest: str = ""
     expires_at: float | None = None  # unix seconds; None: never
     context_length: int | None = None
-    details: ModelDetails = field(default_factory=ModelDetails)
+    details: ModelDetails = msgspec.field(default_factory=ModelDetails)
 
 
-@dataclass(frozen=True, slots=True)
-class ModelShow:
+class ModelShow(msgspec.Struct, frozen=True, kw_only=True):
     """What /api/show tells about a model."""
 
     card: ModelCard
-    model_info: dict[str, Any] = field(default_factory=dict)
+    model_info: dict[str, Any] = msgspec.field(default_factory=dict)
     capabilities: tuple[str, ...] = ()
     template: str = ""
     parameters: str = ""
     modelfile: str = ""
     license: str = ""
     system: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)

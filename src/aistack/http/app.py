@@ -202,11 +202,11 @@ class App:
         task = asyncio.current_task()
         assert task is not None
         ctx = RequestContext(route.dialect, route.name)
-        watcher: asyncio.Task[None] | None = None
+        watch = _Watch(req, task)
         try:
             if route.body:
                 await req.read_body(self.max_body)
-            watcher = asyncio.create_task(self._watch(req, task))
+            watch.arm()
             await route.handler(self.gateway, req, ctx)
         except GatewayError as e:
             ctx.error = e.kind.name
@@ -215,7 +215,7 @@ class App:
             ctx.error = "CLIENT_CLOSED"
             log.info("%s %s: the client went away before sending its body", req.method, req.path)
         except asyncio.CancelledError:
-            if watcher is None or not watcher.done() or watcher.cancelled():
+            if not watch.fired:
                 raise  # not ours: the server is shutting down
             task.uncancel()
             ctx.error = "CLIENT_CLOSED"
@@ -227,20 +227,9 @@ class App:
             await self._error(req, route.dialect, err)
         finally:
             req.finished = True
-            if watcher is not None and not watcher.done():
-                watcher.cancel()
+            watch.disarm()
             ctx.status = 499 if ctx.error == "CLIENT_CLOSED" else req.status
             self.gateway.finish(ctx)
-
-    async def _watch(self, req: Request, task: asyncio.Task[None]) -> None:
-        """Cancel the request when its client disconnects before the answer is complete."""
-        while True:
-            msg = await req.receive()
-            if msg["type"] == "http.disconnect":
-                # uvicorn also says "disconnect" once the response is complete.
-                if not req.complete:
-                    task.cancel()
-                return
 
     async def _error(self, req: Request, dialect: str, e: GatewayError) -> None:
         if req.responded:
@@ -251,3 +240,46 @@ class App:
         level = logging.WARNING if e.status >= 500 else logging.INFO
         log.log(level, "%s %s -> %d %s", req.method, req.path, e.status, e.message)
         await respond(req, e.status, error_body(dialect, e), JSON_TYPE, headers)
+
+
+class _Watch:
+    """Cancels a request whose client disconnects before the answer is complete.
+
+    Watching costs a task per request, so it starts only once the request has run for
+    `DELAY` seconds: quick answers never pay for it, and a long generation is cancelled
+    at most that much later than the disconnect.
+    """
+
+    DELAY = 0.05
+    __slots__ = ("_handle", "_req", "_task", "_watcher", "fired")
+
+    def __init__(self, req: Request, task: asyncio.Task[None]) -> None:
+        self._req = req
+        self._task = task
+        self._handle: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.fired = False
+
+    def arm(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(self.DELAY, self._start)
+
+    def _start(self) -> None:
+        self._handle = None
+        if not self._req.finished:
+            self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            msg = await self._req.receive()
+            if msg["type"] == "http.disconnect":
+                # uvicorn also says "disconnect" once the response is complete.
+                if not self._req.complete and not self._req.finished:
+                    self.fired = True
+                    self._task.cancel()
+                return
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._watcher is not None and not self._watcher.done():
+            self._watcher.cancel()

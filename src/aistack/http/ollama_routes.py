@@ -45,7 +45,7 @@ def _with_digest(card: ModelCard) -> ModelCard:
     if card.digest:
         return card
     # Non-Ollama backends have no digest; a stable stand-in keeps clients that key on it.
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     return replace(card, digest=hashlib.sha256(f"{card.backend}/{card.name}".encode()).hexdigest())
 

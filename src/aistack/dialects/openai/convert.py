@@ -13,6 +13,8 @@ object in the core; images are `data:` URLs here and raw base64 there; reasoning
 from __future__ import annotations
 
 import base64
+import itertools
+import os
 import struct
 import time
 from typing import Any
@@ -524,10 +526,13 @@ def models_to_wire(models: list[JSONObject]) -> JSONObject:
     return {"object": "list", "data": models}
 
 
-def new_id(prefix: str) -> str:
-    import os
+_ID_PREFIX = os.urandom(6).hex()
+_ids = itertools.count(1)
 
-    return f"{prefix}-{os.urandom(12).hex()}"
+
+def new_id(prefix: str) -> str:
+    """Unique per process run: a random prefix and a counter (urandom per call costs more)."""
+    return f"{prefix}-{_ID_PREFIX}{next(_ids):08x}"
 
 
 def now() -> int:
