@@ -388,15 +388,24 @@ def embed_request_from_wire(body: object, *, legacy: bool = False) -> EmbedReque
 # server side: responses to apps
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
 def rfc3339(ns: int | None = None) -> str:
-    """UTC time as Go marshals it: nanoseconds, trailing zeros trimmed."""
+    """UTC time as Go marshals it: nanoseconds, trailing zeros trimmed.
+
+    Every streamed line carries one, so the date part is formatted once a second.
+    """
     if ns is None:
         ns = time.time_ns()
+    global _second
     secs, frac = divmod(ns, 1_000_000_000)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if _second[0] != secs:
+        _second = (secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)))
+    base = _second[1]
     if frac:
         return f"{base}.{frac:09d}".rstrip("0") + "Z"
-    return base + "Z"
+    return f"{base}Z"
 
 
 def local_time(ts: float) -> str:
