@@ -126,8 +126,9 @@ def ollama_cut_stream(lines: int = 2) -> Handler:
     """Answers /api/chat with a few NDJSON lines, then drops the connection."""
 
     async def h(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> None:
-        if b"/api/tags" in req.split(b"\r\n", 1)[0]:
-            body = b'{"models":[]}'
+        line = req.split(b"\r\n", 1)[0]
+        if b"/api/tags" in line or b"/api/version" in line:
+            body = b'{"models":[]}' if b"/api/tags" in line else b'{"version":"0.13.0"}'
             writer.write(response_head(200, b"application/json", length=len(body)) + body)
             await writer.drain()
             return
