@@ -172,6 +172,15 @@ def test_a_too_long_prompt_jumps_to_the_context_chain() -> None:
     assert text == "from long" and other.calls == 0 and ctx.fallbacks == 1
     slot = next(s for p in gw.router.pools() for s in p.slots if s.dep.backend is short)
     assert slot.circuit.failures == 0  # the prompt's fault, not the backend's
+    # A context fallback too short as well hands it to the next one.
+    gw3 = gateway(
+        "routing:\n  models:\n    m: {context_fallbacks: [big, bigger]}\n",
+        Scripted("short", "m", script=[TOO_LONG]),
+        Scripted("long", "big", script=[TOO_LONG]),
+        Scripted("longer", "bigger"),
+    )
+    ctx3, text3 = run(ask(gw3))  # type: ignore[misc]
+    assert text3 == "from longer" and ctx3.fallbacks == 2 and ctx3.attempts == 3
     # Without a context chain the caller gets the 400.
     gw2 = gateway("", Scripted("short", "m", script=[TOO_LONG]))
     with pytest.raises(GatewayError) as e:
@@ -214,6 +223,29 @@ async def _capped(queue_timeout: float) -> tuple[list[str], int]:
         except GatewayError as e:
             out.append(f"{e.status}")
     return out, in_flight
+
+
+async def _context_chain_busy() -> str:
+    big = Scripted("long", "big")
+    big.hold = asyncio.Event()
+    gw = gateway(
+        "routing:\n  models:\n    m: {context_fallbacks: [big]}\n"
+        "    big: {deployments: {long: {max_in_flight: 1}}}\n",
+        Scripted("short", "m", script=[TOO_LONG]),
+        big,
+    )
+    first = asyncio.create_task(ask(gw, "big"))  # takes big's only slot
+    await asyncio.sleep(0.02)
+    second = asyncio.create_task(ask(gw, "m"))  # too long for m; waits for big
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    big.hold.set()
+    await first
+    return (await second)[1]
+
+
+def test_a_busy_context_fallback_is_waited_for() -> None:
+    assert run(_context_chain_busy()) == "from long"
 
 
 def test_at_its_cap_a_request_waits_for_a_free_slot() -> None:

@@ -282,6 +282,7 @@ class Router:
         tried: list[Slot] | None = None
         again: list[Slot] | None = None
         last: GatewayError | None = None
+        too_long: GatewayError | None = None  # what sent the request to the context chain
         deadline: float | None = None
         while True:
             if i >= len(chain):
@@ -296,6 +297,8 @@ class Router:
                     continue
                 if last is not None:
                     raise last
+                if too_long is not None and not any(p.slots for p in chain):
+                    raise too_long  # no model with a longer context is known
                 raise self.unavailable(route.name, chain)
             pool = chain[i]
             slot: Slot | None = None
@@ -323,14 +326,21 @@ class Router:
             except GatewayError as e:
                 verdict = self._failed(slot, e, tally)
                 if verdict == _CONTEXT:
-                    if in_context_chain or not route.context_chain:
-                        raise
-                    in_context_chain = True
-                    chain = route.context_chain
-                    i = n = 0
+                    if not in_context_chain:
+                        if not route.context_chain:
+                            raise
+                        # A longer-context model, not another deployment of this one.
+                        in_context_chain = True
+                        chain = route.context_chain
+                        too_long, last = e, None
+                        i = n = 0
+                    else:
+                        # This one is too short as well: the next context fallback.
+                        last = e
+                        i += 1
+                        n = 0
                     hops += 1
                     tried = again = None
-                    last = e
                     continue
                 if verdict == _FATAL:
                     raise
