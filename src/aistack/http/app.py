@@ -21,6 +21,7 @@ import orjson
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
+from aistack.http import admin_routes as adm
 from aistack.http import ollama_routes as ol
 from aistack.http import openai_routes as oa
 from aistack.http.asgi import (
@@ -43,7 +44,7 @@ Handler = Callable[[Gateway, Request, RequestContext], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler
-    dialect: str  # "ollama" | "openai"
+    dialect: str  # "ollama" | "openai" | "admin"
     body: bool = False  # read the request body before calling
 
     @property
@@ -73,6 +74,9 @@ def _routes() -> dict[str, dict[str, Route]]:
         "/v1/chat/completions": post(oa.chat_completions, "openai"),
         "/v1/completions": post(oa.completions, "openai"),
         "/v1/embeddings": post(oa.embeddings, "openai"),
+        "/health": get(adm.health, "admin"),
+        "/health/live": get(adm.live, "admin"),
+        "/health/ready": get(adm.ready, "admin"),
     }
 
 
