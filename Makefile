@@ -21,7 +21,7 @@ help:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local,test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local,postgres,redis,test]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -73,3 +73,19 @@ def gw_url(stack: Stack) -> str:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this session's own (see tests/services.py)."""
+    from tests.services import postgres_database
+
+    yield from postgres_database()
+
+
+@pytest.fixture(scope="session")
+def redis_target() -> Iterator[tuple[str, str]]:
+    """Redis URL and a key prefix of this session's own."""
+    from tests.services import redis_prefix
+
+    yield from redis_prefix()
