@@ -112,7 +112,8 @@ def start_gateway(
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         cmd += ["--config", str(path)]
     cmd += args or []
-    env = {"AISTACK_CONFIG": "", **(env or {})}
+    # The default SQLite database lives under $XDG_DATA_HOME: keep it in the test's folder.
+    env = {"AISTACK_CONFIG": "", "XDG_DATA_HOME": str(work / "data"), **(env or {})}
     return start(cmd, f"http://127.0.0.1:{port}", work / "log.txt", env=env, cwd=work)
 
 

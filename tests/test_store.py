@@ -112,13 +112,13 @@ def test_keys_are_stored_listed_and_revoked(store: Store) -> None:
     b = key("k2", "frigate")
     store.create_key(a)
     store.create_key(b)
-    assert store.keys() == [a, b]
+    assert store.list_keys() == [a, b]
     assert store.key_count() == 2
     with pytest.raises(Exception):  # noqa: B017 - either driver's IntegrityError
         store.create_key(key("k3", "dup", hash=a.hash))
     (revoked,) = store.revoke_key("k1", at=T0 + 5)
     assert revoked.id == "k1"
-    assert {k.id: k.revoked_at for k in store.keys()} == {"k1": T0 + 5, "k2": None}
+    assert {k.id: k.revoked_at for k in store.list_keys()} == {"k1": T0 + 5, "k2": None}
     assert store.revoke_key("k1") == []  # already revoked
     assert [k.id for k in store.revoke_key("frigate")] == ["k2"]  # by name
     assert store.revoke_key("nobody") == []
@@ -129,9 +129,21 @@ def test_usage_rows_keep_every_field_and_update_last_use(store: Store) -> None:
     rows = [
         row(T0, request_id="a", end_user="ann@example.org", stream=1),
         row(T0 + 10, request_id="b", cost=None, cost_source="unknown", tokens_estimated=1),
-        row(T0 + 20, request_id="c", key_id="", app="", status=401, error="UNAUTHORIZED",
-            backend="", upstream_model="", tokens_in=0, tokens_out=0, cost=0.0, cost_source="",
-            ttft_ms=None),  # fmt: skip
+        row(
+            T0 + 20,
+            request_id="c",
+            key_id="",
+            app="",
+            status=401,
+            error="UNAUTHORIZED",
+            backend="",
+            upstream_model="",
+            tokens_in=0,
+            tokens_out=0,
+            cost=0.0,
+            cost_source="",
+            ttft_ms=None,
+        ),
     ]
     store.write_usage(rows)
     store.write_usage([])
@@ -139,23 +151,47 @@ def test_usage_rows_keep_every_field_and_update_last_use(store: Store) -> None:
     assert store.requests(limit=10) == rows[::-1]
     assert store.requests(limit=10, key_id="k1") == rows[1::-1]
     assert store.requests(limit=1, before_ms=T0 + 20) == [rows[1]]
-    (k,) = store.keys()
+    (k,) = store.list_keys()
     assert k.last_used_at == T0 + 10
     store.write_usage([row(T0 - 1000)])  # an older row never moves last use back
-    assert store.keys()[0].last_used_at == T0 + 10
+    assert store.list_keys()[0].last_used_at == T0 + 10
 
 
 def test_reports_group_and_total_exactly(store: Store) -> None:
     store.write_usage(
         [
             row(T0, key_id="k1", app="paperless", model="gpt-oss:20b", cost=0.5),
-            row(T0 + 1, key_id="k1", app="paperless", model="qwen3:8b", backend="vision",
-                cost=None, cost_source="unknown"),  # fmt: skip
-            row(T0 + DAY, key_id="k2", app="frigate", model="qwen3:8b", backend="vision",
-                cost=0.25, tokens_in=100, tokens_out=1),  # fmt: skip
-            row(T0 + DAY, key_id="k2", app="frigate", model="qwen3:8b", backend="vision",
-                status=502, error="UPSTREAM_UNREACHABLE", cost=0.0, tokens_in=0,
-                tokens_out=0),  # fmt: skip
+            row(
+                T0 + 1,
+                key_id="k1",
+                app="paperless",
+                model="qwen3:8b",
+                backend="vision",
+                cost=None,
+                cost_source="unknown",
+            ),
+            row(
+                T0 + DAY,
+                key_id="k2",
+                app="frigate",
+                model="qwen3:8b",
+                backend="vision",
+                cost=0.25,
+                tokens_in=100,
+                tokens_out=1,
+            ),
+            row(
+                T0 + DAY,
+                key_id="k2",
+                app="frigate",
+                model="qwen3:8b",
+                backend="vision",
+                status=502,
+                error="UPSTREAM_UNREACHABLE",
+                cost=0.0,
+                tokens_in=0,
+                tokens_out=0,
+            ),
         ]
     )
     by_key = {r.group["key"]: r for r in store.report(["key"], T0 - DAY).rows}

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import orjson
 
+from aistack.access.gate import Gate
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
+from aistack.http import admin_routes as ad
 from aistack.http import ollama_routes as ol
 from aistack.http import openai_routes as oa
 from aistack.http.asgi import (
@@ -43,8 +45,9 @@ Handler = Callable[[Gateway, Request, RequestContext], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler
-    dialect: str  # "ollama" | "openai"
+    dialect: str  # "ollama" | "openai" | "admin"
     body: bool = False  # read the request body before calling
+    public: bool = False  # answered without a key (liveness and version probes)
 
     @property
     def name(self) -> str:
@@ -52,16 +55,16 @@ class Route:
 
 
 def _routes() -> dict[str, dict[str, Route]]:
-    def get(h: Handler, dialect: str = "ollama") -> dict[str, Route]:
-        r = Route(h, dialect)
+    def get(h: Handler, dialect: str = "ollama", public: bool = False) -> dict[str, Route]:
+        r = Route(h, dialect, public=public)
         return {"GET": r, "HEAD": r}
 
     def post(h: Handler, dialect: str = "ollama") -> dict[str, Route]:
         return {"POST": Route(h, dialect, body=True)}
 
     return {
-        "/": get(ol.root),
-        "/api/version": get(ol.version),
+        "/": get(ol.root, public=True),
+        "/api/version": get(ol.version, public=True),
         "/api/tags": get(ol.tags),
         "/api/ps": get(ol.ps),
         "/api/show": post(ol.show),
@@ -73,7 +76,44 @@ def _routes() -> dict[str, dict[str, Route]]:
         "/v1/chat/completions": post(oa.chat_completions, "openai"),
         "/v1/completions": post(oa.completions, "openai"),
         "/v1/embeddings": post(oa.embeddings, "openai"),
+        f"{ad.PREFIX}/status": get(ad.status, "admin"),
+        f"{ad.PREFIX}/keys": {**get(ad.list_keys, "admin"), **post(ad.create_key, "admin")},
+        f"{ad.PREFIX}/usage": get(ad.usage, "admin"),
+        f"{ad.PREFIX}/requests": get(ad.requests, "admin"),
     }
+
+
+def _dialect_of(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "openai"
+    if path.startswith("/admin/"):
+        return "admin"
+    return "ollama"
+
+
+def presented_key(req: Request) -> str | None:
+    """The key a client sent: `Authorization: Bearer KEY` (OpenAI and Ollama clients), or
+    `x-api-key: KEY` (Anthropic-style clients). Other Authorization schemes are not ours."""
+    auth = req.header(b"authorization")
+    if auth is not None:
+        scheme, _, value = auth.strip().partition(b" ")
+        value = value.strip()
+        if scheme.lower() == b"bearer" and value:
+            return value.decode("latin-1")
+    key = req.header(b"x-api-key")
+    if key is not None and key.strip():
+        return key.strip().decode("latin-1")
+    return None
+
+
+def end_user(req: Request) -> str:
+    """Who is behind an app that says so: Open WebUI's forwarded user headers."""
+    v = (
+        req.header(b"x-openwebui-user-email")
+        or req.header(b"x-openwebui-user-name")
+        or req.header(b"x-openwebui-user-id")
+    )
+    return v.decode("utf-8", "replace")[:200] if v else ""
 
 
 # Ollama's CORS defaults: local origins on any port, plus app and editor schemes.
@@ -90,7 +130,7 @@ _CORS_HEADERS = (
 
 
 def error_body(dialect: str, e: GatewayError) -> bytes:
-    return orjson.dumps(openai_error(e) if dialect == "openai" else ollama_error(e))
+    return orjson.dumps(openai_error(e) if dialect != "ollama" else ollama_error(e))
 
 
 class App:
@@ -145,6 +185,9 @@ class App:
         if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             r = Route(oa.model, "openai")
             return {"GET": r, "HEAD": r}, path
+        keys = f"{ad.PREFIX}/keys/"
+        if path.startswith(keys) and len(path) > len(keys) and "/" not in path[len(keys) :]:
+            return {"DELETE": Route(ad.revoke_key, "admin")}, path
         return None, path
 
     def _cors(self, req: Request) -> bool:
@@ -160,7 +203,7 @@ class App:
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         table, path = self._find(scope["path"])
         req = Request(scope, receive, send, path)
-        dialect = "openai" if path.startswith("/v1/") else "ollama"
+        dialect = _dialect_of(path)
         allowed = self._cors(req)
         if req.method == "OPTIONS" and req.header(b"access-control-request-method"):
             status = 204 if allowed else 403
@@ -182,18 +225,18 @@ class App:
         route = table.get(req.method)
         if route is None:
             allow = ", ".join(table).encode()
-            if dialect == "openai":
+            if dialect != "ollama":
                 e = GatewayError(ErrorKind.INVALID_REQUEST, f"method {req.method} not allowed")
-                await respond(req, 405, error_body("openai", e), JSON_TYPE, [(b"allow", allow)])
+                await respond(req, 405, error_body(dialect, e), JSON_TYPE, [(b"allow", allow)])
             else:
                 await respond(req, 405, b"405 method not allowed", TEXT_TYPE, [(b"allow", allow)])
             return
         await self._run(req, route)
 
     async def _not_found(self, req: Request, dialect: str) -> None:
-        if dialect == "openai":
+        if dialect != "ollama":
             e = GatewayError(ErrorKind.NOT_FOUND, f"Unknown request URL: {req.method} {req.path}")
-            await respond(req, 404, error_body("openai", e), JSON_TYPE)
+            await respond(req, 404, error_body(dialect, e), JSON_TYPE)
         else:
             # gin's wording: what clients with a wrong base URL have learned to recognise.
             await respond(req, 404, b"404 page not found", TEXT_TYPE)
@@ -204,6 +247,9 @@ class App:
         ctx = RequestContext(route.dialect, route.name)
         watch = _Watch(req, task)
         try:
+            gate = self.gateway.gate
+            if gate is not None and not route.public:
+                self._authenticate(gate, req, route, ctx)
             if route.body:
                 await req.read_body(self.max_body)
             watch.arm()
@@ -230,6 +276,26 @@ class App:
             watch.disarm()
             ctx.status = 499 if ctx.error == "CLIENT_CLOSED" else req.status
             self.gateway.finish(ctx)
+
+    @staticmethod
+    def _authenticate(gate: Gate, req: Request, route: Route, ctx: RequestContext) -> None:
+        token = presented_key(req)
+        if route.dialect == "admin":
+            client = req.scope.get("client")
+            admin = gate.admin(token, client[0] if client else None, req.header)
+            if admin is None:
+                raise GatewayError(
+                    ErrorKind.UNAUTHORIZED,
+                    "the admin API needs the master key (Authorization: Bearer) or "
+                    "forward-auth headers from a trusted proxy",
+                )
+            ctx.app = f"admin:{admin.name}"
+            return
+        proxied = gate.open and (
+            req.header(b"x-forwarded-for") is not None or req.header(b"forwarded") is not None
+        )
+        gate.authenticate(ctx, token, proxied)
+        ctx.end_user = end_user(req)
 
     async def _error(self, req: Request, dialect: str, e: GatewayError) -> None:
         if req.responded:

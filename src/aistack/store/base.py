@@ -154,8 +154,8 @@ class Report:
 def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     )
 
 
@@ -256,10 +256,20 @@ class Store:
         return list(cur.fetchall())
 
     def close(self) -> None:
+        """Close from a thread that is not the store's own (the CLI, tests)."""
         self._reset()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+    async def aclose(self) -> None:
+        """Close from the event loop: the connection on its own thread, then the thread."""
+        if self._pool is not None:
+            await self.run(self._reset)
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        else:
+            self._reset()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Call a store method on the store's own thread (one, so calls never overlap)."""
@@ -345,13 +355,24 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
-                    k.id, k.name, k.hash, k.hint, k.created_at, "\n".join(k.models), k.rpm,
-                    k.tpm, k.concurrent, k.budget, k.budget_period, k.expires_at,
-                    k.revoked_at, k.last_used_at,
-                ),  # fmt: skip
+                    k.id,
+                    k.name,
+                    k.hash,
+                    k.hint,
+                    k.created_at,
+                    "\n".join(k.models),
+                    k.rpm,
+                    k.tpm,
+                    k.concurrent,
+                    k.budget,
+                    k.budget_period,
+                    k.expires_at,
+                    k.revoked_at,
+                    k.last_used_at,
+                ),
             )
 
-    def keys(self) -> list[KeyRecord]:
+    def list_keys(self) -> list[KeyRecord]:
         rows = self._rows(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
         return [_key(r) for r in rows]
 
@@ -372,9 +393,7 @@ class Store:
             found = [_key(r) for r in cur.fetchall()]
             ids = [k.id for k in found if k.id == id_or_name] or [k.id for k in found]
             for kid in ids:
-                cur.execute(
-                    self._sql("UPDATE api_keys SET revoked_at = ? WHERE id = ?"), (at, kid)
-                )
+                cur.execute(self._sql("UPDATE api_keys SET revoked_at = ? WHERE id = ?"), (at, kid))
         return [k for k in found if k.id in ids]
 
     # -- the ledger
@@ -441,7 +460,8 @@ class Store:
         self, *, limit: int = 100, before_ms: int | None = None, key_id: str | None = None
     ) -> list[UsageRow]:
         """The newest rows first (the console's request log)."""
-        where, params = ["ts < ?"], [before_ms if before_ms is not None else 2**62]
+        where = ["ts < ?"]
+        params: list[Any] = [before_ms if before_ms is not None else 2**62]
         if key_id is not None:
             where.append("key_id = ?")
             params.append(key_id)
@@ -477,7 +497,7 @@ class Store:
                     ),
                     (cutoff, chunk),
                 )
-                n = cur.rowcount
+                n = int(cur.rowcount)
             total += max(n, 0)
             if n < chunk:
                 break

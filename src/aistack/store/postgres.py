@@ -67,9 +67,7 @@ class PostgresStore(Store):
     def _migration_lock(self, timeout: float) -> Iterator[None]:
         conn = self.conn
         deadline = time.monotonic() + timeout
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_MIGRATION_LOCK,)).fetchone()[
-            0
-        ]:
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_MIGRATION_LOCK,)).fetchone()[0]:
             if time.monotonic() > deadline:
                 raise StoreError(
                     f"database {self.where}: another process has held the migration lock "
