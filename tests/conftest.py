@@ -80,7 +80,8 @@ def pg_url() -> Iterator[str]:
     """A PostgreSQL database of this session's own (see tests/services.py)."""
     from tests.services import postgres_database
 
-    yield from postgres_database()
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -88,4 +89,5 @@ def redis_target() -> Iterator[tuple[str, str]]:
     """Redis URL and a key prefix of this session's own."""
     from tests.services import redis_prefix
 
-    yield from redis_prefix()
+    with redis_prefix() as target:
+        yield target

@@ -134,3 +134,17 @@ def running(p: Proc) -> Iterator[Proc]:
         yield p
     finally:
         p.stop()
+
+
+def aistack_cli(
+    *args: str,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run an `aistack` command (keys, usage, db) as a user would."""
+    cmd = [str(VENV_BIN / "aistack"), *args]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    env = {**os.environ, "AISTACK_CONFIG": "", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

@@ -8,6 +8,7 @@ except under CI=true, where a missing service is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -37,6 +38,7 @@ def _missing(what: str, url: str) -> None:
     pytest.skip(msg)
 
 
+@contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh database on the test server; its URL. Dropped afterwards."""
     if not _reachable(PG_URL, 5432):
@@ -55,6 +57,7 @@ def postgres_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
 def redis_prefix() -> Iterator[tuple[str, str]]:
     """(url, a key prefix used by nobody else); the prefix's keys are deleted afterwards."""
     if not _reachable(REDIS_URL, 6379):
