@@ -192,7 +192,7 @@ def test_keys_are_created_listed_and_revoked_through_the_admin_api(keyed: Keyed)
             "rpm": 60,
             "budget": "5/month",
             "expires": "90d",
-        },  # fmt: skip
+        },
     )
     assert r.status_code == 201, r.text
     made = r.json()
