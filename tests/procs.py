@@ -148,3 +148,19 @@ def aistack_cli(
         cmd += ["--config", str(config)]
     env = {**os.environ, "AISTACK_CONFIG": "", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write_config(where: Path, cfg: dict[str, object]) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / "aistack.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def create_key(config: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """`aistack keys create --json ...`; the key as printed (the only time it is)."""
+    import json
+
+    out = aistack_cli("keys", "create", "--json", *args, config=config, env=env)
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["key"])

@@ -7,7 +7,6 @@ operator would.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -18,10 +17,10 @@ import httpx
 import ollama
 import openai
 import pytest
-import yaml
 
+from tests import procs
 from tests.faults import FaultServer, openai_canned
-from tests.procs import Proc, aistack_cli, running, start_gateway
+from tests.procs import Proc, aistack_cli, running, start_gateway, write_config
 
 MASTER = "master-" + "m" * 24
 CHAT = [{"role": "user", "content": "hi"}]
@@ -46,20 +45,11 @@ class Keyed:
         return httpx.request(method, f"{self.gw.url}/admin/api{path}", headers=headers, **kw)  # type: ignore[arg-type]
 
 
-def write_config(where: Path, cfg: dict[str, object]) -> Path:
-    where.mkdir(parents=True, exist_ok=True)
-    path = where / "aistack.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
 ENV = {"TEST_MASTER_KEY": MASTER}  # the gateway and the CLI read the same config
 
 
 def create_key(config: Path, *args: str) -> str:
-    out = aistack_cli("keys", "create", "--json", *args, config=config, env=ENV)
-    assert out.returncode == 0, out.stderr
-    return str(json.loads(out.stdout)["key"])
+    return procs.create_key(config, *args, env=ENV)
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from aistack.http.asgi import (
     respond,
 )
 from aistack.service import Gateway, RequestContext
+from aistack.store import StoreError
 
 log = logging.getLogger("aistack.http")
 
@@ -156,6 +157,11 @@ class App:
             if msg["type"] == "lifespan.startup":
                 try:
                     await self.gateway.start()
+                except StoreError as e:
+                    # Expected and actionable ("run aistack db upgrade"): one line.
+                    log.error("startup failed: %s", e)
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
                 except Exception as e:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(e)})

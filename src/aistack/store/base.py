@@ -290,16 +290,14 @@ class Store:
 
     # -- schema
 
+    def _has_table(self, name: str) -> bool:
+        raise NotImplementedError
+
     def version(self) -> int:
-        """The schema version in the database; 0 for a blank one."""
-        with self._transaction() as cur:
-            cur.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
-            )
-            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            row = cur.fetchone()
-        return int(row[0])
+        """The schema version in the database; 0 for a blank one. Reads only."""
+        if not self._has_table("schema_migrations"):
+            return 0
+        return int(self._rows("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0])
 
     @staticmethod
     def latest() -> int:
@@ -313,6 +311,11 @@ class Store:
         """Apply the migrations this database lacks, each in its own transaction."""
         applied: list[Migration] = []
         with self._migration_lock(lock_timeout):
+            with self._transaction() as cur:
+                cur.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                    "name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                )
             for m in self.pending():
                 with self._transaction() as cur:
                     for stmt in m.statements(self._id_column()):

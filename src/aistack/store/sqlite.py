@@ -32,6 +32,10 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open database {self.path}: {e}") from None
         return conn
 
+    def _has_table(self, name: str) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return bool(self._rows(sql, (name,)))
+
     def _id_column(self) -> str:
         return "INTEGER PRIMARY KEY"
 
