@@ -256,7 +256,11 @@ def test_the_end_user_an_app_forwards_is_in_the_ledger(keyed: Keyed) -> None:
     (row,) = rows
     assert row["end_user"] == "ann@example.org"
     assert row["app"] == "paperless" and row["dialect"] == "ollama" and row["route"] == "chat"
-    assert (row["backend"], row["upstream_model"], row["model"]) == ("fake", "canned", "canned")
+    assert (row["backend"], row["upstream_model"], row["model"]) == (
+        "fake",
+        "canned",
+        "canned:latest",
+    )
     assert (row["tokens_in"], row["tokens_out"], row["tokens_estimated"]) == (7, 3, 0)
     assert (row["cost"], row["cost_source"]) == (0.02, "backend")
     assert row["status"] == 200 and row["ttft_ms"] > 0 and row["duration_ms"] >= row["ttft_ms"]

@@ -385,7 +385,7 @@ class Gate:
                 ctx.end_user,
                 ctx.dialect,
                 ctx.route,
-                ctx.model,
+                canonical(ctx.model) if ctx.model else "",
                 backend,
                 upstream,
                 1 if ctx.stream else 0,
