@@ -52,8 +52,8 @@ class KeyInfo:
     """A key as the hot path needs it, built from its record at each refresh."""
 
     __slots__ = (
-        "_allowed", "_pattern", "budget", "digest", "expires_at", "id", "name", "period",
-        "quota", "restricted", "revoked",
+        "_allowed", "_pattern", "budget", "digest", "expires_at", "id", "limited", "name",
+        "period", "quota", "restricted", "revoked",
     )  # fmt: skip
 
     def __init__(self, rec: KeyRecord | None, *, id: str = "", name: str = "") -> None:
@@ -72,19 +72,20 @@ class KeyInfo:
             else None
         )
         self._allowed: dict[str, bool] = {}
-        self.restricted = bool(self._pattern or not self.quota.empty or self.budget is not None)
+        self.limited = not self.quota.empty
+        self.restricted = bool(self._pattern or self.limited or self.budget is not None)
 
-    def allows(self, names: Sequence[str]) -> bool:
-        """Whether any of these (canonical) names matches the key's model globs."""
-        if self._pattern is None:
+    def allows(self, model: str, aliases: Mapping[str, str]) -> bool:
+        """Whether the key's model globs match `model`, or what it aliases to."""
+        pattern = self._pattern
+        if pattern is None:
             return True
-        key = names[0]
-        hit = self._allowed.get(key)
+        hit = self._allowed.get(model)  # remembered per name as asked (refreshes reset it)
         if hit is None:
-            hit = any(self._pattern.match(n) for n in names)
+            hit = any(pattern.match(n) for n in _names(model, aliases))
             if len(self._allowed) > 1024:
                 self._allowed.clear()
-            self._allowed[key] = hit
+            self._allowed[model] = hit
         return hit
 
 
@@ -329,15 +330,13 @@ class Gate:
         key = ctx.key
         if key is None or not key.restricted:
             return
-        if key._pattern is not None:
-            names = _names(model, aliases)
-            if not key.allows(names):
-                raise GatewayError(
-                    ErrorKind.FORBIDDEN,
-                    f"API key '{key.name}' may not use model '{model}'",
-                    param="model",
-                    code="model_not_allowed",
-                )
+        if not key.allows(model, aliases):
+            raise GatewayError(
+                ErrorKind.FORBIDDEN,
+                f"API key '{key.name}' may not use model '{model}'",
+                param="model",
+                code="model_not_allowed",
+            )
         if key.budget is not None:
             spent = self._spent.get(key.id, 0.0) + self._unwritten.get(key.id, 0.0)
             if spent >= key.budget:
@@ -350,7 +349,7 @@ class Gate:
                     code="insufficient_quota",
                     retry_after=max(1.0, end / 1000 - time.time()),
                 )
-        if key.quota.empty:
+        if not key.limited:
             return
         got = await self.limiter.admit(key.id, key.quota)
         if isinstance(got, Denied):
@@ -359,7 +358,7 @@ class Gate:
 
     def visible(self, ctx: Caller, name: str, aliases: Mapping[str, str]) -> bool:
         key = ctx.key
-        return key is None or key._pattern is None or key.allows(_names(name, aliases))
+        return key is None or key.allows(name, aliases)
 
     # -- what happened (an observer of every finished request)
 
@@ -385,7 +384,7 @@ class Gate:
                 ctx.end_user,
                 ctx.dialect,
                 ctx.route,
-                canonical(ctx.model) if ctx.model else "",
+                _canonical(ctx.model) if ctx.model else "",
                 backend,
                 upstream,
                 1 if ctx.stream else 0,
@@ -450,6 +449,19 @@ class Gate:
                     return Admin(user.decode("utf-8", "replace"), "forward auth")
                 return None
         return None
+
+
+_CANONICAL: dict[str, str] = {}
+
+
+def _canonical(name: str) -> str:
+    """canonical(), remembered: a gateway sees a handful of distinct names."""
+    c = _CANONICAL.get(name)
+    if c is None:
+        if len(_CANONICAL) > 4096:
+            _CANONICAL.clear()
+        c = _CANONICAL[name] = canonical(name)
+    return c
 
 
 def _names(model: str, aliases: Mapping[str, str]) -> list[str]:

@@ -163,8 +163,18 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_DAYS: dict[int, str] = {}
+
+
 def day_of(ms: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
+    """The UTC date of `ms` as YYYY-MM-DD (memoised: a batch of rows shares a day or two)."""
+    n = ms // 86_400_000
+    d = _DAYS.get(n)
+    if d is None:
+        if len(_DAYS) > 4096:
+            _DAYS.clear()
+        d = _DAYS[n] = time.strftime("%Y-%m-%d", time.gmtime(n * 86_400))
+    return d
 
 
 def day_start_ms(day: str) -> int:
@@ -407,8 +417,11 @@ class Store:
             return
         daily: dict[tuple[str, str, str, str], list[Any]] = {}
         last_used: dict[str, int] = {}
+        dated = []
         for r in rows:
-            k = (day_of(r.ts), r.key_id, r.model, r.backend)
+            day = day_of(r.ts)
+            dated.append((day, *r))
+            k = (day, r.key_id, r.model, r.backend)
             d = daily.get(k)
             if d is None:
                 d = daily[k] = [r.app, 0, 0, 0, 0, 0.0, 0, 0.0]
@@ -429,7 +442,7 @@ class Store:
         with self._transaction() as cur:
             cur.executemany(
                 self._sql(f"INSERT INTO requests ({cols}) VALUES ({marks})"),
-                [(day_of(r.ts), *r) for r in rows],
+                dated,
             )
             cur.executemany(
                 self._sql(
