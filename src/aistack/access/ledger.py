@@ -45,8 +45,9 @@ class Ledger:
         self._queue: deque[UsageRow] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # One writer at a time: the background task, or a report that flushes first.
+        # One flush at a time: the background task's, or a report's that flushes first.
         self._lock = asyncio.Lock()
+        self._writing: set[asyncio.Task[bool]] = set()
         self._closing = False
         self.written = 0
         self.dropped = 0
@@ -77,26 +78,41 @@ class Ledger:
         self._task = asyncio.create_task(self._run(), name="aistack-ledger")
 
     async def _write_some(self) -> bool:
-        """Write up to one batch; False (rows kept) when the database refused."""
+        """Write up to one batch; False (rows put back) when the database refused.
+
+        The rows leave the queue before the write and the write runs as its own task,
+        so a caller cancelled meanwhile (an admin request whose client left) can
+        neither lose them nor have them written twice.
+        """
         q = self._queue
         n = min(len(q), self.batch_size)
         if not n:
             return True
-        batch = [q[i] for i in range(n)]
+        batch = [q.popleft() for _ in range(n)]
+        task = asyncio.create_task(self._write(batch))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+        return await asyncio.shield(task)
+
+    async def _write(self, batch: list[UsageRow]) -> bool:
         try:
             await self.store.run(self.store.write_usage, batch)
         except Exception as e:
+            self._queue.extendleft(reversed(batch))
             self.failures += 1
             msg = f"{type(e).__name__}: {e}".splitlines()[0]
             if msg != self.last_error or self.failures % 100 == 1:
-                log.error("usage ledger: cannot write %d rows (%d queued): %s", n, len(q), msg)
+                log.error(
+                    "usage ledger: cannot write %d rows (%d queued): %s",
+                    len(batch),
+                    len(self._queue),
+                    msg,
+                )
             self.last_error = msg
             return False
-        for _ in range(n):
-            q.popleft()
-        self.written += n
+        self.written += len(batch)
         if self.last_error:
-            log.info("usage ledger: writing again (%d rows queued)", len(q))
+            log.info("usage ledger: writing again (%d rows queued)", len(self._queue))
             self.last_error = ""
         if self.on_written is not None:
             try:
@@ -146,12 +162,9 @@ class Ledger:
         """Stop the writer and write every queued row (retrying while the database is down)."""
         self._closing = True
         if self._task is not None:
+            # Not cancelled: it finishes the write in hand, sees `_closing` and returns.
             self._wake.set()
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
             self._task = None
         # Requests cancelled by the server's shutdown finish on the next loop turns.
         for _ in range(3):
@@ -162,6 +175,8 @@ class Ledger:
                 log.error("usage ledger: %d rows could not be written at shutdown", len(self))
                 return
             await asyncio.sleep(0.5)
+        if self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
         log.info("usage ledger: %d rows written, %d dropped", self.written, self.dropped)
 
     def status(self) -> dict[str, object]:
