@@ -266,6 +266,17 @@ def test_the_end_user_an_app_forwards_is_in_the_ledger(keyed: Keyed) -> None:
     assert row["status"] == 200 and row["ttft_ms"] > 0 and row["duration_ms"] >= row["ttft_ms"]
 
 
+def test_the_usage_report_counts_what_the_request_log_holds(keyed: Keyed) -> None:
+    log = keyed.admin("GET", "/requests", params={"limit": 1000}).json()["requests"]
+    rep = keyed.admin("GET", "/usage", params={"by": "key,model", "since": "1h"}).json()
+    assert rep["total"]["requests"] == len(log) > 10
+    by_app = {r["app"]: r["requests"] for r in keyed.admin("GET", "/usage").json()["rows"]}
+    assert by_app["tight"] == sum(1 for r in log if r["app"] == "tight")
+    assert sum(1 for r in log if r["status"] == 401) >= 6  # refusals are recorded too
+    bad = keyed.admin("GET", "/usage", params={"by": "colour"})
+    assert bad.status_code == 400 and "choose from" in bad.json()["error"]["message"]
+
+
 def test_no_key_ever_appears_in_plaintext_in_logs_the_database_or_bodies(keyed: Keyed) -> None:
     # Runs after the others (file order): every key above has been used, refused,
     # listed and revoked by now, with the gateway logging at debug.

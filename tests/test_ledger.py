@@ -118,9 +118,7 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
     store.close()
 
 
-def test_usage_totals_equal_the_requests_made(
-    tmp_path: Path, backend: FaultServer, pg_url: str
-) -> None:
+def test_usage_totals_equal_the_requests_made(tmp_path: Path, backend: FaultServer) -> None:
     cfg: dict[str, object] = {
         "backends": [{"name": "fake", "kind": "openai", "url": f"{backend.url}/v1"}],
         "database_url": str(tmp_path / "usage.db"),
