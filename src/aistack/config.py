@@ -140,6 +140,11 @@ class Loaded:
     config: Config
     source: str  # the file it came from, or "embedded default"
 
+    @property
+    def base_dir(self) -> Path | None:
+        """Where relative paths in the config start: the config file's folder."""
+        return Path(self.source).parent if self.source != "embedded default" else None
+
 
 EMBEDDED_DEFAULT = """\
 server: {host: 127.0.0.1, port: 8434}

@@ -38,7 +38,7 @@ from aistack.core.events import Usage
 from aistack.core.models import canonical
 from aistack.limits.base import Denied, Limiter, Quota, Ticket
 from aistack.store import KeyRecord, Store, StoreError, UsageRow
-from aistack.store.base import Period, now_ms, period_end_ms, period_start
+from aistack.store.base import Period, iso, now_ms, period_end_ms, period_start
 
 log = logging.getLogger("aistack.auth")
 
@@ -345,7 +345,7 @@ class Gate:
                     ErrorKind.RATE_LIMITED,
                     f"budget exhausted for API key '{key.name}': ${spent:.4f} of "
                     f"${key.budget:g} per {key.period} spent; it resets at "
-                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(end / 1000))}",
+                    f"{iso(end)}",
                     code="insufficient_quota",
                     retry_after=max(1.0, end / 1000 - time.time()),
                 )

@@ -81,6 +81,19 @@ def parse_expiry(text: str, now: float | None = None) -> int:
     return int(dt.timestamp() * 1000)
 
 
+def parse_since(text: str, now: float | None = None) -> int:
+    """The start of a report: a duration back from now (`7d`) or a date -> ms."""
+    now = time.time() if now is None else now
+    try:
+        return int((now - parse_duration(text)) * 1000)
+    except SpecError:
+        pass
+    try:
+        return parse_expiry(text, now)
+    except SpecError:
+        raise SpecError(f"since {text!r}: write a duration (7d, 24h) or a date") from None
+
+
 @dataclass(frozen=True, slots=True)
 class NewKey:
     """A key just created: the only moment its plaintext exists outside the caller."""

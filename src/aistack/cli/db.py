@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from aistack.config import ConfigError, load
 from aistack.store import Store, StoreError, open_store
@@ -17,8 +16,7 @@ def open_configured_store(config: str | None, *, upgrade: bool | None = None) ->
     unless `upgrade` is true. Raises ConfigError or StoreError with a one-line message.
     """
     loaded = load(config)
-    base = Path(loaded.source).parent if loaded.source != "embedded default" else None
-    store = open_store(loaded.config.database_url, base)
+    store = open_store(loaded.config.database_url, loaded.base_dir)
     if upgrade is None:
         upgrade = store.kind == "sqlite"
     if upgrade:
@@ -51,8 +49,7 @@ def run_store_command(args: argparse.Namespace, fn: object) -> int:
 def db(args: argparse.Namespace) -> int:
     try:
         loaded = load(args.config)
-        base = Path(loaded.source).parent if loaded.source != "embedded default" else None
-        store = open_store(loaded.config.database_url, base)
+        store = open_store(loaded.config.database_url, loaded.base_dir)
     except (ConfigError, StoreError) as e:
         print(f"aistack: {e}", file=sys.stderr)
         return 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 import orjson
@@ -16,7 +15,7 @@ from aistack.access.gate import new_record
 from aistack.access.keys import SpecError, parse_budget, parse_expiry
 from aistack.cli.db import run_store_command
 from aistack.store import KeyRecord, Store
-from aistack.store.base import now_ms
+from aistack.store.base import iso, now_ms
 
 
 def keys(args: argparse.Namespace) -> int:
@@ -66,19 +65,11 @@ def _create(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _state(r: KeyRecord, now: int) -> str:
-    if r.revoked_at is not None:
-        return "revoked"
-    if r.expires_at is not None and r.expires_at <= now:
-        return "expired"
-    return "active"
-
-
 def _list(store: Store, args: argparse.Namespace) -> int:
     now = now_ms()
     records = [r for r in store.list_keys() if args.all or r.revoked_at is None]
     if args.json:
-        out = [{**r.public(), "state": _state(r, now)} for r in records]
+        out = [{**r.public(), "state": r.state(now)} for r in records]
         print(orjson.dumps({"keys": out}).decode())
         return 0
     if not records:
@@ -89,7 +80,7 @@ def _list(store: Store, args: argparse.Namespace) -> int:
         pub = r.public()
         rows.append(
             (
-                r.id, r.name, r.hint, ",".join(r.models) or "all", _limits(r), _state(r, now),
+                r.id, r.name, r.hint, ",".join(r.models) or "all", _limits(r), r.state(now),
                 pub["expires_at"] or "never", pub["last_used_at"] or "never",
             )
         )  # fmt: skip
@@ -103,7 +94,7 @@ def _revoke(store: Store, args: argparse.Namespace) -> int:
         print(f"aistack: no live key with id or name {args.key!r}", file=sys.stderr)
         return 1
     for r in done:
-        print(f"revoked {r.id} ({r.name}) at {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())}")
+        print(f"revoked {r.id} ({r.name}) at {iso(now_ms())}")
     return 0
 
 

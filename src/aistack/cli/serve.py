@@ -6,7 +6,6 @@ import argparse
 import ipaddress
 import logging
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -57,8 +56,7 @@ def build_gate(loaded: Loaded, migrate: bool = False) -> Gate:
     from aistack.store import open_store
 
     cfg = loaded.config
-    base = Path(loaded.source).parent if loaded.source != "embedded default" else None
-    store = open_store(cfg.database_url, base)
+    store = open_store(cfg.database_url, loaded.base_dir)
     limiter: Limiter
     if cfg.redis_url:
         from aistack.limits.redis import RedisLimiter
@@ -75,7 +73,7 @@ def build_gate(loaded: Loaded, migrate: bool = False) -> Gate:
         {k: Price(v.input, v.output) for k, v in cfg.prices.items()},
         {b.name: b.billed_as for b in cfg.backends},
     )
-    a, led = cfg.auth, cfg.ledger
+    a = cfg.auth
     return Gate(
         store,
         limiter,
@@ -85,13 +83,7 @@ def build_gate(loaded: Loaded, migrate: bool = False) -> Gate:
         trusted_proxies=a.trusted_proxies,
         admin_groups=a.admin_groups,
         refresh=a.refresh,
-        ledger={
-            "enabled": led.enabled,
-            "flush_interval": led.flush_interval,
-            "batch_size": led.batch_size,
-            "queue_size": led.queue_size,
-            "retention_days": led.retention_days,
-        },
+        ledger=msgspec.structs.asdict(cfg.ledger),
         # SQLite upgrades itself; PostgreSQL is shared, so only when asked (`--migrate`
         # here, or `aistack db upgrade` from one place).
         migrate=migrate or store.kind == "sqlite",

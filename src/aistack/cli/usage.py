@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import orjson
 
-from aistack.access.keys import SpecError, parse_duration, parse_expiry
+from aistack.access.keys import SpecError, parse_since
 from aistack.cli.db import run_store_command
 from aistack.cli.keys import print_table
 from aistack.store import Store
-from aistack.store.base import GROUPS
+from aistack.store.base import GROUPS, iso
 
 
 def usage(args: argparse.Namespace) -> int:
@@ -26,32 +25,18 @@ def usage(args: argparse.Namespace) -> int:
         print(f"aistack: --by {bad[0]!r}: choose from {', '.join(GROUPS)}", file=sys.stderr)
         return 2
     try:
-        since = int((time.time() - parse_duration(args.since)) * 1000)
-    except SpecError:
-        try:
-            since = parse_expiry(args.since)
-        except SpecError:
-            print(f"aistack: --since {args.since!r}: write 7d, 24h or a date", file=sys.stderr)
-            return 2
-    args.by_list, args.since_ms = by, since
+        args.since_ms = parse_since(args.since)
+    except SpecError as e:
+        print(f"aistack: --{e}", file=sys.stderr)
+        return 2
+    args.by_list = by
     return run_store_command(args, _report)
 
 
 def _report(store: Store, args: argparse.Namespace) -> int:
     rep = store.report(args.by_list, args.since_ms)
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(args.since_ms / 1000))
     if args.json:
-        print(
-            orjson.dumps(
-                {
-                    "by": list(rep.by),
-                    "since": since,
-                    "rolled_up": rep.rolled_up,
-                    "rows": [r.as_dict() for r in rep.rows],
-                    "total": rep.total.as_dict(),
-                }
-            ).decode()
-        )
+        print(orjson.dumps(rep.as_dict()).decode())
         return 0
     groups = list(rep.by) + (["app"] if "key" in rep.by else [])
     head = (
@@ -72,6 +57,7 @@ def _report(store: Store, args: argparse.Namespace) -> int:
                 *(f"{r.cost:.6f}", str(r.cost_unknown), f"{d['avg_duration_ms']:.0f}"),
             )
         )
-    print(f"usage since {since}" + (" (older days from daily sums)" if rep.rolled_up else ""))
+    rolled = " (older days from daily sums)" if rep.rolled_up else ""
+    print(f"usage since {iso(args.since_ms)}{rolled}")
     print_table(rows, right=set(range(len(groups), len(head))))
     return 0

@@ -7,12 +7,11 @@ access/gate.py). docs/admin-api.md describes each route for the console.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import parse_qs
 
 from aistack.access.gate import Gate, new_record
-from aistack.access.keys import SpecError, parse_budget, parse_duration, parse_expiry
+from aistack.access.keys import SpecError, parse_budget, parse_expiry, parse_since
 from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.http.asgi import Request, respond_json
 from aistack.service import Gateway, RequestContext
@@ -72,13 +71,7 @@ async def list_keys(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         if r.revoked_at is not None and not show_all:
             continue
         d = r.public()
-        d["state"] = (
-            "revoked"
-            if r.revoked_at is not None
-            else "expired"
-            if r.expires_at is not None and r.expires_at <= now
-            else "active"
-        )
+        d["state"] = r.state(now)
         d["spent"] = round(g.spent(r.id), 8) if r.budget is not None else None
         out.append(d)
     await respond_json(req, {"keys": out})
@@ -146,15 +139,10 @@ async def revoke_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
 
 
 def _since(q: dict[str, str]) -> int:
-    raw = q.get("since", "7d")
     try:
-        return int((time.time() - parse_duration(raw)) * 1000)
-    except SpecError:
-        pass
-    try:
-        return parse_expiry(raw)
-    except SpecError:
-        raise invalid(f"since: {raw!r} is not a duration (7d) or a date", param="since") from None
+        return parse_since(q.get("since", "7d"))
+    except SpecError as e:
+        raise invalid(str(e), param="since") from None
 
 
 async def usage(gw: Gateway, req: Request, ctx: RequestContext) -> None:
@@ -168,16 +156,7 @@ async def usage(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     if g.ledger_enabled:
         await g.ledger.flush()  # a report includes the requests just made
     rep = await g.store.run(g.store.report, by, since)
-    await respond_json(
-        req,
-        {
-            "by": list(rep.by),
-            "since": _iso(since),
-            "rolled_up": rep.rolled_up,
-            "rows": [r.as_dict() for r in rep.rows],
-            "total": rep.total.as_dict(),
-        },
-    )
+    await respond_json(req, rep.as_dict())
 
 
 async def requests(gw: Gateway, req: Request, ctx: RequestContext) -> None:
@@ -191,7 +170,3 @@ async def requests(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         lambda: g.store.requests(limit=limit, before_ms=before, key_id=q.get("key"))
     )
     await respond_json(req, {"requests": [r._asdict() for r in rows]})
-
-
-def _iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))

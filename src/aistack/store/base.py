@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 from aistack.store.migrations import MIGRATIONS, Migration
 
@@ -69,11 +69,18 @@ class KeyRecord:
             "concurrent": self.concurrent,
             "budget": self.budget,
             "budget_period": self.budget_period,
-            "created_at": _iso(self.created_at),
-            "expires_at": _iso(self.expires_at),
-            "revoked_at": _iso(self.revoked_at),
-            "last_used_at": _iso(self.last_used_at),
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "revoked_at": iso(self.revoked_at),
+            "last_used_at": iso(self.last_used_at),
         }
+
+    def state(self, now: int) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
 
 
 class UsageRow(NamedTuple):
@@ -137,6 +144,16 @@ class Report:
     # True when part of the range came from daily aggregates (whole UTC days).
     rolled_up: bool = False
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON both the CLI (--json) and the admin API answer with."""
+        return {
+            "by": list(self.by),
+            "since": iso(self.since_ms),
+            "rolled_up": self.rolled_up,
+            "rows": [r.as_dict() for r in self.rows],
+            "total": self.total.as_dict(),
+        }
+
     @property
     def total(self) -> ReportRow:
         t = ReportRow(group={})
@@ -151,12 +168,19 @@ class Report:
         return t
 
 
-def _iso(ms: int | None) -> str | None:
+@overload
+def iso(ms: int) -> str: ...
+@overload
+def iso(ms: None) -> None: ...
+@overload
+def iso(ms: int | None) -> str | None: ...
+
+
+def iso(ms: int | None) -> str | None:
+    """ms since the epoch as ISO 8601 in UTC: 2026-11-24T04:32:16Z."""
     if ms is None:
         return None
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
 def now_ms() -> int:
