@@ -55,11 +55,15 @@ def pair(tmp_path_factory: pytest.TempPathFactory, redis_target: tuple[str, str]
             # A replica never changes a shared schema by itself.
             with pytest.raises(RuntimeError, match=r"aistack db upgrade"):
                 start_gateway(tmp, cfg, name="too-early", env=ENV)
+            behind = aistack_cli("db", "status", config=config, env=ENV)
+            assert behind.returncode == 3 and "behind" in behind.stdout
             up = aistack_cli("db", "upgrade", config=config, env=ENV)
             assert up.returncode == 0, up.stderr
             assert "applied 1:" in up.stdout
             again = aistack_cli("db", "upgrade", config=config, env=ENV)
             assert "applied" not in again.stdout  # idempotent
+            now = aistack_cli("db", "status", config=config, env=ENV)
+            assert now.returncode == 0 and "up to date" in now.stdout
             key = create_key(config, "--name", "shared", "--rpm", "3", env=ENV)
             with (
                 running(start_gateway(tmp, cfg, name="a", env=ENV)) as a,
