@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import orjson
 
+from aistack.access.gate import Gate
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
-from aistack.http import admin_routes as adm
+from aistack.http import admin_routes as ad
+from aistack.http import health_routes as hr
 from aistack.http import ollama_routes as ol
 from aistack.http import openai_routes as oa
 from aistack.http.asgi import (
@@ -35,6 +37,7 @@ from aistack.http.asgi import (
     respond,
 )
 from aistack.service import Gateway, RequestContext
+from aistack.store import StoreError
 
 log = logging.getLogger("aistack.http")
 
@@ -46,6 +49,7 @@ class Route:
     handler: Handler
     dialect: str  # "ollama" | "openai" | "admin"
     body: bool = False  # read the request body before calling
+    public: bool = False  # answered without a key (liveness and version probes)
 
     @property
     def name(self) -> str:
@@ -53,16 +57,16 @@ class Route:
 
 
 def _routes() -> dict[str, dict[str, Route]]:
-    def get(h: Handler, dialect: str = "ollama") -> dict[str, Route]:
-        r = Route(h, dialect)
+    def get(h: Handler, dialect: str = "ollama", public: bool = False) -> dict[str, Route]:
+        r = Route(h, dialect, public=public)
         return {"GET": r, "HEAD": r}
 
     def post(h: Handler, dialect: str = "ollama") -> dict[str, Route]:
         return {"POST": Route(h, dialect, body=True)}
 
     return {
-        "/": get(ol.root),
-        "/api/version": get(ol.version),
+        "/": get(ol.root, public=True),
+        "/api/version": get(ol.version, public=True),
         "/api/tags": get(ol.tags),
         "/api/ps": get(ol.ps),
         "/api/show": post(ol.show),
@@ -74,10 +78,48 @@ def _routes() -> dict[str, dict[str, Route]]:
         "/v1/chat/completions": post(oa.chat_completions, "openai"),
         "/v1/completions": post(oa.completions, "openai"),
         "/v1/embeddings": post(oa.embeddings, "openai"),
-        "/health": get(adm.health, "admin"),
-        "/health/live": get(adm.live, "admin"),
-        "/health/ready": get(adm.ready, "admin"),
+        # Health is public: orchestrators probe it without keys, and it calls no model.
+        "/health": get(hr.health, "admin", public=True),
+        "/health/live": get(hr.live, "admin", public=True),
+        "/health/ready": get(hr.ready, "admin", public=True),
+        f"{ad.PREFIX}/status": get(ad.status, "admin"),
+        f"{ad.PREFIX}/keys": {**get(ad.list_keys, "admin"), **post(ad.create_key, "admin")},
+        f"{ad.PREFIX}/usage": get(ad.usage, "admin"),
+        f"{ad.PREFIX}/requests": get(ad.requests, "admin"),
     }
+
+
+def _dialect_of(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "openai"
+    if path.startswith("/admin/"):
+        return "admin"
+    return "ollama"
+
+
+def presented_key(req: Request) -> str | None:
+    """The key a client sent: `Authorization: Bearer KEY` (OpenAI and Ollama clients), or
+    `x-api-key: KEY` (Anthropic-style clients). Other Authorization schemes are not ours."""
+    auth = req.header(b"authorization")
+    if auth is not None:
+        scheme, _, value = auth.strip().partition(b" ")
+        value = value.strip()
+        if scheme.lower() == b"bearer" and value:
+            return value.decode("latin-1")
+    key = req.header(b"x-api-key")
+    if key is not None and key.strip():
+        return key.strip().decode("latin-1")
+    return None
+
+
+def end_user(req: Request) -> str:
+    """Who is behind an app that says so: Open WebUI's forwarded user headers."""
+    v = (
+        req.header(b"x-openwebui-user-email")
+        or req.header(b"x-openwebui-user-name")
+        or req.header(b"x-openwebui-user-id")
+    )
+    return v.decode("utf-8", "replace")[:200] if v else ""
 
 
 # Ollama's CORS defaults: local origins on any port, plus app and editor schemes.
@@ -94,7 +136,7 @@ _CORS_HEADERS = (
 
 
 def error_body(dialect: str, e: GatewayError) -> bytes:
-    return orjson.dumps(openai_error(e) if dialect == "openai" else ollama_error(e))
+    return orjson.dumps(openai_error(e) if dialect != "ollama" else ollama_error(e))
 
 
 class App:
@@ -120,6 +162,11 @@ class App:
             if msg["type"] == "lifespan.startup":
                 try:
                     await self.gateway.start()
+                except StoreError as e:
+                    # Expected and actionable ("run aistack db upgrade"): one line.
+                    log.error("startup failed: %s", e)
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
                 except Exception as e:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
@@ -149,6 +196,9 @@ class App:
         if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             r = Route(oa.model, "openai")
             return {"GET": r, "HEAD": r}, path
+        keys = f"{ad.PREFIX}/keys/"
+        if path.startswith(keys) and len(path) > len(keys) and "/" not in path[len(keys) :]:
+            return {"DELETE": Route(ad.revoke_key, "admin")}, path
         return None, path
 
     def _cors(self, req: Request) -> bool:
@@ -164,7 +214,7 @@ class App:
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         table, path = self._find(scope["path"])
         req = Request(scope, receive, send, path)
-        dialect = "openai" if path.startswith("/v1/") else "ollama"
+        dialect = _dialect_of(path)
         allowed = self._cors(req)
         if req.method == "OPTIONS" and req.header(b"access-control-request-method"):
             status = 204 if allowed else 403
@@ -186,18 +236,18 @@ class App:
         route = table.get(req.method)
         if route is None:
             allow = ", ".join(table).encode()
-            if dialect == "openai":
+            if dialect != "ollama":
                 e = GatewayError(ErrorKind.INVALID_REQUEST, f"method {req.method} not allowed")
-                await respond(req, 405, error_body("openai", e), JSON_TYPE, [(b"allow", allow)])
+                await respond(req, 405, error_body(dialect, e), JSON_TYPE, [(b"allow", allow)])
             else:
                 await respond(req, 405, b"405 method not allowed", TEXT_TYPE, [(b"allow", allow)])
             return
         await self._run(req, route)
 
     async def _not_found(self, req: Request, dialect: str) -> None:
-        if dialect == "openai":
+        if dialect != "ollama":
             e = GatewayError(ErrorKind.NOT_FOUND, f"Unknown request URL: {req.method} {req.path}")
-            await respond(req, 404, error_body("openai", e), JSON_TYPE)
+            await respond(req, 404, error_body(dialect, e), JSON_TYPE)
         else:
             # gin's wording: what clients with a wrong base URL have learned to recognise.
             await respond(req, 404, b"404 page not found", TEXT_TYPE)
@@ -208,6 +258,9 @@ class App:
         ctx = RequestContext(route.dialect, route.name)
         watch = _Watch(req, task)
         try:
+            gate = self.gateway.gate
+            if gate is not None and not route.public:
+                self._authenticate(gate, req, route, ctx)
             if route.body:
                 await req.read_body(self.max_body)
             watch.arm()
@@ -234,6 +287,26 @@ class App:
             watch.disarm()
             ctx.status = 499 if ctx.error == "CLIENT_CLOSED" else req.status
             self.gateway.finish(ctx)
+
+    @staticmethod
+    def _authenticate(gate: Gate, req: Request, route: Route, ctx: RequestContext) -> None:
+        token = presented_key(req)
+        if route.dialect == "admin":
+            client = req.scope.get("client")
+            admin = gate.admin(token, client[0] if client else None, req.header)
+            if admin is None:
+                raise GatewayError(
+                    ErrorKind.UNAUTHORIZED,
+                    "the admin API needs the master key (Authorization: Bearer) or "
+                    "forward-auth headers from a trusted proxy",
+                )
+            ctx.app = f"admin:{admin.name}"
+            return
+        proxied = gate.open and (
+            req.header(b"x-forwarded-for") is not None or req.header(b"forwarded") is not None
+        )
+        gate.authenticate(ctx, token, proxied)
+        ctx.end_user = end_user(req)
 
     async def _error(self, req: Request, dialect: str, e: GatewayError) -> None:
         if req.responded:
