@@ -180,6 +180,36 @@ class PriceConfig(_Strict):
     output: float = 0.0
 
 
+class MetricsConfig(_Strict):
+    enabled: bool = True
+    # true: /metrics needs the master key (or admin forward auth), like the admin API.
+    auth: bool = False
+    # Seconds between polls of each backend's loaded models (Ollama /api/ps); 0: never.
+    ps_interval: float = 30.0
+
+
+class LangfuseConfig(_Strict):
+    host: str
+    public_key: str
+    secret_key: str
+
+
+class TracingConfig(_Strict):
+    # Where spans go comes from the standard OTEL_* variables, or from `langfuse`.
+    enabled: bool = True
+    # Put prompts and answers on spans (gen_ai.input/output.messages). Off: they can
+    # hold anything a user typed.
+    capture_content: bool = False
+    langfuse: LangfuseConfig | None = None
+
+
+class LoggingConfig(_Strict):
+    # One line per request (never a key, never prompt text).
+    requests: bool = True
+    # json for collectors, text for a terminal, auto: text when stderr is a terminal.
+    format: Literal["auto", "json", "text"] = "auto"
+
+
 class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     backends: list[BackendConfig] = msgspec.field(default_factory=list)
@@ -197,6 +227,9 @@ class Config(_Strict):
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     # Model name or glob (as a backend serves it, or backend/model) -> price.
     prices: dict[str, PriceConfig] = msgspec.field(default_factory=dict)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
 
 @dataclass(frozen=True, slots=True)

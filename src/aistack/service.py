@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from msgspec.structs import replace
 
@@ -50,6 +51,15 @@ class RequestContext:
     route: str  # "chat" | "generate" | "embed" | "tags" | ...
     request_id: str = ""
     started_ns: int = field(default_factory=time.monotonic_ns)
+    method: str = ""
+    path: str = ""
+    # A W3C traceparent the caller sent: its trace id and the span to hang ours under.
+    trace_id: str = ""
+    parent_span_id: str = ""
+    # Prompt and answer, kept only when tracing captures content (off by default).
+    capture: bool = False
+    request: object = None
+    output: list[str] | None = None
     # Who asked: a key, the app it belongs to, the end user an app forwarded.
     key: KeyInfo | None = None
     key_id: str = ""
@@ -66,6 +76,7 @@ class RequestContext:
     attempts: int = 0
     fallbacks: int = 0
     failed: list[Attempt] | None = None
+    attempt_ns: int = 0
     # How it went. `status` is the HTTP status sent (499: the client went away);
     # `error` the kind of failure, also for a stream that failed after its first byte.
     status: int = 0
@@ -73,6 +84,7 @@ class RequestContext:
     first_ns: int = 0
     end_ns: int = 0
     usage: Usage | None = None
+    finish: str = ""  # why the answer ended (stop, length, tool_calls, ...)
     # The answer in progress; `Gateway.finish` ends it if the route did not.
     answer: Answer | None = None
 
@@ -90,6 +102,12 @@ class RequestContext:
 
 
 Observer = Callable[[RequestContext], None]
+
+
+class Component(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class Answer:
@@ -145,7 +163,7 @@ class Answer:
                 self.release()
                 yield self._complete(first)
                 return
-            self._chars_out += len(first.content) + len(first.thinking)
+            self._seen(first)
             yield first
         try:
             async for c in self._stream:
@@ -153,7 +171,7 @@ class Answer:
                     self.release()
                     yield self._complete(c)
                     return
-                self._chars_out += len(c.content) + len(c.thinking)
+                self._seen(c)
                 yield c
             raise GatewayError(
                 ErrorKind.UPSTREAM_ERROR,
@@ -176,8 +194,14 @@ class Answer:
             else:
                 self._router.finished(slot)
 
-    def _complete(self, c: Chunk) -> Chunk:
+    def _seen(self, c: Chunk) -> None:
         self._chars_out += len(c.content) + len(c.thinking)
+        out = self.ctx.output
+        if out is not None and c.content:
+            out.append(c.content)
+
+    def _complete(self, c: Chunk) -> Chunk:
+        self._seen(c)
         now = time.monotonic_ns()
         usage = c.usage
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
@@ -200,6 +224,7 @@ class Answer:
         done = replace(c, usage=usage, timings=t, model=c.model or self.deployment.model)
         self.final = done
         self.ctx.usage = usage
+        self.ctx.finish = done.finish or ""
         return done
 
     async def collect(self) -> Chunk:
@@ -254,6 +279,9 @@ class Gateway:
         # Called with every finished request's context; must be quick and never block
         # (enqueue, count), since they run on the request's own task.
         self.observers: list[Observer] = []
+        # Things with a life of their own (metrics polling, trace export): started after
+        # the backends, closed before the ledger's last flush.
+        self.components: list[Component] = []
         # Keys, limits and the usage ledger; None: no auth, nothing recorded.
         self.gate = gate
         if gate is not None:
@@ -277,6 +305,8 @@ class Gateway:
             await b.start()
         await self.catalog.start()
         await self.health.start()
+        for c in self.components:
+            await c.start()
         self.started = True
 
     def ready(self) -> tuple[bool, str]:
@@ -294,6 +324,11 @@ class Gateway:
     async def close(self) -> None:
         self.started = False
         await self.health.close()
+        for c in reversed(self.components):
+            try:
+                await c.close()
+            except Exception:
+                log.exception("closing %s failed", type(c).__name__)
         await self.catalog.close()
         for b in self.backends.values():
             try:

@@ -17,12 +17,17 @@ if TYPE_CHECKING:
     from aistack.access.gate import Gate
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
+        from aistack.observability.logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
 def is_loopback(host: str) -> bool:
@@ -103,7 +108,7 @@ def serve(args: argparse.Namespace) -> int:
             server, host=args.host or server.host, port=args.port or server.port
         )
         cfg = msgspec.structs.replace(cfg, server=server)
-    _setup_logging(server.log_level)
+    _setup_logging(server.log_level, cfg.logging.format)
     log = logging.getLogger("aistack")
     refusal = refuse_open_bind(cfg)
     if refusal:
@@ -116,6 +121,7 @@ def serve(args: argparse.Namespace) -> int:
     from aistack.backends.registry import build
     from aistack.backends.transport import HttpClient
     from aistack.http.app import App
+    from aistack.observability import Observability
     from aistack.service import Gateway
 
     client = HttpClient()
@@ -130,6 +136,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"aistack: config error: {loaded.source}: database_url: {e}", file=sys.stderr)
         return 2
     gateway = Gateway(cfg, backends, client, gate)
+    obs = Observability(cfg, gateway)
+    if obs.tracer is not None:
+        log.info("tracing to %s", obs.tracer.settings.endpoint)
     base = f"http://{server.host}:{server.port}"
     log.info("aistack %s; config: %s", __version__, loaded.source)
     for b in backends:
@@ -138,13 +147,14 @@ def serve(args: argparse.Namespace) -> int:
         log.warning("no backends configured: every model request will answer 404")
     log.info("Ollama API at %s/api, OpenAI API at %s/v1", base, base)
     config = uvicorn.Config(
-        App(gateway),
+        App(gateway, obs),
         host=server.host,
         port=server.port,
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        access_log=False,
+        access_log=False,  # one request line comes from observability/logs.py instead
+        log_config=None,  # uvicorn's records go through the handler set up above
         log_level=server.log_level,
         server_header=False,
         # Forwarded headers are read where they matter (trusted proxies), not per request;

@@ -11,7 +11,9 @@ connection, so the backend stops generating.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ from aistack.http.asgi import (
     Send,
     respond,
 )
+from aistack.observability import Observability
+from aistack.observability.tracing import parse_traceparent
 from aistack.service import Gateway, RequestContext
 from aistack.store import StoreError
 
@@ -135,14 +139,39 @@ _CORS_HEADERS = (
 )
 
 
+METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_RID_PREFIX = os.urandom(4).hex()
+_rids = itertools.count(1)
+_RID_OK = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id(given: bytes | None) -> str:
+    """The caller's X-Request-Id when it is a sane token, else a new one."""
+    if given is not None and _RID_OK.match(given):
+        return given.decode()
+    return f"{_RID_PREFIX}{next(_rids):08x}"
+
+
 def error_body(dialect: str, e: GatewayError) -> bytes:
     return orjson.dumps(openai_error(e) if dialect != "ollama" else ollama_error(e))
 
 
 class App:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, obs: Observability | None = None) -> None:
         self.gateway = gateway
+        self.obs = obs
         self.routes = _routes()
+        if obs is not None and obs.metrics is not None:
+            metrics = obs.metrics
+
+            async def scrape(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+                await respond(req, 200, metrics.expose().encode(), METRICS_TYPE)
+
+            scrape.__name__ = "metrics"
+            r = Route(scrape, "admin", public=not obs.metrics_auth)
+            self.routes["/metrics"] = {"GET": r, "HEAD": r}
+        self.tracing = obs is not None and obs.tracer is not None
+        self.capture = obs is not None and obs.capture
         self.max_body = gateway.config.server.max_body_bytes
         self.cors_origins = set(gateway.config.server.cors_origins)
         self._started = asyncio.Event()
@@ -255,7 +284,14 @@ class App:
     async def _run(self, req: Request, route: Route) -> None:
         task = asyncio.current_task()
         assert task is not None
-        ctx = RequestContext(route.dialect, route.name)
+        ctx = RequestContext(route.dialect, route.name, method=req.method, path=req.path)
+        ctx.request_id = request_id(req.header(b"x-request-id"))
+        req.extra_headers.append((b"x-request-id", ctx.request_id.encode()))
+        if self.tracing:
+            ctx.trace_id, ctx.parent_span_id = parse_traceparent(req.header(b"traceparent"))
+            if self.capture:
+                ctx.capture = True
+                ctx.output = []
         watch = _Watch(req, task)
         try:
             gate = self.gateway.gate

@@ -111,23 +111,27 @@ async def _send(
 
 async def chat(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.chat_request_from_wire(req.json())
+    ctx.request = r
     answer = await gw.chat(ctx, r)
     await _send(req, answer, r.stream, r.model, "chat")
 
 
 async def generate(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.generate_request_from_wire(req.json())
+    ctx.request = r
     answer = await gw.generate(ctx, r)
     await _send(req, answer, r.stream, r.model, "generate")
 
 
 async def embed(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.embed_request_from_wire(req.json())
+    ctx.request = r
     result = await gw.embed(ctx, r)
     await respond_json(req, convert.embed_response_to_wire(result, r.model))
 
 
 async def embeddings(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.embed_request_from_wire(req.json(), legacy=True)
+    ctx.request = r
     result = await gw.embed(ctx, r)
     await respond_json(req, convert.embeddings_legacy_response_to_wire(result))

@@ -80,17 +80,20 @@ async def _send(
 
 async def chat_completions(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.chat_request_from_wire(req.json())
+    ctx.request = r
     answer = await gw.chat(ctx, r)
     await _send(req, answer, r.stream, r.include_usage, "chat")
 
 
 async def completions(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = convert.completion_request_from_wire(req.json())
+    ctx.request = r
     answer = await gw.generate(ctx, r)
     await _send(req, answer, r.stream, r.include_usage, "completion")
 
 
 async def embeddings(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r, fmt = convert.embed_request_from_wire(req.json())
+    ctx.request = r
     result = await gw.embed(ctx, r)
     await respond_json(req, convert.embed_response_to_wire(result, r.model, fmt))

@@ -84,6 +84,9 @@ class Attempt:
     error: str  # ErrorKind name
     status: int
     message: str
+    # When it was tried (monotonic ns): traces show each attempt as a span.
+    started_ns: int = 0
+    ended_ns: int = 0
 
 
 class Tally(Protocol):
@@ -93,6 +96,7 @@ class Tally(Protocol):
     attempts: int
     fallbacks: int
     failed: list[Attempt] | None
+    attempt_ns: int  # when the attempt that answered started (monotonic ns)
 
 
 class Pool:
@@ -321,10 +325,11 @@ class Router:
             slot.in_flight += 1
             slot.requests += 1
             t0 = time.monotonic()
+            tally.attempt_ns = t0_ns = time.monotonic_ns()
             try:
                 value = await call(slot.dep)
             except GatewayError as e:
-                verdict = self._failed(slot, e, tally)
+                verdict = self._failed(slot, e, tally, t0_ns)
                 if verdict == _CONTEXT:
                     if not in_context_chain:
                         if not route.context_chain:
@@ -411,13 +416,23 @@ class Router:
                     fut.set_result(None)
                     break
 
-    def _failed(self, slot: Slot, e: GatewayError, tally: Tally) -> int:
+    def _failed(self, slot: Slot, e: GatewayError, tally: Tally, started_ns: int = 0) -> int:
         self._release(slot)
         verdict = _verdict(e)
         failed = tally.failed
         if failed is None:
             failed = tally.failed = []
-        failed.append(Attempt(slot.key, slot.dep.backend.name, e.kind.name, e.status, e.message))
+        failed.append(
+            Attempt(
+                slot.key,
+                slot.dep.backend.name,
+                e.kind.name,
+                e.status,
+                e.message,
+                started_ns,
+                time.monotonic_ns(),
+            )
+        )
         if verdict == _FAIL:
             self._count_failure(slot, e)
         else:

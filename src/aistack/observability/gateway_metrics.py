@@ -1,0 +1,277 @@
+"""What `/metrics` shows: requests, latency, tokens, spend, routing, the ledger, and Ollama.
+
+Counters and histograms are fed by one observer at the end of each request (a few dict
+updates). Gauges that describe live state (in flight per deployment, deployment and
+backend state, ledger queue, loaded models and VRAM) are read at scrape time, so the
+request path never touches them.
+
+Label values stay bounded: models are the names the catalog resolved (a request for a
+model nobody serves counts under model=""), apps are key names (never keys), backends
+and deployments come from the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from aistack.core.errors import GatewayError
+from aistack.core.models import canonical
+from aistack.observability.metrics import Registry
+from aistack.routing.health import report
+from aistack.service import Gateway, RequestContext
+
+if TYPE_CHECKING:
+    from aistack.observability.tracing import Tracer
+
+log = logging.getLogger("aistack.metrics")
+
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+)  # fmt: skip
+RATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+INFERENCE = frozenset(
+    {"chat", "generate", "embed", "embeddings", "chat_completions", "completions"}
+)
+STATES = ("ok", "busy", "half-open", "cooldown", "down")
+
+
+class GatewayMetrics:
+    def __init__(self, gw: Gateway, tracer: Tracer | None = None) -> None:
+        self.gw = gw
+        self.tracer = tracer
+        r = self.registry = Registry()
+        self.requests = r.counter(
+            "aistack_requests_total",
+            "Requests answered, by dialect, route, model, backend, app and HTTP status.",
+            ("dialect", "route", "model", "backend", "app", "status"),
+        )
+        self.duration = r.histogram(
+            "aistack_request_duration_seconds",
+            "Time from the first byte of a request to its last, for model requests.",
+            ("dialect", "route", "model"),
+            LATENCY_BUCKETS,
+        )
+        self.ttft = r.histogram(
+            "aistack_time_to_first_token_seconds",
+            "Time from a request's arrival to the backend's first chunk.",
+            ("model", "backend"),
+            LATENCY_BUCKETS,
+        )
+        self.tokens = r.counter(
+            "aistack_tokens_total",
+            "Tokens in (prompt) and out (completion), as the backend counted them.",
+            ("direction", "model", "backend", "app"),
+        )
+        self.rate = r.histogram(
+            "aistack_output_tokens_per_second",
+            "Generation speed of each answer (output tokens after the first chunk).",
+            ("model", "backend"),
+            RATE_BUCKETS,
+        )
+        self.spend = r.counter(
+            "aistack_spend_usd_total",
+            "Cost of answered requests whose cost is known, in USD.",
+            ("model", "app"),
+        )
+        self.retries = r.counter(
+            "aistack_retries_total", "Extra upstream attempts before an answer.", ("model",)
+        )
+        self.fallbacks = r.counter(
+            "aistack_fallbacks_total", "Requests answered by a fallback entry.", ("model",)
+        )
+        self.upstream_errors = r.counter(
+            "aistack_upstream_errors_total",
+            "Failed upstream attempts (before or during an answer), by backend and kind.",
+            ("backend", "error"),
+        )
+        self.in_flight = r.gauge(
+            "aistack_in_flight", "Requests in flight per deployment.", ("deployment",)
+        )
+        self.dep_state = r.gauge(
+            "aistack_deployment_state",
+            "1 for the state each deployment is in (ok, busy, half-open, cooldown, down).",
+            ("deployment", "state"),
+        )
+        self.backend_up = r.gauge(
+            "aistack_backend_up", "1 when the backend's last probe answered.", ("backend", "kind")
+        )
+        self.backend_latency = r.gauge(
+            "aistack_backend_probe_latency_seconds", "The last probe's latency.", ("backend",)
+        )
+        self.ledger_queue = r.gauge("aistack_ledger_queue_depth", "Ledger rows waiting.")
+        self.ledger_written = r.gauge("aistack_ledger_rows_written", "Ledger rows written.")
+        self.ledger_dropped = r.gauge(
+            "aistack_ledger_rows_dropped", "Ledger rows dropped because the queue was full."
+        )
+        self.budget = r.gauge(
+            "aistack_key_budget_usd", "Each key's budget for its period, in USD.", ("app",)
+        )
+        self.budget_spent = r.gauge(
+            "aistack_key_budget_spent_usd",
+            "What each key with a budget has spent in its current period, in USD.",
+            ("app",),
+        )
+        self.traces = r.gauge(
+            "aistack_trace_spans", "Spans exported, dropped and queued.", ("outcome",)
+        )
+        self.loaded = r.gauge(
+            "aistack_ollama_models_loaded", "Models loaded (/api/ps), per backend.", ("backend",)
+        )
+        self.vram = r.gauge(
+            "aistack_ollama_model_vram_bytes", "VRAM a loaded model uses.", ("backend", "model")
+        )
+        self.model_size = r.gauge(
+            "aistack_ollama_model_size_bytes", "Memory a loaded model uses.", ("backend", "model")
+        )
+        self.expires = r.gauge(
+            "aistack_ollama_model_expires_in_seconds",
+            "Seconds until a loaded model is unloaded (keep_alive).",
+            ("backend", "model"),
+        )
+        self.info = r.gauge("aistack_info", "The running version.", ("version",))
+        self.info.set((gw.version,), 1)
+        self.rss = r.gauge("aistack_process_resident_memory_bytes", "Resident memory.")
+        self.cpu = r.gauge("aistack_process_cpu_seconds", "CPU time used (user + system).")
+        self.fds = r.gauge("aistack_process_open_fds", "Open file descriptors.")
+        r.collect_with(self._collect)
+        self._names: dict[str, str] = {}
+        self._ps_task: asyncio.Task[None] | None = None
+
+    # -- per request (hot path: dictionary updates only)
+
+    def _model(self, ctx: RequestContext) -> str:
+        if ctx.deployment is None:
+            return ""
+        name = self._names.get(ctx.model)
+        if name is None:
+            name = canonical(ctx.model)
+            if len(self._names) < 10_000:
+                self._names[ctx.model] = name
+        return name
+
+    def observe(self, ctx: RequestContext) -> None:
+        model = self._model(ctx)
+        backend = ctx.backend
+        self.requests.inc((ctx.dialect, ctx.route, model, backend, ctx.app, str(ctx.status)))
+        if ctx.route not in INFERENCE:
+            return
+        self.duration.observe((ctx.dialect, ctx.route, model), (ctx.end_ns - ctx.started_ns) / 1e9)
+        if ctx.failed:
+            for a in ctx.failed:
+                self.upstream_errors.inc((a.backend, a.error))
+        if ctx.attempts > 1:
+            self.retries.inc((model,), ctx.attempts - 1)
+        if ctx.fallbacks:
+            self.fallbacks.inc((model,))
+        if ctx.error and ctx.error != "CLIENT_CLOSED" and ctx.first_ns and backend:
+            self.upstream_errors.inc((backend, ctx.error))
+        if not backend:
+            return
+        if ctx.first_ns:
+            self.ttft.observe((model, backend), (ctx.first_ns - ctx.started_ns) / 1e9)
+        u = ctx.usage
+        if u is None:
+            return
+        self.tokens.inc(("input", model, backend, ctx.app), u.prompt_tokens)
+        self.tokens.inc(("output", model, backend, ctx.app), u.completion_tokens)
+        gen = (ctx.end_ns - ctx.first_ns) / 1e9 if ctx.first_ns else 0
+        if u.completion_tokens > 1 and gen > 0 and ctx.stream:
+            self.rate.observe((model, backend), (u.completion_tokens - 1) / gen)
+        if u.cost:
+            self.spend.inc((model, ctx.app), u.cost)
+
+    # -- at scrape time
+
+    def _collect(self) -> None:
+        rep = report(self.gw.router)
+        self.in_flight.clear()
+        self.dep_state.clear()
+        for d in rep["deployments"]:
+            key = f"{d['backend']}/{d['upstream_model']}"
+            self.in_flight.set((key,), d["in_flight"])
+            for s in STATES:
+                self.dep_state.set((key, s), 1 if d["state"] == s else 0)
+        self.backend_up.clear()
+        for b in rep["backends"]:
+            self.backend_up.set((b["name"], b["kind"]), 1 if b["state"] == "up" else 0)
+            if b["latency_ms"] is not None:
+                self.backend_latency.set((b["name"],), b["latency_ms"] / 1000)
+        gate = self.gw.gate
+        if gate is not None:
+            st = gate.ledger.status()
+            self.ledger_queue.set((), float(st["queued"]))  # type: ignore[arg-type]
+            self.ledger_written.set((), float(st["written"]))  # type: ignore[arg-type]
+            self.ledger_dropped.set((), float(st["dropped"]))  # type: ignore[arg-type]
+            self.budget.clear()
+            self.budget_spent.clear()
+            for rec in gate.records:
+                if rec.budget is not None and rec.revoked_at is None:
+                    self.budget.set((rec.name,), rec.budget)
+                    self.budget_spent.set((rec.name,), gate.spent(rec.id))
+        if self.tracer is not None:
+            self.traces.set(("exported",), self.tracer.exported)
+            self.traces.set(("dropped",), self.tracer.dropped)
+            self.traces.set(("queued",), len(self.tracer.queue))
+        self._process()
+
+    def _process(self) -> None:
+        try:
+            with open("/proc/self/statm") as f:
+                self.rss.set((), int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+            t = os.times()
+            self.cpu.set((), t.user + t.system)
+            self.fds.set((), len(os.listdir("/proc/self/fd")))
+        except OSError:
+            pass
+
+    def expose(self) -> str:
+        return self.registry.expose()
+
+    # -- Ollama's loaded models, polled (Ollama has no /metrics of its own)
+
+    async def start(self, interval: float = 30.0) -> None:
+        if interval > 0:
+            self._ps_task = asyncio.create_task(self._poll_ps(interval), name="ps-poll")
+
+    async def _poll_ps(self, interval: float) -> None:
+        while True:
+            await self.poll_ps()
+            await asyncio.sleep(interval)
+
+    async def poll_ps(self) -> None:
+        loaded: dict[str, int] = {name: 0 for name in self.gw.backends}
+        vram: dict[tuple[str, str], float] = {}
+        size: dict[tuple[str, str], float] = {}
+        expires: dict[tuple[str, str], float] = {}
+        now = time.time()
+        for b in self.gw.backends.values():
+            try:
+                models = await b.ps()
+            except GatewayError:
+                continue
+            except Exception:
+                log.exception("polling %s for loaded models failed", b.name)
+                continue
+            loaded[b.name] = len(models)
+            for m in models:
+                key = (b.name, m.name)
+                vram[key] = m.size_vram
+                size[key] = m.size
+                if m.expires_at is not None:
+                    expires[key] = max(0.0, m.expires_at - now)
+        for gauge, values in ((self.vram, vram), (self.model_size, size), (self.expires, expires)):
+            gauge.clear()
+            for k, v in values.items():
+                gauge.set(k, v)
+        self.loaded.clear()
+        for name, n in loaded.items():
+            self.loaded.set((name,), n)
+
+    async def close(self) -> None:
+        if self._ps_task is not None:
+            self._ps_task.cancel()
+            self._ps_task = None
