@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "config": 1,
     "backends": 2,
     "routing": 3,
+    "fleet": 3,
     "service": 4,
     "http": 5,
     "cli": 6,

@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address to bind (overrides server.host)")
     s.add_argument("--port", type=int, help="port to bind (overrides server.port)")
     s.set_defaults(func=_serve)
+
+    # The fleet and the runbook: each module adds its own subcommands.
+    from aistack.cli import models
+
+    for module in (models,):
+        module.register(sub)
     return p
 
 

@@ -11,6 +11,7 @@ connection, so the backend stops generating.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ import orjson
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
+from aistack.http import fleet_routes as fl
 from aistack.http import ollama_routes as ol
 from aistack.http import openai_routes as oa
 from aistack.http.asgi import (
@@ -45,6 +47,7 @@ class Route:
     handler: Handler
     dialect: str  # "ollama" | "openai"
     body: bool = False  # read the request body before calling
+    admin: bool = False  # managing the gateway, not using it: see App.check_admin
 
     @property
     def name(self) -> str:
@@ -73,6 +76,11 @@ def _routes() -> dict[str, dict[str, Route]]:
         "/v1/chat/completions": post(oa.chat_completions, "openai"),
         "/v1/completions": post(oa.completions, "openai"),
         "/v1/embeddings": post(oa.embeddings, "openai"),
+        # Model management (admin only): one Ollama instance, by docs/fleet.md's rule.
+        "/api/pull": {"POST": Route(fl.pull, "ollama", body=True, admin=True)},
+        "/api/delete": {"DELETE": Route(fl.delete, "ollama", body=True, admin=True)},
+        "/api/copy": {"POST": Route(fl.copy, "ollama", body=True, admin=True)},
+        "/admin/api/models": {m: Route(fl.models, "admin", admin=True) for m in ("GET", "HEAD")},
     }
 
 
@@ -204,6 +212,8 @@ class App:
         ctx = RequestContext(route.dialect, route.name)
         watch = _Watch(req, task)
         try:
+            if route.admin:
+                self.check_admin(req)
             if route.body:
                 await req.read_body(self.max_body)
             watch.arm()
@@ -230,6 +240,26 @@ class App:
             watch.disarm()
             ctx.status = 499 if ctx.error == "CLIENT_CLOSED" else req.status
             self.gateway.finish(ctx)
+
+    def check_admin(self, req: Request) -> None:
+        """Whether this caller may use admin routes (pull, delete, copy, /admin/api/*).
+
+        The one place that decides it. The gateway has no keys yet, so it runs open, and
+        then only callers on this machine (loopback) may manage the fleet; anyone else
+        gets a 403 in the route's dialect. With keys, this asks for an admin key.
+        """
+        client = req.scope.get("client")
+        host = client[0] if client else ""
+        try:
+            local = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+        except ValueError:
+            local = host == "localhost"
+        if not local:
+            raise GatewayError(
+                ErrorKind.FORBIDDEN,
+                "model management is for admins: with no keys configured, only "
+                "callers on the gateway's own machine may use it",
+            )
 
     async def _error(self, req: Request, dialect: str, e: GatewayError) -> None:
         if req.responded:
