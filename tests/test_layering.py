@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "routing": 3,
     "fleet": 3,
     "service": 4,
+    "doctor": 4,
     "http": 5,
     "cli": 6,
 }

@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_serve)
 
     # The fleet and the runbook: each module adds its own subcommands.
-    from aistack.cli import models
+    from aistack.cli import doctor, models
 
-    for module in (models,):
+    for module in (models, doctor):
         module.register(sub)
     return p
 
