@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_serve)
 
     # The fleet and the runbook: each module adds its own subcommands.
-    from aistack.cli import doctor, models
+    from aistack.cli import doctor, models, snippet
 
-    for module in (models, doctor):
+    for module in (models, doctor, snippet):
         module.register(sub)
     return p
 
