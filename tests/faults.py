@@ -7,6 +7,7 @@ one part: silence, a stream cut mid-way, a 429 with Retry-After, slow bytes.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -126,8 +127,9 @@ def ollama_cut_stream(lines: int = 2) -> Handler:
     """Answers /api/chat with a few NDJSON lines, then drops the connection."""
 
     async def h(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> None:
-        if b"/api/tags" in req.split(b"\r\n", 1)[0]:
-            body = b'{"models":[]}'
+        line = req.split(b"\r\n", 1)[0]
+        if b"/api/tags" in line or b"/api/version" in line:
+            body = b'{"models":[]}' if b"/api/tags" in line else b'{"version":"0.13.0"}'
             writer.write(response_head(200, b"application/json", length=len(body)) + body)
             await writer.drain()
             return
@@ -175,3 +177,81 @@ def status(code: int, body: bytes, extra: bytes = b"") -> Handler:
         await writer.drain()
 
     return h
+
+
+class OpenAIStub:
+    """A canned OpenAI-compatible server for router tests: it answers instantly with a
+    fixed reply (the router is under test, not a model), and can be switched at any
+    time to answer a status (429 with Retry-After, 503) or to hold its first byte.
+
+    It lists `models`; every chat request is counted per model in `chats`.
+    """
+
+    def __init__(self, *models: str) -> None:
+        self.models = list(models)
+        self.status = 200
+        self.retry_after: str | None = None
+        self.first_byte_delay = 0.0
+        self.chats: dict[str, int] = {}
+        self.failed = 0  # chat requests answered with an error status
+        self.running = 0  # chat requests being answered now
+        self.peak = 0  # the most answered at once
+
+    def total(self) -> int:
+        return sum(self.chats.values())
+
+    async def __call__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes
+    ) -> None:
+        line = req.split(b"\r\n", 1)[0]
+        if b" /v1/models " in line:
+            data = [
+                {"id": m, "object": "model", "created": 1, "owned_by": "stub"} for m in self.models
+            ]
+            body = json.dumps({"object": "list", "data": data}).encode()
+            writer.write(response_head(200, b"application/json", length=len(body)) + body)
+            await writer.drain()
+            return
+        payload = json.loads(req.split(b"\r\n\r\n", 1)[1] or b"{}")
+        model = str(payload.get("model", ""))
+        self.chats[model] = self.chats.get(model, 0) + 1
+        if self.status != 200:
+            self.failed += 1
+            body = json.dumps(
+                {"error": {"message": f"stub says {self.status}", "type": "server_error"}}
+            ).encode()
+            extra = b"retry-after: %s\r\n" % self.retry_after.encode() if self.retry_after else b""
+            writer.write(response_head(self.status, b"application/json", extra, len(body)) + body)
+            await writer.drain()
+            return
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            if self.first_byte_delay:
+                await asyncio.sleep(self.first_byte_delay)
+        finally:
+            self.running -= 1
+        usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        if not payload.get("stream"):
+            body = json.dumps(
+                {
+                    "id": "chatcmpl-stub", "object": "chat.completion", "created": 1,
+                    "model": model,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "stub answer"}}],
+                    "usage": usage,
+                }
+            ).encode()  # fmt: skip
+            writer.write(response_head(200, b"application/json", length=len(body)) + body)
+            await writer.drain()
+            return
+        writer.write(response_head(200, b"text/event-stream"))
+        for delta, finish in (({"role": "assistant", "content": "stub"}, None), ({}, "stop")):
+            ev = {
+                "id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 1,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }  # fmt: skip
+            writer.write(chunk(b"data: " + json.dumps(ev).encode() + b"\n\n"))
+        writer.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        await writer.drain()

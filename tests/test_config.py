@@ -66,12 +66,63 @@ def test_secrets_come_from_the_environment(text: str, env: dict[str, str], expec
         ("aliases: {a: A}", "f.yaml: aliases.a: an alias cannot point at itself"),
         ("server: [1, 2", "f.yaml: line 1: invalid YAML"),
         ("- 1\n- 2", "f.yaml: (top level): expected a mapping"),
+        ("routing: {strategy: fastest}", "f.yaml: routing.strategy: invalid enum value 'fastest'"),
+        ("routing: {retries: 50}", "f.yaml: routing.retries: must be between 0 and 10"),
+        ("routing: {retry: 2}", "f.yaml: routing: object contains unknown field 'retry'"),
+        ("routing: {backoff: 5, backoff_max: 1}", "f.yaml: routing.backoff: must be at least 0"),
+        ("routing: {cooldown: {failures: 0}}", "f.yaml: routing.cooldown.failures: must be at"),
+        ("routing: {health: {interval: -1}}", "f.yaml: routing.health.interval: must be at"),
+        (
+            "backends: [{name: a, kind: local, weight: 0}]",
+            "f.yaml: backends[0].weight: must be above 0",
+        ),
+        (
+            "backends: [{name: a, kind: local, max_in_flight: 0}]",
+            "f.yaml: backends[0].max_in_flight: must be at least 1",
+        ),
+        (
+            "backends: [{name: a, kind: ollama, url: 'http://x', timeouts: {first_token: 0}}]",
+            "f.yaml: backends[0].timeouts.first_token: must be above 0 (or null)",
+        ),
+        (
+            "routing: {models: {m: {fallbacks: ['M:latest']}}}",
+            "f.yaml: routing.models.m.fallbacks[0]: a model cannot fall back to itself",
+        ),
+        (
+            "backends: [{name: a, kind: local}]\n"
+            "routing: {models: {m: {deployments: {b: {weight: 2}}}}}",
+            "f.yaml: routing.models.m.deployments.b: no backend named 'b'",
+        ),
+        (
+            "backends: [{name: a, kind: local}]\n"
+            "routing: {models: {m: {deployments: {a: {max_in_flight: 0}}}}}",
+            "f.yaml: routing.models.m.deployments.a.max_in_flight: must be at least 1",
+        ),
+        (
+            "backends: [{name: a, kind: local}]\naliases: {r: m}\n"
+            "routing: {models: {r: {deployments: {a: {weight: 2}}}}}",
+            "f.yaml: routing.models.r.deployments: 'r' is an alias",
+        ),
+        ("aliases: {a: [b]}", "f.yaml: aliases.a: expected 'str', got 'array'"),
+        (
+            "routing: {models: {m: {strategy: random}}}",
+            "f.yaml: routing.models.m.strategy: invalid enum value 'random'",
+        ),
     ],
 )
 def test_errors_name_the_file_the_key_and_the_problem(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse(text, "f.yaml", env={})
     assert message in str(e.value)
+
+
+def test_routing_defaults_suit_slow_local_models() -> None:
+    cfg = parse("backends: [{name: a, kind: ollama, url: 'http://x'}]", "f.yaml")
+    r, t = cfg.routing, cfg.backends[0].timeouts
+    assert r.strategy == "least-in-flight" and r.retries == 2
+    assert (r.cooldown.failures, r.cooldown.seconds) == (3, 10)
+    assert r.health.interval == 30
+    assert (t.connect, t.first_token, t.idle, t.total) == (5, 600, 300, None)
 
 
 def test_where_the_config_comes_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

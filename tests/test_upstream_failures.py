@@ -160,6 +160,10 @@ def test_a_caller_that_disconnects_stops_the_backend(stack: Stack) -> None:
         time.sleep(0.1)
     assert stack.upstream.output().count("generation stopped") > before
     assert "the client went away" in stack.gateway.output()
+    # The abandoned answer no longer counts against the deployment's in-flight total.
+    deps = httpx.get(f"{stack.url}/health").json()["deployments"]
+    up = next(d for d in deps if d["backend"] == "upstream")
+    assert up["in_flight"] == 0 and up["consecutive_failures"] == 0
 
 
 def test_config_error_names_file_key_and_problem(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 import yaml
@@ -43,9 +43,12 @@ class ServerConfig(_Strict):
 
 
 class TimeoutsConfig(_Strict):
-    """Seconds. Defaults suit slow local models: a 20B model can take a minute to load."""
+    """Seconds; null means no limit. Defaults suit slow local models: a 20B model can take
+    a minute to load before its first token, and a non-streamed answer's first byte is
+    the whole answer. Connecting is quick on any network, so a dead box costs 5 s once
+    before its breaker or the health probe takes it out of rotation."""
 
-    connect: float = 10.0
+    connect: float = 5.0
     first_token: float | None = 600.0
     idle: float | None = 300.0
     total: float | None = None
@@ -71,6 +74,65 @@ class BackendConfig(_Strict):
     n_ctx: int = 4096
     n_threads: int | None = None
     keep_alive: float | None = None
+    # Routing defaults for every model this backend serves (routing.models can override
+    # them per model): a share for `weighted`, a rank for `priority` (lower goes first),
+    # and how many requests one model here may have in flight (null: no cap).
+    weight: float = 1.0
+    priority: int = 0
+    max_in_flight: int | None = None
+
+
+Strategy = Literal["least-in-flight", "latency", "weighted", "priority"]
+
+
+class DeploymentConfig(_Strict):
+    """One backend's deployment of one model; unset keys come from the backend."""
+
+    weight: float | None = None
+    priority: int | None = None
+    max_in_flight: int | None = None
+
+
+class ModelRoutingConfig(_Strict):
+    """How one public name (a model or an alias) is routed."""
+
+    strategy: Strategy | None = None
+    # Tried in order when every deployment of the model failed or is unavailable.
+    fallbacks: list[str] = msgspec.field(default_factory=list)
+    # Tried in order when the prompt is longer than the model's context.
+    context_fallbacks: list[str] = msgspec.field(default_factory=list)
+    # Per backend: weight, priority, max_in_flight of this model there.
+    deployments: dict[str, DeploymentConfig] = msgspec.field(default_factory=dict)
+
+
+class CooldownConfig(_Strict):
+    # Consecutive failures (unreachable, timeout, 5xx) that take a deployment out.
+    failures: int = 3
+    # How long it stays out before one trial request (half-open); doubles while the
+    # trials fail, up to max_seconds. A 429 takes it out for its Retry-After instead.
+    seconds: float = 10.0
+    max_seconds: float = 300.0
+
+
+class HealthConfig(_Strict):
+    # Seconds between background probes of each backend (0: no probes). A backend that
+    # is down is probed every min(interval, 5) seconds so it comes back quickly.
+    interval: float = 30.0
+    timeout: float = 5.0
+
+
+class RoutingConfig(_Strict):
+    strategy: Strategy = "least-in-flight"
+    # Extra attempts per chain entry after a failure before the first byte.
+    retries: int = 2
+    # Jittered exponential backoff before trying the same deployment again (seconds).
+    backoff: float = 0.25
+    backoff_max: float = 2.0
+    # How long a request waits for a free slot when every deployment is at its cap.
+    queue_timeout: float = 30.0
+    cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    models: dict[str, ModelRoutingConfig] = msgspec.field(default_factory=dict)
 
 
 class Config(_Strict):
@@ -79,6 +141,7 @@ class Config(_Strict):
     aliases: dict[str, str] = msgspec.field(default_factory=dict)
     # How long a backend's model list is trusted before it is asked again.
     models_ttl: float = 10.0
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +196,37 @@ def _msgspec_problem(e: msgspec.ValidationError) -> tuple[str, str]:
     return key, problem[0].lower() + problem[1:] if problem else problem
 
 
+def _pinpoint(raw: Any, typ: Any, path: str) -> tuple[str, str] | None:
+    """Where `raw` fails to convert to `typ`, deepest part first, naming the keys of
+    mappings (msgspec writes `[...]` for them: `routing.models[...].strategy`)."""
+    if isinstance(raw, dict) and isinstance(typ, type) and issubclass(typ, msgspec.Struct):
+        hints = get_type_hints(typ)
+        for f in msgspec.structs.fields(typ):
+            if f.encode_name in raw:
+                sub = f"{path}.{f.name}" if path else f.name
+                found = _pinpoint(raw[f.encode_name], hints[f.name], sub)
+                if found is not None:
+                    return found
+    elif isinstance(raw, dict) and get_origin(typ) is dict:
+        for k, v in raw.items():
+            found = _pinpoint(v, get_args(typ)[1], f"{path}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(raw, list) and get_origin(typ) is list:
+        for i, v in enumerate(raw):
+            found = _pinpoint(v, get_args(typ)[0], f"{path}[{i}]")
+            if found is not None:
+                return found
+    try:
+        msgspec.convert(raw, typ, strict=False)
+    except msgspec.ValidationError as e:
+        key, problem = _msgspec_problem(e)
+        if key == "(top level)":
+            return path or key, problem
+        return (f"{path}.{key}" if path else key), problem
+    return None
+
+
 def parse(text: str, where: str, env: Mapping[str, str] | None = None) -> Config:
     try:
         raw = yaml.safe_load(text)
@@ -148,7 +242,7 @@ def parse(text: str, where: str, env: Mapping[str, str] | None = None) -> Config
     try:
         cfg = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
-        key, problem = _msgspec_problem(e)
+        key, problem = _pinpoint(raw, Config, "") or _msgspec_problem(e)
         raise ConfigError(f"{where}: {key}: {problem}") from None
     _check(cfg, where)
     return cfg
@@ -186,11 +280,76 @@ def _check(cfg: Config, where: str) -> None:
         for j, m in enumerate(b.models):
             if not m or not isinstance(m, str):
                 raise ConfigError(f"{where}: {key}.models[{j}]: must be a model name")
+        _check_deployment(where, key, b.weight, b.max_in_flight)
+        t = b.timeouts
+        for name in ("connect", "first_token", "idle", "total"):
+            v = getattr(t, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{where}: {key}.timeouts.{name}: must be above 0 (or null)")
     for alias, target in cfg.aliases.items():
         if not target:
             raise ConfigError(f"{where}: aliases.{alias}: needs a target model")
         if canonical(alias) == canonical(target):
             raise ConfigError(f"{where}: aliases.{alias}: an alias cannot point at itself")
+    _check_routing(cfg, where)
+
+
+def _check_deployment(where: str, key: str, weight: float | None, cap: int | None) -> None:
+    if weight is not None and not weight > 0:
+        raise ConfigError(f"{where}: {key}.weight: must be above 0")
+    if cap is not None and cap < 1:
+        raise ConfigError(f"{where}: {key}.max_in_flight: must be at least 1 (or null)")
+
+
+def _check_routing(cfg: Config, where: str) -> None:
+    r = cfg.routing
+    if not 0 <= r.retries <= 10:
+        raise ConfigError(f"{where}: routing.retries: must be between 0 and 10")
+    if r.backoff < 0 or r.backoff_max < r.backoff:
+        raise ConfigError(
+            f"{where}: routing.backoff: must be at least 0 and at most routing.backoff_max"
+        )
+    if r.queue_timeout < 0:
+        raise ConfigError(f"{where}: routing.queue_timeout: must be at least 0")
+    c = r.cooldown
+    if c.failures < 1:
+        raise ConfigError(f"{where}: routing.cooldown.failures: must be at least 1")
+    if not c.seconds > 0 or c.max_seconds < c.seconds:
+        raise ConfigError(
+            f"{where}: routing.cooldown.seconds: must be above 0 and at most max_seconds"
+        )
+    if r.health.interval < 0:
+        raise ConfigError(f"{where}: routing.health.interval: must be at least 0 (0: off)")
+    if not r.health.timeout > 0:
+        raise ConfigError(f"{where}: routing.health.timeout: must be above 0")
+    backends = {b.name for b in cfg.backends}
+    aliases = {canonical(a) for a in cfg.aliases}
+    seen: dict[str, str] = {}
+    for name, m in r.models.items():
+        key = f"routing.models.{name}"
+        if not name:
+            raise ConfigError(f"{where}: routing.models: a model name is empty")
+        c_name = canonical(name)
+        if c_name in seen:
+            raise ConfigError(f"{where}: {key}: the same model as routing.models.{seen[c_name]}")
+        seen[c_name] = name
+        for field in ("fallbacks", "context_fallbacks"):
+            for j, f in enumerate(getattr(m, field)):
+                if not f:
+                    raise ConfigError(f"{where}: {key}.{field}[{j}]: must be a model name")
+                if canonical(f) == c_name:
+                    raise ConfigError(
+                        f"{where}: {key}.{field}[{j}]: a model cannot fall back to itself"
+                    )
+        if m.deployments and c_name in aliases:
+            raise ConfigError(
+                f"{where}: {key}.deployments: {name!r} is an alias; set deployments on "
+                "the model it names"
+            )
+        for b, d in m.deployments.items():
+            if b not in backends:
+                raise ConfigError(f"{where}: {key}.deployments.{b}: no backend named {b!r}")
+            _check_deployment(where, f"{key}.deployments.{b}", d.weight, d.max_in_flight)
 
 
 def find_config(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:

@@ -1,9 +1,10 @@
-"""The service: resolve a model, call a backend, measure the answer. No HTTP in here.
+"""The service: resolve a model, route it, measure the answer. No HTTP in here.
 
-`chat` and `generate` return an `Answer` once the backend has produced its first chunk,
-so everything that can fail before the caller sees a byte fails here, as an error with
-a status. The answer then yields chunks; the final one always carries usage and Ollama's
-durations (measured here when the backend does not give them).
+`chat` and `generate` return an `Answer` once some deployment has produced its first
+chunk: the router (routing/router.py) retries and falls back until then, so everything
+that can fail before the caller sees a byte is either recovered here or fails as an
+error with a status. The answer then yields chunks; the final one always carries usage
+and Ollama's durations (measured here when the backend does not give them).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.core.events import Chunk, Timings, Usage, collect
 from aistack.core.models import LoadedModel, ModelShow, canonical, check_name
 from aistack.routing.catalog import Catalog, Deployment, Listed
+from aistack.routing.health import HealthMonitor
+from aistack.routing.router import Attempt, Route, Router
+from aistack.routing.state import Slot
 
 log = logging.getLogger("aistack.service")
 
@@ -52,7 +56,11 @@ class RequestContext:
     model: str = ""
     stream: bool = False
     deployment: Deployment | None = None
+    # Routing: deployments called (1 + retries), chain entries moved past (fallbacks,
+    # including a jump to a longer-context model), and each failed attempt in order.
     attempts: int = 0
+    fallbacks: int = 0
+    failed: list[Attempt] | None = None
     # How it went. `status` is the HTTP status sent (499: the client went away);
     # `error` the kind of failure, also for a stream that failed after its first byte.
     status: int = 0
@@ -60,10 +68,16 @@ class RequestContext:
     first_ns: int = 0
     end_ns: int = 0
     usage: Usage | None = None
+    # The answer in progress; `Gateway.finish` ends it if the route did not.
+    answer: Answer | None = None
 
     @property
     def backend(self) -> str:
         return self.deployment.backend.name if self.deployment is not None else ""
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.attempts - 1)
 
 
 Observer = Callable[[RequestContext], None]
@@ -77,8 +91,8 @@ class Answer:
     """
 
     __slots__ = (
-        "_chars_in", "_chars_out", "_first", "_first_ns", "_stream", "ctx", "deployment",
-        "final", "requested",
+        "_chars_in", "_chars_out", "_first", "_first_ns", "_router", "_slot", "_stream",
+        "ctx", "deployment", "final", "requested",
     )  # fmt: skip
 
     def __init__(
@@ -90,6 +104,8 @@ class Answer:
         first: Chunk,
         first_ns: int,
         chars_in: int,
+        router: Router | None = None,
+        slot: Slot | None = None,
     ) -> None:
         self.ctx = ctx
         self.deployment = deployment
@@ -100,6 +116,10 @@ class Answer:
         self._chars_in = chars_in
         self._chars_out = 0
         self.final: Chunk | None = None
+        # The deployment stays counted in flight until the answer ends, one way or another.
+        self._router = router
+        self._slot = slot
+        ctx.answer = self
 
     @property
     def served_model(self) -> str:
@@ -113,21 +133,39 @@ class Answer:
         self._first = None
         if first is not None:
             if first.finish is not None:
+                self.release()
                 yield self._complete(first)
                 return
             self._chars_out += len(first.content) + len(first.thinking)
             yield first
-        async for c in self._stream:
-            if c.finish is not None:
-                yield self._complete(c)
-                return
-            self._chars_out += len(c.content) + len(c.thinking)
-            yield c
-        raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR,
-            f"backend '{self.deployment.backend.name}' ended the answer without finishing",
-            status=502,
-        )
+        try:
+            async for c in self._stream:
+                if c.finish is not None:
+                    self.release()
+                    yield self._complete(c)
+                    return
+                self._chars_out += len(c.content) + len(c.thinking)
+                yield c
+            raise GatewayError(
+                ErrorKind.UPSTREAM_ERROR,
+                f"backend '{self.deployment.backend.name}' ended the answer without finishing",
+                status=502,
+                backend=self.deployment.backend.name,
+            )
+        except GatewayError as e:
+            slot, self._slot = self._slot, None
+            if slot is not None and self._router is not None:
+                self._router.broke(slot, e)
+            raise
+
+    def release(self, abandoned: bool = False) -> None:
+        """The deployment is done with this answer (idempotent)."""
+        slot, self._slot = self._slot, None
+        if slot is not None and self._router is not None:
+            if abandoned:
+                self._router.abandoned(slot)
+            else:
+                self._router.finished(slot)
 
     def _complete(self, c: Chunk) -> Chunk:
         self._chars_out += len(c.content) + len(c.thinking)
@@ -160,11 +198,15 @@ class Answer:
         if first is not None and first.finish is not None:
             # A non-streamed answer is one final chunk: no need to iterate.
             self._first = None
+            self.release()
             return collect((self._complete(first),))
         return collect([c async for c in self])
 
     async def aclose(self) -> None:
-        await self._stream.aclose()
+        try:
+            await self._stream.aclose()
+        finally:
+            self.release(abandoned=True)
 
 
 def _chars_of_chat(req: ChatRequest) -> int:
@@ -185,13 +227,24 @@ class Gateway:
             aliases=config.aliases,
             ttl=config.models_ttl,
         )
+        self.router = Router(self.catalog, backends, config.routing, config.backends)
+        self.health = HealthMonitor(
+            backends,
+            self.router,
+            interval=config.routing.health.interval,
+            timeout=config.routing.health.timeout,
+        )
         self.version = __version__
+        self.started = False
         # Called with every finished request's context; must be quick and never block
         # (enqueue, count), since they run on the request's own task.
         self.observers: list[Observer] = []
 
     def finish(self, ctx: RequestContext) -> None:
         ctx.end_ns = time.monotonic_ns()
+        if ctx.answer is not None:
+            ctx.answer.release(abandoned=True)  # a no-op unless the route forgot to close it
+            ctx.answer = None
         for observe in self.observers:
             try:
                 observe(ctx)
@@ -202,8 +255,24 @@ class Gateway:
         for b in self.backends.values():
             await b.start()
         await self.catalog.start()
+        await self.health.start()
+        self.started = True
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether to send this replica traffic, and why not."""
+        if not self.started:
+            return False, "starting"
+        if not self.backends:
+            return False, "no backends configured"
+        if not self.catalog.refreshed:
+            return False, "discovering models"
+        if not any(h.up for h in self.router.health.values()):
+            return False, "every backend is down"
+        return True, "ready"
 
     async def close(self) -> None:
+        self.started = False
+        await self.health.close()
         await self.catalog.close()
         for b in self.backends.values():
             try:
@@ -214,13 +283,16 @@ class Gateway:
 
     # -- inference
 
-    async def _deployment(self, model: str) -> Deployment:
-        deps = self.catalog.resolve(model)
-        if not deps:
+    async def _route(self, model: str) -> Route:
+        route = self.router.route(model)
+        if route is None:
             # Only names nobody serves are worth checking: a 400 for a malformed one.
             check_name(model)
-            deps = await self.catalog.lookup(model)
-        return deps[0]
+            await self.catalog.lookup(model)  # asks the backends again, or a 404
+            route = self.router.route(model)
+            if route is None:
+                raise self.catalog.not_found(model)
+        return route
 
     async def _open(
         self,
@@ -230,24 +302,29 @@ class Gateway:
         chars_in: int,
     ) -> Answer:
         ctx.model = requested
-        dep = await self._deployment(requested)
-        ctx.deployment = dep
-        ctx.attempts += 1
-        stream = await call(dep)
-        try:
-            first = await stream.__anext__()
-        except StopAsyncIteration:
-            await stream.aclose()
-            raise GatewayError(
-                ErrorKind.UPSTREAM_ERROR,
-                f"backend '{dep.backend.name}' answered nothing",
-                status=502,
-            ) from None
-        except BaseException:
-            await stream.aclose()
-            raise
+        route = await self._route(requested)
+
+        async def first_chunk(dep: Deployment) -> tuple[ChunkStream, Chunk]:
+            stream = await call(dep)
+            try:
+                return stream, await stream.__anext__()
+            except StopAsyncIteration:
+                await stream.aclose()
+                raise GatewayError(
+                    ErrorKind.UPSTREAM_ERROR,
+                    f"backend '{dep.backend.name}' answered nothing",
+                    status=502,
+                    backend=dep.backend.name,
+                ) from None
+            except BaseException:
+                await stream.aclose()
+                raise
+
+        slot, (stream, first) = await self.router.run(route, first_chunk, ctx)
         ctx.first_ns = time.monotonic_ns()
-        return Answer(ctx, dep, requested, stream, first, ctx.first_ns, chars_in)
+        return Answer(
+            ctx, slot.dep, requested, stream, first, ctx.first_ns, chars_in, self.router, slot
+        )
 
     async def chat(self, ctx: RequestContext, req: ChatRequest) -> Answer:
         ctx.stream = req.stream
@@ -266,13 +343,16 @@ class Gateway:
 
     async def embed(self, ctx: RequestContext, req: EmbedRequest) -> EmbedResult:
         ctx.model = req.model
-        dep = await self._deployment(req.model)
-        ctx.deployment = dep
-        ctx.attempts += 1
-        if not dep.backend.supports_embeddings:
-            raise invalid(f'"{req.model}" does not support embeddings')
+        route = await self._route(req.model)
         t = time.monotonic_ns()
-        result = await dep.backend.embed(req, dep.model)
+
+        async def call(dep: Deployment) -> EmbedResult:
+            if not dep.backend.supports_embeddings:
+                raise invalid(f'"{req.model}" does not support embeddings')
+            return await dep.backend.embed(req, dep.model)
+
+        slot, result = await self.router.run(route, call, ctx)
+        self.router.finished(slot)
         if not result.total_ns:
             result = replace(result, total_ns=max(1, time.monotonic_ns() - t))
         if not result.prompt_tokens and req.inputs:
@@ -288,7 +368,9 @@ class Gateway:
         return self.catalog.listed()
 
     async def show(self, model: str) -> tuple[ModelShow, Deployment]:
-        dep = await self._deployment(model)
+        dep = self.router.first_available(await self._route(model))
+        if dep is None:
+            raise self.catalog.not_found(model)
         return await dep.backend.show(dep.card), dep
 
     async def ps(self) -> list[tuple[str, LoadedModel]]:

@@ -10,9 +10,11 @@ iterator, never a silent end.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -72,6 +74,8 @@ class Backend(ABC):
     kind: str = ""
     supports_embeddings: bool = True
     supports_generate: bool = True
+    # Whether `probe` asks something over the network (the health monitor skips the rest).
+    probes: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -91,6 +95,9 @@ class Backend(ABC):
 
     async def ps(self) -> list[LoadedModel]:
         return []
+
+    async def probe(self) -> None:  # noqa: B027  # optional hook
+        """A cheap liveness check; raises a `GatewayError` when the backend is not serving."""
 
     @abstractmethod
     async def chat(self, req: ChatRequest, model: str) -> ChunkStream: ...
@@ -146,6 +153,8 @@ class HttpSettings:
 
 class HttpBackend(Backend):
     """Shared plumbing for backends reached over HTTP: one pool, errors mapped once."""
+
+    probes = True
 
     def __init__(self, name: str, endpoint: Endpoint, client: HttpClient, s: HttpSettings):
         super().__init__(name)
@@ -231,7 +240,7 @@ class HttpBackend(Backend):
         resp = await self.send("POST" if body is not None else "GET", path, body, probe=probe)
         obj = await self.read_json(resp)
         if resp.status != 200:
-            raise self.status_error(resp.status, obj)
+            raise self.error_for(resp, obj)
         if not isinstance(obj, dict):
             raise GatewayError(
                 ErrorKind.UPSTREAM_ERROR,
@@ -245,10 +254,18 @@ class HttpBackend(Backend):
     def status_error(self, status: int, body: object) -> GatewayError:
         """Turn a non-200 answer into the error the caller should see."""
 
+    def error_for(self, resp: Response, body: object) -> GatewayError:
+        """`status_error`, plus the backend's Retry-After (the router honours it)."""
+        e = self.status_error(resp.status, body)
+        ra = resp.header("retry-after")
+        if ra is not None:
+            e.retry_after = parse_retry_after(ra)
+        return e
+
     async def check_status(self, resp: Response) -> None:
         if resp.status != 200:
             body = await self.read_json_lenient(resp)
-            raise self.status_error(resp.status, body)
+            raise self.error_for(resp, body)
 
     async def read_json_lenient(self, resp: Response) -> object:
         try:
@@ -263,6 +280,22 @@ class HttpBackend(Backend):
     async def close(self) -> None:
         # The client is shared by all HTTP backends; the gateway closes it.
         return None
+
+
+def parse_retry_after(value: str) -> float | None:
+    """Retry-After in seconds, from delta-seconds or an HTTP date; None if unreadable."""
+    v = value.strip()
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(v)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def mid_stream_error(backend: str, e: TransportError) -> GatewayError:

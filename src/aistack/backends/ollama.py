@@ -50,6 +50,9 @@ class OllamaBackend(HttpBackend):
     async def version(self) -> str:
         return str((await self.get_json("/api/version")).get("version", ""))
 
+    async def probe(self) -> None:
+        await self.version()
+
     async def chat(self, req: ChatRequest, model: str) -> ChunkStream:
         body = convert.chat_request_to_wire(req, model, req.stream)
         return await self._run("/api/chat", body, req.stream)
@@ -120,7 +123,7 @@ class OllamaBackend(HttpBackend):
         resp = await self.send("POST", path, body)
         obj = await self.read_json(resp)
         if resp.status != 200:
-            raise self.status_error(resp.status, obj)
+            raise self.error_for(resp, obj)
         if not isinstance(obj, dict):
             raise self.status_error(502, obj)
         return obj

@@ -64,10 +64,22 @@ class OpenAIBackend(HttpBackend):
         err = upstream_error(status, msg, self.name)
         if status == 429:
             err.kind = ErrorKind.UPSTREAM_ERROR
+        code = convert.error_code_from_wire(body)
+        if code == "context_length_exceeded":
+            err.code = code  # llama.cpp, vLLM and OpenAI say so; the router falls back on it
         return err
 
     async def list_models(self) -> list[ModelCard]:
         return convert.models_from_wire(await self.get_json("/models"), self.name)
+
+    async def probe(self) -> None:
+        resp = await self.send("GET", "/models", probe=True)
+        try:
+            body = await resp.read()
+        except TransportError as e:
+            raise self.unreachable(e) from None
+        if resp.status != 200:
+            raise self.error_for(resp, body.decode("utf-8", "replace")[:500])
 
     async def show(self, card: ModelCard) -> ModelShow:
         # OpenAI-compatible servers say little about a model; describe what we know.
@@ -149,7 +161,7 @@ class OpenAIBackend(HttpBackend):
         resp = await self.send("POST", "/embeddings", convert.embed_request_to_wire(req, model))
         obj = await self.read_json(resp)
         if resp.status != 200:
-            raise self.status_error(resp.status, obj)
+            raise self.error_for(resp, obj)
         if not isinstance(obj, dict):
             raise self.status_error(502, obj)
         result = convert.embed_result_from_wire(obj, model)

@@ -22,6 +22,7 @@ import orjson
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
+from aistack.http import admin_routes as adm
 from aistack.http import fleet_routes as fl
 from aistack.http import ollama_routes as ol
 from aistack.http import openai_routes as oa
@@ -45,7 +46,7 @@ Handler = Callable[[Gateway, Request, RequestContext], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler
-    dialect: str  # "ollama" | "openai"
+    dialect: str  # "ollama" | "openai" | "admin"
     body: bool = False  # read the request body before calling
     admin: bool = False  # managing the gateway, not using it: see App.check_admin
 
@@ -76,6 +77,9 @@ def _routes() -> dict[str, dict[str, Route]]:
         "/v1/chat/completions": post(oa.chat_completions, "openai"),
         "/v1/completions": post(oa.completions, "openai"),
         "/v1/embeddings": post(oa.embeddings, "openai"),
+        "/health": get(adm.health, "admin"),
+        "/health/live": get(adm.live, "admin"),
+        "/health/ready": get(adm.ready, "admin"),
         # Model management (admin only): one Ollama instance, by docs/fleet.md's rule.
         "/api/pull": {"POST": Route(fl.pull, "ollama", body=True, admin=True)},
         "/api/delete": {"DELETE": Route(fl.delete, "ollama", body=True, admin=True)},

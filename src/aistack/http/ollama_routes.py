@@ -26,11 +26,15 @@ log = logging.getLogger("aistack.http")
 
 
 def answer_headers(a: Answer) -> list[tuple[bytes, bytes]]:
-    """Which model and backend actually answered, in both dialects."""
-    return [
+    """Which model and backend actually answered (after any fallback), in both dialects;
+    how many deployments were called when it took more than one."""
+    h = [
         (b"x-aistack-model", a.served_model.encode()),
         (b"x-aistack-backend", a.deployment.backend.name.encode()),
     ]
+    if a.ctx.attempts > 1:
+        h.append((b"x-aistack-attempts", str(a.ctx.attempts).encode()))
+    return h
 
 
 async def root(gw: Gateway, req: Request, ctx: RequestContext) -> None:
@@ -84,8 +88,8 @@ async def _send(
         await respond_json(req, to_wire(whole, model), headers=headers)
         return
     enc = StreamEncoder(model, kind)
-    await start_stream(req, NDJSON_TYPE, headers)
     try:
+        await start_stream(req, NDJSON_TYPE, headers)
         async for c in answer:
             await send_chunk(req, enc.encode(c))
     except GatewayError as e:

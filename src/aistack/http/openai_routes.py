@@ -58,8 +58,8 @@ async def _send(
         await respond_json(req, to_wire(whole, model, rid, created), headers=headers)
         return
     enc = StreamEncoder(model, rid, created, include_usage, kind)
-    await start_stream(req, SSE_TYPE, headers)
     try:
+        await start_stream(req, SSE_TYPE, headers)
         async for c in answer:
             await send_chunk(req, enc.encode(c))
     except GatewayError as e:

@@ -72,6 +72,8 @@ class Catalog:
         self.ttl = ttl
         self.states: dict[str, BackendState] = {b.name: BackendState() for b in self.backends}
         self._index: dict[str, list[Deployment]] = {}
+        # Bumped on every rebuild, so the router knows when its pools are stale.
+        self.generation = 0
         self._refreshed_at = 0.0
         self._refreshing: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -142,6 +144,7 @@ class Catalog:
                     card = ModelCard(name=name, backend=b.name, owned_by=b.name)
                     index.setdefault(key, []).append(Deployment(b, name, card))
         self._index = index
+        self.generation += 1
 
     # -- resolution (hot path: dictionary lookups only)
 
@@ -156,6 +159,15 @@ class Catalog:
 
     def resolve(self, name: str) -> list[Deployment]:
         return self._index.get(self._target(name), [])
+
+    def models(self) -> list[str]:
+        """Every canonical model name some backend serves."""
+        return sorted(self._index)
+
+    @property
+    def refreshed(self) -> bool:
+        """The first discovery round is over."""
+        return self._refreshed_at > 0
 
     async def first_round(self) -> None:
         """Wait (briefly) for the first discovery round, so a fresh gateway lists models."""

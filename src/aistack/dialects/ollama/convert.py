@@ -626,14 +626,29 @@ def error_from_wire(obj: JSONObject, status: int, backend: str) -> GatewayError:
     return upstream_error(status, text, backend)
 
 
+# How servers say a prompt does not fit: Ollama and aistack ("the input length exceeds
+# the context length"), llama.cpp ("exceed context window"), vLLM and OpenAI ("maximum
+# context length"), OpenRouter, Anthropic ("prompt is too long").
+_CONTEXT_OVERFLOW = re.compile(
+    r"context (length|window)|maximum context|prompt is too long|too many tokens",
+    re.IGNORECASE,
+)
+
+
 def upstream_error(status: int, message: str, backend: str) -> GatewayError:
     """Map a backend's error status to the kind the caller should see.
 
     404 and 400 are about the request (the model, a capability) and keep their status;
-    anything else is the backend's trouble.
+    anything else is the backend's trouble. A prompt too long for the model is marked
+    `context_length_exceeded` whatever the backend's wording, so the router can send it
+    to a model with a longer context.
     """
     if status == 404:
         return GatewayError(ErrorKind.NOT_FOUND, message, backend=backend)
+    if status in (400, 413, 422) and _CONTEXT_OVERFLOW.search(message):
+        return GatewayError(
+            ErrorKind.INVALID_REQUEST, message, backend=backend, code="context_length_exceeded"
+        )
     if status in (400, 422):
         return GatewayError(ErrorKind.INVALID_REQUEST, message, backend=backend)
     if status == 413:

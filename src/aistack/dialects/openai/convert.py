@@ -752,6 +752,17 @@ def error_message_from_wire(obj: object) -> str:
     return str(obj)
 
 
+def error_code_from_wire(obj: object) -> str | None:
+    """The `code` of an OpenAI error body (`context_length_exceeded`, ...), if any."""
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict):
+            code = err.get("code")
+            if isinstance(code, str) and code:
+                return code
+    return None
+
+
 def chat_chunk_from_response(obj: JSONObject, backend: str = "") -> Chunk:
     """A whole chat.completion (or text_completion) as one final core chunk."""
     if "error" in obj and not obj.get("choices"):
