@@ -75,7 +75,8 @@ def test_doctor_on_a_healthy_stack_exits_zero(stack: Stack, tmp_path: Path) -> N
             {"name": "llamacpp", "kind": "openai", "url": f"{stack.llama.url}/v1",
              "models": [LLAMACPP_MODEL]},
         ],
-         "aliases": {"tiny": UPSTREAM_MODEL}},
+         "aliases": {"tiny": UPSTREAM_MODEL},
+         "routing": {"models": {UPSTREAM_MODEL: {"fallbacks": [LLAMACPP_MODEL]}}}},
     )  # fmt: skip
     out = aistack("doctor", "--json", "--gateway", stack.url, config=cfg)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -86,6 +87,7 @@ def test_doctor_on_a_healthy_stack_exits_zero(stack: Stack, tmp_path: Path) -> N
     assert status[("answers", f"up/{UPSTREAM_MODEL}")] == "PASS"
     assert status[("answers", f"llamacpp/{LLAMACPP_MODEL}")] == "PASS"
     assert status[("alias", "tiny")] == "PASS"
+    assert status[("fallback", f"{UPSTREAM_MODEL} -> {LLAMACPP_MODEL}")] == "PASS"
     # The embedded default loads and answers (the config has no local backend).
     assert status[("embedded", "smollm2:135m")] == "PASS"
     gateway = [f for f in report["findings"] if f["check"] == "gateway"]
@@ -103,7 +105,8 @@ def test_doctor_tells_a_wrong_dialect_from_a_dead_box(stack: Stack, tmp_path: Pa
             {"name": "no-v1", "kind": "openai", "url": stack.llama.url},
             {"name": "ollama-api", "kind": "openai", "url": f"{stack.upstream.url}/api"},
         ],
-         "aliases": {"nowhere": "ghost:1b"}},
+         "aliases": {"nowhere": "ghost:1b"},
+         "routing": {"models": {"nowhere": {"context_fallbacks": ["ghost:2b"]}}}},
     )  # fmt: skip
     out = aistack("doctor", "--json", "--prompts", "none", "--no-embedded", config=cfg)
     assert out.returncode == 1
@@ -119,6 +122,9 @@ def test_doctor_tells_a_wrong_dialect_from_a_dead_box(stack: Stack, tmp_path: Pa
     assert f["fix"].startswith(f"url: {stack.upstream.url}/v1")
     f = by[("alias", "nowhere")]
     assert f["status"] == "FAIL" and "no backend has" in f["detail"]
+    f = by[("fallback", "nowhere -> ghost:2b")]
+    assert f["status"] == "FAIL"
+    assert f["fix"].endswith("or fix routing.models.nowhere.context_fallbacks[0]")
 
 
 def test_doctor_checks_the_gateway_url_form(stack: Stack, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ What it checks, in order (docs/doctor.md):
   dead box;
 - each declared model is on its backend (with `:latest` and OpenAI-style-id hints);
 - each declared model answers a tiny prompt with non-empty content (with its time);
-- every alias points at a model somebody serves;
+- every alias and routing fallback points at a model somebody serves;
 - the embedded default model loads and answers;
 - the database and Redis answer, when the config names them;
 - optionally, a running gateway at `--gateway URL` answers in both dialects.
@@ -251,36 +251,36 @@ async def _backend(
 # -- aliases, the embedded default, database, Redis, the gateway
 
 
-def _aliases(cfg: Config, seen: dict[str, set[str]]) -> list[Finding]:
-    out: list[Finding] = []
+def _names(cfg: Config, seen: dict[str, set[str]]) -> list[Finding]:
+    """Every alias, and every routing fallback, points at a model somebody serves."""
     declared = {b.name: {canonical(m) for m in b.models} for b in cfg.backends}
     undiscovered = {b.name for b in cfg.backends if not b.discover}
-    for alias in cfg.aliases:
-        target = resolve_alias(alias, cfg.aliases)
+
+    def served(check: str, label: str, name: str, fix_key: str) -> Finding:
+        target = resolve_alias(name, cfg.aliases)
         key = canonical(target)
-        served = [n for n, names in seen.items() if key in names]
+        arrow = f"-> {target}" if canonical(name) != key else f"'{name}'"
+        have = [n for n, names in seen.items() if key in names]
         promised = [n for n, names in declared.items() if key in names]
-        if served or any(n in undiscovered for n in promised):
-            where = ", ".join(served or [n for n in promised if n in undiscovered])
-            out.append(passed("alias", alias, f"-> {target} on {where}"))
-        elif promised:
-            out.append(
-                skipped(
-                    "alias",
-                    alias,
-                    f"-> {target}, declared on {', '.join(promised)}, which is not serving it "
-                    "(see above)",
-                )
-            )
-        else:
-            out.append(
-                failed(
-                    "alias",
-                    alias,
-                    f"-> {target}, which no backend has",
-                    f"pull '{target}' onto a backend and declare it there, or fix aliases.{alias}",
-                )
-            )
+        trusted = [n for n in promised if n in undiscovered]  # declared, not listable
+        if have or trusted:
+            return passed(check, label, f"{arrow} on {', '.join(have or trusted)}")
+        if promised:
+            where = ", ".join(promised)
+            return skipped(check, label, f"{arrow}, declared on {where}, not served (see above)")
+        return failed(
+            check,
+            label,
+            f"{arrow}, which no backend has",
+            f"pull '{target}' onto a backend and declare it there, or fix {fix_key}",
+        )
+
+    out = [served("alias", a, a, f"aliases.{a}") for a in cfg.aliases]
+    for model, r in cfg.routing.models.items():
+        for field in ("fallbacks", "context_fallbacks"):
+            for i, f in enumerate(getattr(r, field)):
+                key = f"routing.models.{model}.{field}[{i}]"
+                out.append(served("fallback", f"{model} -> {f}", f, key))
     return out
 
 
@@ -338,7 +338,7 @@ async def run(
         )
         for findings in per_backend:
             report.findings += findings
-        report.findings += _aliases(cfg, seen)
+        report.findings += _names(cfg, seen)
         if opts.embedded:
             report.findings += await _embedded(cfg, opts)
         report.findings += await services.database(cfg)
