@@ -21,7 +21,7 @@ help:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local,test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local,postgres,redis,test]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -29,8 +29,8 @@ serve: $(STAMP)
 	$(BIN)/aistack serve $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -73,3 +73,21 @@ def gw_url(stack: Stack) -> str:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this session's own (see tests/services.py)."""
+    from tests.services import postgres_database
+
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_target() -> Iterator[tuple[str, str]]:
+    """Redis URL and a key prefix of this session's own."""
+    from tests.services import redis_prefix
+
+    with redis_prefix() as target:
+        yield target

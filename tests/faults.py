@@ -255,3 +255,76 @@ class OpenAIStub:
             writer.write(chunk(b"data: " + json.dumps(ev).encode() + b"\n\n"))
         writer.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()
+
+
+def openai_canned(
+    models: tuple[str, ...] = ("canned",),
+    prompt_tokens: int = 7,
+    completion_tokens: int = 3,
+    cost: float | None = None,
+) -> Handler:
+    """An OpenAI-compatible backend that answers at once with the same short reply.
+
+    For loads of many requests where the model's words do not matter; usage is counted
+    like a real server's (and carries OpenRouter's `cost` when given).
+    """
+    import json
+
+    usage: dict[str, object] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if cost is not None:
+        usage["cost"] = cost
+
+    async def h(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> None:
+        line = req.split(b"\r\n", 1)[0]
+        body = req.partition(b"\r\n\r\n")[2]
+        if b"/models" in line:
+            data = [{"id": m, "object": "model", "created": 1, "owned_by": "t"} for m in models]
+            out = json.dumps({"object": "list", "data": data}).encode()
+        elif b"/embeddings" in line:
+            out = json.dumps(
+                {
+                    "object": "list",
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                    "model": models[0],
+                    "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+                }
+            ).encode()
+        else:
+            model = json.loads(body or b"{}").get("model", models[0])
+            if b'"stream": true' in body or b'"stream":true' in body:
+                writer.write(response_head(200, b"text/event-stream"))
+                for ev in (
+                    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}}]},
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                    {"choices": [], "usage": usage},
+                ):
+                    ev = {"id": "c", "object": "chat.completion.chunk", "created": 1,
+                          "model": model, **ev}  # fmt: skip
+                    writer.write(chunk(b"data: " + json.dumps(ev).encode() + b"\n\n"))
+                writer.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+                await writer.drain()
+                return
+            out = json.dumps(
+                {
+                    "id": "c",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "ok"},
+                        }
+                    ],
+                    "usage": usage,
+                }
+            ).encode()
+        writer.write(response_head(200, b"application/json", length=len(out)) + out)
+        await writer.drain()
+
+    return h

@@ -112,7 +112,8 @@ def start_gateway(
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         cmd += ["--config", str(path)]
     cmd += args or []
-    env = {"AISTACK_CONFIG": "", **(env or {})}
+    # The default SQLite database lives under $XDG_DATA_HOME: keep it in the test's folder.
+    env = {"AISTACK_CONFIG": "", "XDG_DATA_HOME": str(work / "data"), **(env or {})}
     return start(cmd, f"http://127.0.0.1:{port}", work / "log.txt", env=env, cwd=work)
 
 
@@ -133,3 +134,33 @@ def running(p: Proc) -> Iterator[Proc]:
         yield p
     finally:
         p.stop()
+
+
+def aistack_cli(
+    *args: str,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run an `aistack` command (keys, usage, db) as a user would."""
+    cmd = [str(VENV_BIN / "aistack"), *args]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    env = {**os.environ, "AISTACK_CONFIG": "", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write_config(where: Path, cfg: dict[str, object]) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / "aistack.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def create_key(config: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """`aistack keys create --json ...`; the key as printed (the only time it is)."""
+    import json
+
+    out = aistack_cli("keys", "create", "--json", *args, config=config, env=env)
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["key"])

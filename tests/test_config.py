@@ -18,13 +18,15 @@ def test_the_embedded_default_is_the_local_model() -> None:
 
 
 def test_the_example_config_is_valid_and_shows_the_house() -> None:
-    cfg = parse(EXAMPLE.read_text(), str(EXAMPLE), env={"OPENROUTER_API_KEY": "sk-or-test"})
+    env = {"OPENROUTER_API_KEY": "sk-or-test", "AISTACK_MASTER_KEY": "m" * 32}
+    cfg = parse(EXAMPLE.read_text(), str(EXAMPLE), env=env)
     by_name = {b.name: b for b in cfg.backends}
     assert by_name["voice"].url == "http://mac-mini.lan:11434"
     assert by_name["reason"].models == ["gpt-oss:20b"]
     assert by_name["vision"].models == ["qwen3-vl:8b-instruct"]
     assert by_name["openrouter"].api_key == "sk-or-test"
     assert cfg.aliases["reason"] == "gpt-oss:20b"
+    assert cfg.auth.master_key == "m" * 32  # it binds 0.0.0.0, so it must have one
 
 
 @pytest.mark.parametrize(

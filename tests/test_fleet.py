@@ -31,10 +31,13 @@ from aistack.fleet.progress import PullMeter, human_bytes, human_duration
 from tests.cli import aistack, popen, write_config
 from tests.conftest import LLAMACPP_MODEL, UPSTREAM_MODEL, Stack
 from tests.fake_ollama import FakeOllama
-from tests.procs import Proc, running, start_gateway
+from tests.procs import Proc, create_key, running, start_gateway
 
 SECOND_MODEL = "smollm2-second:135m"
 GB = 1_000_000_000
+# The fleet gateway has a master key: managing models is for admins.
+MASTER = "sk-fleet-master-0123456789"
+ADMIN = {"Authorization": f"Bearer {MASTER}"}
 
 
 @dataclass
@@ -77,7 +80,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[Fl
             backends.insert(1, {"name": "vision", "kind": "ollama", "url": second.url})
             for b in backends:
                 b["url"] = {"STORE": store.url, "STORE2": store2.url}.get(str(b["url"]), b["url"])
-            gw_cfg = {"backends": backends, "aliases": {"reason": "gpt-oss:20b"}}
+            gw_cfg = {
+                "backends": backends,
+                "aliases": {"reason": "gpt-oss:20b"},
+                "auth": {"master_key": MASTER, "refresh": 0.5},
+            }
             with running(start_gateway(tmp, gw_cfg, name="fleet-gw")) as gw:
                 cli_cfg = {
                     "backends": [*backends, {"name": "local", "kind": "local"}],
@@ -168,12 +175,12 @@ def test_inventory_reports_a_dead_backend_and_lists_the_rest(fleet: Fleet, tmp_p
 
 
 def test_inventory_through_the_gateway_admin_api(fleet: Fleet) -> None:
-    data = httpx.get(f"{fleet.gw.url}/admin/api/models", timeout=60).json()
+    data = httpx.get(f"{fleet.gw.url}/admin/api/models", headers=ADMIN, timeout=60).json()
     names = {b["name"] for b in data["backends"]}
     assert names == {"voice", "vision", "store", "store2", "llamacpp"}
     assert _instances(data, "qwen3:4b")["store"]["family"] == "qwen3"
     # The command line renders the gateway's answer the same way.
-    out = aistack("models", "--gateway", fleet.gw.url, "--json")
+    out = aistack("models", "--gateway", fleet.gw.url, "--key", MASTER, "--json")
     assert out.returncode == 0, out.stderr
     assert {b["name"] for b in json.loads(out.stdout)["backends"]} == names
 
@@ -253,7 +260,7 @@ def test_backends_without_a_model_store_say_so(fleet: Fleet, instance: str, why:
 
 def test_pull_through_the_gateway_streams_ollama_progress(fleet: Fleet) -> None:
     fleet.store.models.pop("gpt-oss:20b", None)
-    client = ollama.Client(host=fleet.gw.url)
+    client = ollama.Client(host=fleet.gw.url, headers=ADMIN)
     parts = list(client.pull("gpt-oss:20b", stream=True))
     statuses = [p.status for p in parts]
     assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
@@ -270,6 +277,7 @@ def test_pull_like_open_webui(fleet: Fleet) -> None:
         "POST",
         f"{fleet.gw.url}/api/pull",
         json={"model": "gpt-oss:20b", "insecure": True},
+        headers=ADMIN,
         timeout=60,
     ) as r:
         assert r.status_code == 200
@@ -284,7 +292,7 @@ def test_pull_like_open_webui(fleet: Fleet) -> None:
 
 def test_pull_not_streamed_like_home_assistant(fleet: Fleet) -> None:
     fleet.store.models.pop("gpt-oss:20b", None)
-    r = ollama.Client(host=fleet.gw.url).pull("gpt-oss:20b")
+    r = ollama.Client(host=fleet.gw.url, headers=ADMIN).pull("gpt-oss:20b")
     assert r.status == "success"
     assert "gpt-oss:20b" in fleet.store.models
 
@@ -293,7 +301,7 @@ def test_pull_error_mid_stream_reaches_the_client(fleet: Fleet) -> None:
     fleet.store.registry["broken:1b"] = GB
     fleet.store.fail_always.add("broken:1b")
     # Not declared anywhere: without a header it would go to the first Ollama backend.
-    client = ollama.Client(host=fleet.gw.url, headers={"X-Aistack-Backend": "store"})
+    client = ollama.Client(host=fleet.gw.url, headers={**ADMIN, "X-Aistack-Backend": "store"})
     with pytest.raises(ollama.ResponseError) as e:
         list(client.pull("broken:1b", stream=True))
     assert "connection reset by peer" in str(e.value)
@@ -306,7 +314,7 @@ def test_pull_error_mid_stream_reaches_the_client(fleet: Fleet) -> None:
 
 
 def test_copy_and_delete_through_the_gateway(fleet: Fleet) -> None:
-    client = ollama.Client(host=fleet.gw.url)
+    client = ollama.Client(host=fleet.gw.url, headers=ADMIN)
     assert client.copy("qwen3:4b", "qwen3:copy")["status"] == "success"
     assert "qwen3:copy" in fleet.store.models
     assert "qwen3:copy" in [m.model for m in client.list().models]
@@ -319,13 +327,17 @@ def test_copy_and_delete_through_the_gateway(fleet: Fleet) -> None:
 
 def test_the_backend_header_picks_the_instance(fleet: Fleet) -> None:
     r = httpx.request(
-        "DELETE", f"{fleet.gw.url}/api/delete", json={"model": "llama3.2:1b"}, timeout=30
+        "DELETE",
+        f"{fleet.gw.url}/api/delete",
+        json={"model": "llama3.2:1b"},
+        headers=ADMIN,
+        timeout=30,
     )
     assert r.status_code == 409 and "store, store2" in r.json()["error"]
     r = httpx.post(
         f"{fleet.gw.url}/api/copy",
         json={"source": "llama3.2:1b", "destination": "llama3.2:spare"},
-        headers={"X-Aistack-Backend": "store2"},
+        headers={**ADMIN, "X-Aistack-Backend": "store2"},
         timeout=30,
     )
     assert r.status_code == 200 and r.headers["x-aistack-backend"] == "store2"
@@ -334,16 +346,45 @@ def test_the_backend_header_picks_the_instance(fleet: Fleet) -> None:
         "DELETE",
         f"{fleet.gw.url}/api/delete?backend=store2",
         json={"model": "llama3.2:spare"},
+        headers=ADMIN,
         timeout=30,
     )
     assert r.status_code == 200 and "llama3.2:spare" not in fleet.store2.models
     r = httpx.post(f"{fleet.gw.url}/api/pull", json={"model": "x:1b"},
-                   headers={"X-Aistack-Backend": "llamacpp"})  # fmt: skip
+                   headers={**ADMIN, "X-Aistack-Backend": "llamacpp"})  # fmt: skip
     assert r.status_code == 400 and "cannot pull models" in r.json()["error"]
 
 
-def test_admin_routes_refuse_callers_from_elsewhere() -> None:
-    """With no keys, only loopback callers may manage models (App.check_admin)."""
+def test_managing_models_needs_an_admin(fleet: Fleet) -> None:
+    """No key, or an app's virtual key: 401 in the Ollama dialect; the master key: served."""
+    cfg = fleet.gw.log.parent / "aistack.yaml"
+    env = {"XDG_DATA_HOME": str(fleet.gw.log.parent / "data")}  # the gateway's database
+    app_key = create_key(cfg, "--name", "open-webui", env=env)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the gateway reloads keys every auth.refresh
+        if httpx.get(f"{fleet.gw.url}/api/tags", headers=_bearer(app_key)).status_code == 200:
+            break
+        time.sleep(0.2)
+    for headers in ({}, _bearer(app_key)):
+        r = httpx.post(f"{fleet.gw.url}/api/pull", json={"model": "x:1b"}, headers=headers)
+        assert r.status_code == 401 and "needs an admin" in r.json()["error"]
+        r = httpx.request(
+            "DELETE", f"{fleet.gw.url}/api/delete", json={"model": "qwen3:4b"}, headers=headers
+        )
+        assert r.status_code == 401 and "qwen3:4b" in fleet.store.models
+        r = httpx.get(f"{fleet.gw.url}/admin/api/models", headers=headers)
+        assert r.status_code == 401
+    # The app's key still does what apps do.
+    tags = ollama.Client(host=fleet.gw.url, headers=_bearer(app_key)).list()
+    assert "qwen3:4b" in [m.model for m in tags.models]
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_without_a_gate_only_loopback_callers_manage() -> None:
+    """A gateway built without keys (embedded) lets only its own machine manage models."""
     import asyncio
 
     from aistack.backends.transport import HttpClient
@@ -363,8 +404,8 @@ def test_admin_routes_refuse_callers_from_elsewhere() -> None:
         return out
 
     remote_pull, remote_models, local_pull, local_models = asyncio.run(go())
-    for r in (remote_pull, remote_models):
-        assert r.status_code == 403 and "admins" in r.json()["error"]
+    assert remote_pull.status_code == 403 and "for admins" in remote_pull.json()["error"]
+    assert remote_models.status_code == 403
     assert local_pull.status_code == 400 and "no backend can pull" in local_pull.json()["error"]
     assert local_models.status_code == 200 and local_models.json()["backends"] == []
 

@@ -1,4 +1,5 @@
-"""Dependencies flow one way: core <- dialects <- backends <- routing <- service <- http/cli.
+"""Dependencies flow one way: core <- dialects <- backends, store, limits <- routing <- access
+<- service <- http/cli.
 
 Every import in src/aistack (including ones inside functions) is checked against the
 layer of the module doing the importing. A new package must be given a layer here.
@@ -18,12 +19,16 @@ LAYERS: dict[str, int] = {
     "dialects": 1,
     "config": 1,
     "backends": 2,
+    "store": 2,
+    "limits": 2,
     "routing": 3,
     "fleet": 3,
-    "service": 4,
-    "doctor": 4,
-    "http": 5,
-    "cli": 6,
+    "access": 4,
+    "service": 5,
+    "doctor": 5,
+    "observability": 6,
+    "http": 6,
+    "cli": 7,
 }
 
 # The core and the dialects are pure: no I/O, no framework.

@@ -81,6 +81,14 @@ class BackendConfig(_Strict):
     priority: int = 0
     max_in_flight: int | None = None
 
+    # How its requests are costed when no price matches: "local" at 0, "metered" as
+    # unknown. Default: local for the `local` and `ollama` kinds, metered for `openai`.
+    billing: Literal["local", "metered"] | None = None
+
+    @property
+    def billed_as(self) -> str:
+        return self.billing or ("metered" if self.kind == "openai" else "local")
+
 
 Strategy = Literal["least-in-flight", "latency", "weighted", "priority"]
 
@@ -135,6 +143,46 @@ class RoutingConfig(_Strict):
     models: dict[str, ModelRoutingConfig] = msgspec.field(default_factory=dict)
 
 
+class AuthConfig(_Strict):
+    # Grants every model and the admin API. Put it in the environment: ${AISTACK_MASTER_KEY}.
+    master_key: str | None = None
+    # None: open only while there is no master key and no virtual key (and then serve
+    # binds only to loopback). true: requests without a key are served. false: never.
+    open: bool | None = None
+    # Proxies (CIDRs) whose forward-auth headers (X-authentik-username, -groups) count.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    # Forward-auth users in any of these groups are admins; empty: any forwarded user.
+    admin_groups: list[str] = msgspec.field(default_factory=list)
+    # Seconds between reloads of keys and budget spend from the database.
+    refresh: float = 5.0
+
+
+class LimitsConfig(_Strict):
+    # When Redis cannot be reached: "local" limits per replica, or "reject" with 503.
+    on_redis_error: Literal["local", "reject"] = "local"
+    redis_prefix: str = "aistack:"
+    # Seconds a concurrency slot is held at most if its replica dies mid-request.
+    lease: float = 900.0
+
+
+class LedgerConfig(_Strict):
+    enabled: bool = True
+    # Seconds between writes; what a SIGKILL can lose at most.
+    flush_interval: float = 1.0
+    batch_size: int = 500
+    # Rows waiting beyond this are dropped (and counted) rather than slowing requests.
+    queue_size: int = 100_000
+    # Days raw rows are kept; daily sums are kept for ever. 0 keeps raw rows for ever.
+    retention_days: int = 30
+
+
+class PriceConfig(_Strict):
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+
+
 class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     backends: list[BackendConfig] = msgspec.field(default_factory=list)
@@ -142,12 +190,27 @@ class Config(_Strict):
     # How long a backend's model list is trusted before it is asked again.
     models_ttl: float = 10.0
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    # Keys and the usage ledger: a SQLite path (default under $XDG_DATA_HOME/aistack)
+    # or postgresql://user@host/db.
+    database_url: str | None = None
+    # redis://host:6379/0: limits shared by every replica. Unset: limits per process.
+    redis_url: str | None = None
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    # Model name or glob (as a backend serves it, or backend/model) -> price.
+    prices: dict[str, PriceConfig] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
     config: Config
     source: str  # the file it came from, or "embedded default"
+
+    @property
+    def base_dir(self) -> Path | None:
+        """Where relative paths in the config start: the config file's folder."""
+        return Path(self.source).parent if self.source != "embedded default" else None
 
 
 EMBEDDED_DEFAULT = """\
@@ -286,6 +349,7 @@ def _check(cfg: Config, where: str) -> None:
             v = getattr(t, name)
             if v is not None and v <= 0:
                 raise ConfigError(f"{where}: {key}.timeouts.{name}: must be above 0 (or null)")
+    _check_access(cfg, where)
     for alias, target in cfg.aliases.items():
         if not target:
             raise ConfigError(f"{where}: aliases.{alias}: needs a target model")
@@ -350,6 +414,46 @@ def _check_routing(cfg: Config, where: str) -> None:
             if b not in backends:
                 raise ConfigError(f"{where}: {key}.deployments.{b}: no backend named {b!r}")
             _check_deployment(where, f"{key}.deployments.{b}", d.weight, d.max_in_flight)
+
+
+def _check_access(cfg: Config, where: str) -> None:
+    import ipaddress
+
+    a = cfg.auth
+    if a.master_key is not None:
+        if not a.master_key:
+            # ${AISTACK_MASTER_KEY:-} left empty means "no master key".
+            cfg.auth = msgspec.structs.replace(a, master_key=None)
+        elif len(a.master_key) < 16:
+            raise ConfigError(f"{where}: auth.master_key: too short; use 16 characters or more")
+    for i, c in enumerate(a.trusted_proxies):
+        try:
+            ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: auth.trusted_proxies[{i}]: {c!r} is not an address or CIDR"
+            ) from None
+    if a.refresh <= 0:
+        raise ConfigError(f"{where}: auth.refresh: must be more than 0 seconds")
+    url = cfg.database_url
+    if url and "://" in url and not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError(
+            f"{where}: database_url: use a SQLite path, sqlite:///path or postgresql://..."
+        )
+    r = cfg.redis_url
+    if r and not r.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{where}: redis_url: use redis://host:6379/0, rediss:// or unix://")
+    led = cfg.ledger
+    for name in ("flush_interval", "batch_size", "queue_size"):
+        if getattr(led, name) <= 0:
+            raise ConfigError(f"{where}: ledger.{name}: must be more than 0")
+    if led.retention_days < 0:
+        raise ConfigError(f"{where}: ledger.retention_days: must be 0 (keep) or more days")
+    if cfg.limits.lease <= 0:
+        raise ConfigError(f"{where}: limits.lease: must be more than 0 seconds")
+    for name, p in cfg.prices.items():
+        if p.input < 0 or p.output < 0:
+            raise ConfigError(f"{where}: prices.{name}: prices cannot be negative")
 
 
 def find_config(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:

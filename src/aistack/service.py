@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from msgspec.structs import replace
 
 from aistack import __version__
+from aistack.access.gate import Gate, KeyInfo
 from aistack.backends.base import Backend, ChunkStream
 from aistack.backends.transport import HttpClient
 from aistack.config import Config
@@ -24,6 +25,7 @@ from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRe
 from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.core.events import Chunk, Timings, Usage, collect
 from aistack.core.models import LoadedModel, ModelShow, canonical, check_name
+from aistack.limits.base import Ticket
 from aistack.routing.catalog import Catalog, Deployment, Listed
 from aistack.routing.health import HealthMonitor
 from aistack.routing.router import Attempt, Route, Router
@@ -49,9 +51,12 @@ class RequestContext:
     request_id: str = ""
     started_ns: int = field(default_factory=time.monotonic_ns)
     # Who asked: a key, the app it belongs to, the end user an app forwarded.
+    key: KeyInfo | None = None
     key_id: str = ""
     app: str = ""
     end_user: str = ""
+    # What the limits granted (a concurrency slot, tokens to charge), given back at the end.
+    ticket: Ticket | None = None
     # What was asked, and who answered.
     model: str = ""
     stream: bool = False
@@ -78,6 +83,10 @@ class RequestContext:
     @property
     def retries(self) -> int:
         return max(0, self.attempts - 1)
+
+    @property
+    def upstream_model(self) -> str:
+        return self.deployment.model if self.deployment is not None else ""
 
 
 Observer = Callable[[RequestContext], None]
@@ -216,7 +225,13 @@ def _chars_of_chat(req: ChatRequest) -> int:
 class Gateway:
     """Everything a request needs, passed in; the HTTP layer holds one of these."""
 
-    def __init__(self, config: Config, backends: list[Backend], client: HttpClient) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backends: list[Backend],
+        client: HttpClient,
+        gate: Gate | None = None,
+    ) -> None:
         self.config = config
         self.backends = {b.name: b for b in backends}
         self.client = client
@@ -239,6 +254,10 @@ class Gateway:
         # Called with every finished request's context; must be quick and never block
         # (enqueue, count), since they run on the request's own task.
         self.observers: list[Observer] = []
+        # Keys, limits and the usage ledger; None: no auth, nothing recorded.
+        self.gate = gate
+        if gate is not None:
+            self.observers.append(gate.observe)
 
     def finish(self, ctx: RequestContext) -> None:
         ctx.end_ns = time.monotonic_ns()
@@ -252,6 +271,8 @@ class Gateway:
                 log.exception("request observer failed")
 
     async def start(self) -> None:
+        if self.gate is not None:
+            await self.gate.start()
         for b in self.backends.values():
             await b.start()
         await self.catalog.start()
@@ -280,6 +301,20 @@ class Gateway:
             except Exception:
                 log.exception("closing backend %s failed", b.name)
         await self.client.aclose()
+        if self.gate is not None:
+            # Last: the ledger writes the rows of every request finished until now.
+            await self.gate.close()
+
+    # -- access
+
+    async def admit(self, ctx: RequestContext, model: str) -> None:
+        """403 when the caller's key may not use `model`, 429 over its limits or budget."""
+        if self.gate is not None and ctx.key is not None and ctx.key.restricted:
+            await self.gate.admit(ctx, model, self.catalog.aliases)
+
+    def visible(self, ctx: RequestContext, name: str) -> bool:
+        """Whether model lists show `name` to this caller (its key's allowlist)."""
+        return self.gate is None or self.gate.visible(ctx, name, self.catalog.aliases)
 
     # -- inference
 
@@ -328,12 +363,16 @@ class Gateway:
 
     async def chat(self, ctx: RequestContext, req: ChatRequest) -> Answer:
         ctx.stream = req.stream
+        ctx.model = req.model
+        await self.admit(ctx, req.model)
         return await self._open(
             ctx, req.model, lambda d: d.backend.chat(req, d.model), _chars_of_chat(req)
         )
 
     async def generate(self, ctx: RequestContext, req: GenerateRequest) -> Answer:
         ctx.stream = req.stream
+        ctx.model = req.model
+        await self.admit(ctx, req.model)
         return await self._open(
             ctx,
             req.model,
@@ -343,6 +382,7 @@ class Gateway:
 
     async def embed(self, ctx: RequestContext, req: EmbedRequest) -> EmbedResult:
         ctx.model = req.model
+        await self.admit(ctx, req.model)
         route = await self._route(req.model)
         t = time.monotonic_ns()
 

@@ -17,6 +17,32 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from aistack.cli.keys import keys
+
+    return keys(args)
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from aistack.cli.usage import usage
+
+    return usage(args)
+
+
+def _db(args: argparse.Namespace) -> int:
+    from aistack.cli.db import db
+
+    return db(args)
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config (default: $AISTACK_CONFIG, ./aistack.yaml, else the embedded default)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aistack",
@@ -27,14 +53,67 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the gateway")
-    s.add_argument(
-        "--config",
-        metavar="FILE",
-        help="YAML config (default: $AISTACK_CONFIG, ./aistack.yaml, else the embedded default)",
-    )
+    _config_arg(s)
     s.add_argument("--host", help="address to bind (overrides server.host)")
     s.add_argument("--port", type=int, help="port to bind (overrides server.port)")
+    s.add_argument(
+        "--migrate",
+        action="store_true",
+        help="upgrade a PostgreSQL schema at startup (SQLite always upgrades itself)",
+    )
     s.set_defaults(func=_serve)
+
+    k = sub.add_parser("keys", help="create, list and revoke virtual keys")
+    ksub = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    kc = ksub.add_parser("create", help="create a key; it is printed once")
+    _config_arg(kc)
+    kc.add_argument("--name", required=True, help="the app the key is for (paperless)")
+    kc.add_argument(
+        "--models",
+        action="append",
+        metavar="GLOBS",
+        help="models it may use, comma-separated globs ('gpt-oss:*,qwen3:8b'); default all",
+    )
+    kc.add_argument("--rpm", type=int, help="requests per minute")
+    kc.add_argument("--tpm", type=int, help="tokens (in + out) per minute")
+    kc.add_argument("--concurrent", type=int, help="requests in flight at once")
+    kc.add_argument("--budget", metavar="USD/PERIOD", help="spend cap: 5/month, 0.5/day, 20/week")
+    kc.add_argument("--expires", metavar="WHEN", help="90d, 12h, or a date (2026-12-31)")
+    kc.add_argument("--json", action="store_true", help="print JSON (with the key)")
+    kl = ksub.add_parser("list", help="list keys with their limits and last use")
+    _config_arg(kl)
+    kl.add_argument("--all", action="store_true", help="include revoked keys")
+    kl.add_argument("--json", action="store_true", help="print JSON")
+    kr = ksub.add_parser("revoke", help="revoke a key by id, or every live key with a name")
+    _config_arg(kr)
+    kr.add_argument("key", metavar="ID_OR_NAME")
+    k.set_defaults(func=_keys)
+
+    u = sub.add_parser("usage", help="requests, tokens and cost from the usage ledger")
+    _config_arg(u)
+    u.add_argument(
+        "--by",
+        default="key",
+        metavar="GROUPS",
+        help="group by key, model, backend or day; several with commas (default key)",
+    )
+    u.add_argument("--since", default="7d", help="a duration (7d, 24h) or a date (default 7d)")
+    u.add_argument("--json", action="store_true", help="print JSON")
+    u.set_defaults(func=_usage)
+
+    d = sub.add_parser("db", help="the database schema")
+    dsub = d.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    du = dsub.add_parser("upgrade", help="apply the migrations the database lacks")
+    _config_arg(du)
+    du.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for another upgrade to finish (default 60)",
+    )
+    ds = dsub.add_parser("status", help="the schema version (exit 3 when behind)")
+    _config_arg(ds)
+    d.set_defaults(func=_db)
 
     # The fleet and the runbook: each module adds its own subcommands.
     from aistack.cli import doctor, models, snippet

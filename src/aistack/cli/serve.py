@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from aistack import __version__
-from aistack.config import ConfigError, load
+from aistack.config import Config, ConfigError, Loaded, load
+
+if TYPE_CHECKING:
+    from aistack.access.gate import Gate
 
 
 def _setup_logging(level: str) -> None:
@@ -17,6 +22,71 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name or a wildcard: reachable from elsewhere
+
+
+def refuse_open_bind(cfg: Config) -> str | None:
+    """Why serving this config on this address is refused, or None."""
+    host, port = cfg.server.host, cfg.server.port
+    if is_loopback(host) or cfg.auth.master_key or cfg.auth.open is not None:
+        return None
+    return (
+        f"refusing to serve on {host}:{port} without auth.master_key: anyone who can reach "
+        "it could use every model and the admin API. Set auth.master_key (for example "
+        "master_key: ${AISTACK_MASTER_KEY}), or choose explicitly with auth.open: true "
+        "(serve without keys) or auth.open: false (virtual keys only)"
+    )
+
+
+def build_gate(loaded: Loaded, migrate: bool = False) -> Gate:
+    """Keys, limits and the ledger for this config (nothing connects until started)."""
+    from aistack.access.gate import Gate
+    from aistack.access.pricing import Price, Prices
+    from aistack.limits.base import Limiter
+    from aistack.limits.memory import MemoryLimiter
+    from aistack.store import open_store
+
+    cfg = loaded.config
+    store = open_store(cfg.database_url, loaded.base_dir)
+    limiter: Limiter
+    if cfg.redis_url:
+        from aistack.limits.redis import RedisLimiter
+
+        limiter = RedisLimiter(
+            cfg.redis_url,
+            prefix=cfg.limits.redis_prefix,
+            on_error=cfg.limits.on_redis_error,
+            lease=cfg.limits.lease,
+        )
+    else:
+        limiter = MemoryLimiter()
+    prices = Prices(
+        {k: Price(v.input, v.output) for k, v in cfg.prices.items()},
+        {b.name: b.billed_as for b in cfg.backends},
+    )
+    a = cfg.auth
+    return Gate(
+        store,
+        limiter,
+        prices,
+        master_key=a.master_key,
+        open_mode=a.open,
+        trusted_proxies=a.trusted_proxies,
+        admin_groups=a.admin_groups,
+        refresh=a.refresh,
+        ledger=msgspec.structs.asdict(cfg.ledger),
+        # SQLite upgrades itself; PostgreSQL is shared, so only when asked (`--migrate`
+        # here, or `aistack db upgrade` from one place).
+        migrate=migrate or store.kind == "sqlite",
     )
 
 
@@ -35,6 +105,11 @@ def serve(args: argparse.Namespace) -> int:
         cfg = msgspec.structs.replace(cfg, server=server)
     _setup_logging(server.log_level)
     log = logging.getLogger("aistack")
+    refusal = refuse_open_bind(cfg)
+    if refusal:
+        print(f"aistack: {refusal}", file=sys.stderr)
+        return 2
+    loaded = Loaded(cfg, loaded.source)
 
     import uvicorn
 
@@ -49,7 +124,12 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"aistack: config error: {loaded.source}: {e}", file=sys.stderr)
         return 2
-    gateway = Gateway(cfg, backends, client)
+    try:
+        gate = build_gate(loaded, migrate=getattr(args, "migrate", False))
+    except Exception as e:  # a database URL the store cannot use
+        print(f"aistack: config error: {loaded.source}: database_url: {e}", file=sys.stderr)
+        return 2
+    gateway = Gateway(cfg, backends, client, gate)
     base = f"http://{server.host}:{server.port}"
     log.info("aistack %s; config: %s", __version__, loaded.source)
     for b in backends:
@@ -67,10 +147,12 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_level=server.log_level,
         server_header=False,
-        # Forwarded headers are read where they matter (trusted proxies), not per request.
+        # Forwarded headers are read where they matter (trusted proxies), not per request;
+        # the TCP peer must stay the peer, since forward-auth headers are trusted by it.
         proxy_headers=False,
         date_header=False,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
-    return 0
+    srv = uvicorn.Server(config)
+    srv.run()
+    return 0 if srv.started else 1

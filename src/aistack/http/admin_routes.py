@@ -1,34 +1,172 @@
-"""Operational routes: `/health` for people and dashboards, live and ready for orchestrators.
+"""The admin API under /admin/api: keys, usage reports, the request log, the gate's state.
 
-None of them calls a model or a backend: they report what the background probes and
-the requests have already seen, so they stay cheap enough to poll every second.
+JSON in, JSON out, errors in OpenAI's envelope. Every route needs an admin: the master
+key (`Authorization: Bearer`), or forward-auth headers from a trusted proxy (see
+access/gate.py). docs/admin-api.md describes each route for the console.
 """
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import parse_qs
+
+from aistack.access.gate import Gate, new_record
+from aistack.access.keys import SpecError, parse_budget, parse_expiry, parse_since
+from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.http.asgi import Request, respond_json
-from aistack.routing.health import report
 from aistack.service import Gateway, RequestContext
+from aistack.store.base import GROUPS, now_ms
+
+PREFIX = "/admin/api"
 
 
-async def health(gw: Gateway, req: Request, ctx: RequestContext) -> None:
-    """Every backend and deployment: state, last error, latency. Always 200."""
-    body = report(gw.router)
-    ready, why = gw.ready()
-    body["ready"] = ready
-    if not ready:
-        body["reason"] = why
-    await respond_json(req, body)
+def _gate(gw: Gateway) -> Gate:
+    if gw.gate is None:
+        raise GatewayError(ErrorKind.NOT_FOUND, "the admin API is not enabled")
+    return gw.gate
 
 
-async def live(gw: Gateway, req: Request, ctx: RequestContext) -> None:
-    """The process serves HTTP (liveness: restart it if this fails)."""
-    await respond_json(req, {"status": "ok"})
+def _query(req: Request) -> dict[str, str]:
+    qs = req.scope.get("query_string", b"").decode("latin-1")
+    return {k: v[-1] for k, v in parse_qs(qs).items()}
 
 
-async def ready(gw: Gateway, req: Request, ctx: RequestContext) -> None:
-    """200 when this replica should get traffic, 503 (with the reason) when not."""
-    ok, why = gw.ready()
+def _int(q: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = q.get(name)
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise invalid(f"{name}: expected a whole number, got {raw!r}", param=name) from None
+    if not lo <= v <= hi:
+        raise invalid(f"{name}: must be between {lo} and {hi}", param=name)
+    return v
+
+
+async def status(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    g = _gate(gw)
     await respond_json(
-        req, {"status": "ready" if ok else "not ready", "reason": why}, 200 if ok else 503
+        req,
+        {
+            "auth": {
+                "mode": "open" if g.open else "keys",
+                "master_key": g.has_master,
+                "keys": sum(1 for r in g.records if r.revoked_at is None),
+            },
+            "database": {"kind": g.store.kind, "where": g.store.where},
+            "ledger": {"enabled": g.ledger_enabled, **g.ledger.status()},
+            "limits": g.limiter.status(),
+        },
     )
+
+
+async def list_keys(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    g = _gate(gw)
+    records = await g.store.run(g.store.list_keys)
+    show_all = _query(req).get("all", "") in ("1", "true", "yes")
+    now = now_ms()
+    out = []
+    for r in records:
+        if r.revoked_at is not None and not show_all:
+            continue
+        d = r.public()
+        d["state"] = r.state(now)
+        d["spent"] = round(g.spent(r.id), 8) if r.budget is not None else None
+        out.append(d)
+    await respond_json(req, {"keys": out})
+
+
+def _opt_int(body: dict[str, Any], name: str) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise invalid(f"{name}: expected a positive whole number", param=name)
+    return v
+
+
+async def create_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    g = _gate(gw)
+    body = req.json()
+    if not isinstance(body, dict):
+        raise invalid("expected a JSON object")
+    unknown = set(body) - {"name", "models", "rpm", "tpm", "concurrent", "budget", "expires"}
+    if unknown:
+        raise invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise invalid("name: required, the app this key is for", param="name")
+    models = body.get("models") or []
+    if isinstance(models, str):
+        models = [m for m in models.split(",") if m.strip()]
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise invalid("models: expected a list of model names or globs", param="models")
+    try:
+        budget = None
+        b = body.get("budget")
+        if isinstance(b, str):
+            budget = parse_budget(b)
+        elif isinstance(b, dict):
+            budget = parse_budget(f"{b.get('amount')}/{b.get('period', 'month')}")
+        elif b is not None:
+            raise SpecError("budget: write AMOUNT/PERIOD, e.g. 5/month")
+        exp = body.get("expires")
+        expires_at = parse_expiry(exp) if isinstance(exp, str) else None
+        new, rec = new_record(
+            name,
+            models=models,
+            rpm=_opt_int(body, "rpm"),
+            tpm=_opt_int(body, "tpm"),
+            concurrent=_opt_int(body, "concurrent"),
+            budget=budget,
+            expires_at=expires_at,
+        )
+    except ValueError as e:  # SpecError too
+        raise invalid(str(e)) from None
+    await g.create_key(rec)
+    # The only time the key is shown; it is stored as its SHA-256.
+    await respond_json(req, {"key": new.key, **rec.public(), "state": "active"}, status=201)
+
+
+async def revoke_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    g = _gate(gw)
+    ident = req.path[len(f"{PREFIX}/keys/") :]
+    done = await g.revoke_key(ident)
+    if not done:
+        raise GatewayError(ErrorKind.NOT_FOUND, f"no live key with id or name {ident!r}")
+    await respond_json(req, {"revoked": [r.public() for r in done]})
+
+
+def _since(q: dict[str, str]) -> int:
+    try:
+        return parse_since(q.get("since", "7d"))
+    except SpecError as e:
+        raise invalid(str(e), param="since") from None
+
+
+async def usage(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    g = _gate(gw)
+    q = _query(req)
+    by = [b for b in q.get("by", "key").split(",") if b]
+    for b in by:
+        if b not in GROUPS:
+            raise invalid(f"by: {b!r}; choose from {', '.join(GROUPS)}", param="by")
+    since = _since(q)
+    if g.ledger_enabled:
+        await g.ledger.flush()  # a report includes the requests just made
+    rep = await g.store.run(g.store.report, by, since)
+    await respond_json(req, rep.as_dict())
+
+
+async def requests(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    g = _gate(gw)
+    q = _query(req)
+    limit = _int(q, "limit", 100, 1, 1000)
+    before = _int(q, "before", 2**62, 0, 2**62)
+    if g.ledger_enabled:
+        await g.ledger.flush()
+    rows = await g.store.run(
+        lambda: g.store.requests(limit=limit, before_ms=before, key_id=q.get("key"))
+    )
+    await respond_json(req, {"requests": [r._asdict() for r in rows]})

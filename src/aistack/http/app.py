@@ -19,11 +19,13 @@ from dataclasses import dataclass
 
 import orjson
 
+from aistack.access.gate import Gate
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
-from aistack.http import admin_routes as adm
+from aistack.http import admin_routes as ad
 from aistack.http import fleet_routes as fl
+from aistack.http import health_routes as hr
 from aistack.http import ollama_routes as ol
 from aistack.http import openai_routes as oa
 from aistack.http.asgi import (
@@ -37,6 +39,7 @@ from aistack.http.asgi import (
     respond,
 )
 from aistack.service import Gateway, RequestContext
+from aistack.store import StoreError
 
 log = logging.getLogger("aistack.http")
 
@@ -48,7 +51,8 @@ class Route:
     handler: Handler
     dialect: str  # "ollama" | "openai" | "admin"
     body: bool = False  # read the request body before calling
-    admin: bool = False  # managing the gateway, not using it: see App.check_admin
+    public: bool = False  # answered without a key (liveness and version probes)
+    admin: bool = False  # manages the gateway (not an admin-dialect route): check_admin
 
     @property
     def name(self) -> str:
@@ -56,16 +60,16 @@ class Route:
 
 
 def _routes() -> dict[str, dict[str, Route]]:
-    def get(h: Handler, dialect: str = "ollama") -> dict[str, Route]:
-        r = Route(h, dialect)
+    def get(h: Handler, dialect: str = "ollama", public: bool = False) -> dict[str, Route]:
+        r = Route(h, dialect, public=public)
         return {"GET": r, "HEAD": r}
 
     def post(h: Handler, dialect: str = "ollama") -> dict[str, Route]:
         return {"POST": Route(h, dialect, body=True)}
 
     return {
-        "/": get(ol.root),
-        "/api/version": get(ol.version),
+        "/": get(ol.root, public=True),
+        "/api/version": get(ol.version, public=True),
         "/api/tags": get(ol.tags),
         "/api/ps": get(ol.ps),
         "/api/show": post(ol.show),
@@ -77,15 +81,53 @@ def _routes() -> dict[str, dict[str, Route]]:
         "/v1/chat/completions": post(oa.chat_completions, "openai"),
         "/v1/completions": post(oa.completions, "openai"),
         "/v1/embeddings": post(oa.embeddings, "openai"),
-        "/health": get(adm.health, "admin"),
-        "/health/live": get(adm.live, "admin"),
-        "/health/ready": get(adm.ready, "admin"),
-        # Model management (admin only): one Ollama instance, by docs/fleet.md's rule.
+        # Health is public: orchestrators probe it without keys, and it calls no model.
+        "/health": get(hr.health, "admin", public=True),
+        "/health/live": get(hr.live, "admin", public=True),
+        "/health/ready": get(hr.ready, "admin", public=True),
+        f"{ad.PREFIX}/status": get(ad.status, "admin"),
+        f"{ad.PREFIX}/keys": {**get(ad.list_keys, "admin"), **post(ad.create_key, "admin")},
+        f"{ad.PREFIX}/usage": get(ad.usage, "admin"),
+        f"{ad.PREFIX}/requests": get(ad.requests, "admin"),
+        f"{ad.PREFIX}/models": get(fl.models, "admin"),
+        # Model management, admin only: one Ollama instance, by docs/fleet.md's rule.
         "/api/pull": {"POST": Route(fl.pull, "ollama", body=True, admin=True)},
         "/api/delete": {"DELETE": Route(fl.delete, "ollama", body=True, admin=True)},
         "/api/copy": {"POST": Route(fl.copy, "ollama", body=True, admin=True)},
-        "/admin/api/models": {m: Route(fl.models, "admin", admin=True) for m in ("GET", "HEAD")},
     }
+
+
+def _dialect_of(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "openai"
+    if path.startswith("/admin/"):
+        return "admin"
+    return "ollama"
+
+
+def presented_key(req: Request) -> str | None:
+    """The key a client sent: `Authorization: Bearer KEY` (OpenAI and Ollama clients), or
+    `x-api-key: KEY` (Anthropic-style clients). Other Authorization schemes are not ours."""
+    auth = req.header(b"authorization")
+    if auth is not None:
+        scheme, _, value = auth.strip().partition(b" ")
+        value = value.strip()
+        if scheme.lower() == b"bearer" and value:
+            return value.decode("latin-1")
+    key = req.header(b"x-api-key")
+    if key is not None and key.strip():
+        return key.strip().decode("latin-1")
+    return None
+
+
+def end_user(req: Request) -> str:
+    """Who is behind an app that says so: Open WebUI's forwarded user headers."""
+    v = (
+        req.header(b"x-openwebui-user-email")
+        or req.header(b"x-openwebui-user-name")
+        or req.header(b"x-openwebui-user-id")
+    )
+    return v.decode("utf-8", "replace")[:200] if v else ""
 
 
 # Ollama's CORS defaults: local origins on any port, plus app and editor schemes.
@@ -102,7 +144,7 @@ _CORS_HEADERS = (
 
 
 def error_body(dialect: str, e: GatewayError) -> bytes:
-    return orjson.dumps(openai_error(e) if dialect == "openai" else ollama_error(e))
+    return orjson.dumps(openai_error(e) if dialect != "ollama" else ollama_error(e))
 
 
 class App:
@@ -128,6 +170,11 @@ class App:
             if msg["type"] == "lifespan.startup":
                 try:
                     await self.gateway.start()
+                except StoreError as e:
+                    # Expected and actionable ("run aistack db upgrade"): one line.
+                    log.error("startup failed: %s", e)
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
                 except Exception as e:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
@@ -157,6 +204,9 @@ class App:
         if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             r = Route(oa.model, "openai")
             return {"GET": r, "HEAD": r}, path
+        keys = f"{ad.PREFIX}/keys/"
+        if path.startswith(keys) and len(path) > len(keys) and "/" not in path[len(keys) :]:
+            return {"DELETE": Route(ad.revoke_key, "admin")}, path
         return None, path
 
     def _cors(self, req: Request) -> bool:
@@ -172,7 +222,7 @@ class App:
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         table, path = self._find(scope["path"])
         req = Request(scope, receive, send, path)
-        dialect = "openai" if path.startswith("/v1/") else "ollama"
+        dialect = _dialect_of(path)
         allowed = self._cors(req)
         if req.method == "OPTIONS" and req.header(b"access-control-request-method"):
             status = 204 if allowed else 403
@@ -194,18 +244,18 @@ class App:
         route = table.get(req.method)
         if route is None:
             allow = ", ".join(table).encode()
-            if dialect == "openai":
+            if dialect != "ollama":
                 e = GatewayError(ErrorKind.INVALID_REQUEST, f"method {req.method} not allowed")
-                await respond(req, 405, error_body("openai", e), JSON_TYPE, [(b"allow", allow)])
+                await respond(req, 405, error_body(dialect, e), JSON_TYPE, [(b"allow", allow)])
             else:
                 await respond(req, 405, b"405 method not allowed", TEXT_TYPE, [(b"allow", allow)])
             return
         await self._run(req, route)
 
     async def _not_found(self, req: Request, dialect: str) -> None:
-        if dialect == "openai":
+        if dialect != "ollama":
             e = GatewayError(ErrorKind.NOT_FOUND, f"Unknown request URL: {req.method} {req.path}")
-            await respond(req, 404, error_body("openai", e), JSON_TYPE)
+            await respond(req, 404, error_body(dialect, e), JSON_TYPE)
         else:
             # gin's wording: what clients with a wrong base URL have learned to recognise.
             await respond(req, 404, b"404 page not found", TEXT_TYPE)
@@ -216,8 +266,11 @@ class App:
         ctx = RequestContext(route.dialect, route.name)
         watch = _Watch(req, task)
         try:
-            if route.admin:
-                self.check_admin(req)
+            gate = self.gateway.gate
+            if route.admin or (route.dialect == "admin" and not route.public):
+                self.check_admin(gate, req, ctx)
+            elif gate is not None and not route.public:
+                self._authenticate(gate, req, ctx)
             if route.body:
                 await req.read_body(self.max_body)
             watch.arm()
@@ -245,25 +298,46 @@ class App:
             ctx.status = 499 if ctx.error == "CLIENT_CLOSED" else req.status
             self.gateway.finish(ctx)
 
-    def check_admin(self, req: Request) -> None:
-        """Whether this caller may use admin routes (pull, delete, copy, /admin/api/*).
+    def check_admin(self, gate: Gate | None, req: Request, ctx: RequestContext) -> None:
+        """Whether this caller may manage the gateway: the admin API (/admin/api/*) and
+        model management (/api/pull, /api/delete, /api/copy). The one place that decides.
 
-        The one place that decides it. The gateway has no keys yet, so it runs open, and
-        then only callers on this machine (loopback) may manage the fleet; anyone else
-        gets a 403 in the route's dialect. With keys, this asks for an admin key.
+        With keys (always under `aistack serve`): the master key, or forward-auth headers
+        from a trusted proxy; virtual keys never manage. A gateway built without a gate
+        (embedded, tests) lets only callers on its own machine (loopback) in.
         """
         client = req.scope.get("client")
-        host = client[0] if client else ""
-        try:
-            local = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-        except ValueError:
-            local = host == "localhost"
-        if not local:
+        peer = client[0] if client else None
+        if gate is None:
+            try:
+                local = ipaddress.ip_address((peer or "").split("%", 1)[0]).is_loopback
+            except ValueError:
+                local = peer == "localhost"
+            if not local:
+                raise GatewayError(
+                    ErrorKind.FORBIDDEN,
+                    "managing the gateway is for admins: without keys, only callers on "
+                    "its own machine may",
+                )
+            ctx.app = "admin:local"
+            return
+        admin = gate.admin(presented_key(req), peer, req.header)
+        if admin is None:
             raise GatewayError(
-                ErrorKind.FORBIDDEN,
-                "model management is for admins: with no keys configured, only "
-                "callers on the gateway's own machine may use it",
+                ErrorKind.UNAUTHORIZED,
+                "this needs an admin: the master key (Authorization: Bearer) or "
+                "forward-auth headers from a trusted proxy",
             )
+        ctx.app = f"admin:{admin.name}"
+
+    @staticmethod
+    def _authenticate(gate: Gate, req: Request, ctx: RequestContext) -> None:
+        token = presented_key(req)
+        proxied = gate.open and (
+            req.header(b"x-forwarded-for") is not None or req.header(b"forwarded") is not None
+        )
+        gate.authenticate(ctx, token, proxied)
+        ctx.end_user = end_user(req)
 
     async def _error(self, req: Request, dialect: str, e: GatewayError) -> None:
         if req.responded:

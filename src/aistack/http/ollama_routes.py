@@ -55,7 +55,11 @@ def _with_digest(card: ModelCard) -> ModelCard:
 
 
 async def tags(gw: Gateway, req: Request, ctx: RequestContext) -> None:
-    models = [convert.tag_to_wire(m.name, _with_digest(m.card)) for m in await gw.listed()]
+    models = [
+        convert.tag_to_wire(m.name, _with_digest(m.card))
+        for m in await gw.listed()
+        if gw.visible(ctx, m.name)
+    ]
     await respond_json(req, {"models": models})
 
 

@@ -23,7 +23,9 @@ log = logging.getLogger("aistack.http")
 
 
 async def models(gw: Gateway, req: Request, ctx: RequestContext) -> None:
-    data = [convert.model_to_wire(m.name, m.card) for m in await gw.listed()]
+    data = [
+        convert.model_to_wire(m.name, m.card) for m in await gw.listed() if gw.visible(ctx, m.name)
+    ]
     await respond_json(req, convert.models_to_wire(data))
 
 

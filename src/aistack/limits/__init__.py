@@ -1,0 +1,1 @@
+"""Per-key rate and concurrency limits: in-process by default, shared through Redis."""

@@ -1,0 +1,98 @@
+"""Versioned schema migrations: append-only, the same steps on SQLite and PostgreSQL.
+
+Never edit or reorder a step that has shipped; add a new one. A step is a list of
+statements run in one transaction with its row in `schema_migrations`. `{id}` stands
+for the auto-increment primary key, the one type the two databases spell differently.
+
+Steps must stay additive (new tables, columns, indexes), so a replica of the previous
+release keeps working against a database that a newer one upgraded. A step that
+indexes the big `requests` table on PostgreSQL should say CONCURRENTLY and run
+outside a transaction; none needs to yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: tuple[str, ...]
+
+    def statements(self, id_column: str) -> list[str]:
+        return [s.replace("{id}", id_column) for s in self.sql]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "keys, requests, daily usage",
+        (
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                hash TEXT NOT NULL UNIQUE,
+                hint TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                models TEXT NOT NULL DEFAULT '',
+                rpm INTEGER,
+                tpm INTEGER,
+                concurrent INTEGER,
+                budget DOUBLE PRECISION,
+                budget_period TEXT,
+                expires_at BIGINT,
+                revoked_at BIGINT,
+                last_used_at BIGINT
+            )""",
+            "CREATE INDEX api_keys_name ON api_keys (name)",
+            """CREATE TABLE requests (
+                id {id},
+                day TEXT NOT NULL,
+                ts BIGINT NOT NULL,
+                request_id TEXT NOT NULL DEFAULT '',
+                key_id TEXT NOT NULL DEFAULT '',
+                app TEXT NOT NULL DEFAULT '',
+                end_user TEXT NOT NULL DEFAULT '',
+                dialect TEXT NOT NULL DEFAULT '',
+                route TEXT NOT NULL DEFAULT '',
+                model TEXT NOT NULL DEFAULT '',
+                backend TEXT NOT NULL DEFAULT '',
+                upstream_model TEXT NOT NULL DEFAULT '',
+                stream SMALLINT NOT NULL DEFAULT 0,
+                status INTEGER NOT NULL DEFAULT 0,
+                error TEXT NOT NULL DEFAULT '',
+                tokens_in INTEGER NOT NULL DEFAULT 0,
+                tokens_out INTEGER NOT NULL DEFAULT 0,
+                tokens_estimated SMALLINT NOT NULL DEFAULT 0,
+                ttft_ms DOUBLE PRECISION,
+                duration_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+                cost DOUBLE PRECISION,
+                cost_source TEXT NOT NULL DEFAULT '',
+                attempts INTEGER NOT NULL DEFAULT 0
+            )""",
+            # Range scans for reports and pruning; a key's recent requests.
+            "CREATE INDEX requests_ts ON requests (ts)",
+            "CREATE INDEX requests_key_ts ON requests (key_id, ts)",
+            """CREATE TABLE usage_daily (
+                day TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                model TEXT NOT NULL,
+                backend TEXT NOT NULL,
+                app TEXT NOT NULL DEFAULT '',
+                requests BIGINT NOT NULL DEFAULT 0,
+                errors BIGINT NOT NULL DEFAULT 0,
+                tokens_in BIGINT NOT NULL DEFAULT 0,
+                tokens_out BIGINT NOT NULL DEFAULT 0,
+                cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+                cost_unknown BIGINT NOT NULL DEFAULT 0,
+                duration_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+                PRIMARY KEY (day, key_id, model, backend)
+            )""",
+            # Budgets sum a key's days; the primary key serves day ranges for reports.
+            "CREATE INDEX usage_daily_key_day ON usage_daily (key_id, day)",
+            "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ),
+    ),
+)
