@@ -8,11 +8,14 @@ against the listed names, as they do.
 from __future__ import annotations
 
 import io
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import ollama
 import openai
 import pytest
@@ -22,6 +25,8 @@ from dotenv import dotenv_values
 from aistack.config import ConfigError, parse
 from aistack.doctor.snippets import APPS
 from tests.cli import aistack, write_config
+from tests.conftest import UPSTREAM_MODEL, Stack
+from tests.procs import running, start_gateway
 
 
 @dataclass
@@ -198,10 +203,45 @@ def test_public_url_must_be_the_root() -> None:
         parse("server: {public_url: 'gw:8434'}", "x.yaml")
 
 
-def test_create_key_says_it_is_not_available(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "aistack.yaml", {"backends": []})
-    out = aistack("snippet", "open-webui", "--create-key", config=cfg)
-    assert out.returncode == 2 and "--create-key needs aistack's key store" in out.stderr
+def test_create_key_mints_a_key_the_gateway_takes(stack: Stack, tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "aistack.yaml",
+        {"backends": [{"name": "up", "kind": "ollama", "url": stack.upstream.url}],
+         "database_url": str(tmp_path / "aistack.db"),
+         "auth": {"refresh": 0.5}},
+    )  # fmt: skip
+    with running(start_gateway(tmp_path, None, name="keyed", args=["--config", str(cfg)])) as gw:
+        out = aistack(
+            "snippet", "openai", "--url", gw.url, "--model", UPSTREAM_MODEL, "--format", "env",
+            "--create-key", "--key-models", "smollm2-*", config=cfg,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "created key key_" in out.stderr and "for openai (models: smollm2-*)" in out.stderr
+        env = dotenv_values(stream=io.StringIO(out.stdout))
+        key = env["OPENAI_API_KEY"]
+        assert key and key.startswith("sk-") and key in out.stdout
+        # The first key ends open mode: no key is a 401 now, the snippet's key works.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if httpx.get(f"{gw.url}/v1/models").status_code == 401:
+                break
+            time.sleep(0.2)
+        assert httpx.get(f"{gw.url}/v1/models").status_code == 401
+        _resolve(Target("openai", env["OPENAI_BASE_URL"], env["OPENAI_MODEL"], key))
+        listed = aistack("keys", "list", "--json", config=cfg)
+        (rec,) = json.loads(listed.stdout)["keys"]
+        assert rec["name"] == "openai" and rec["models"] == ["smollm2-*"]
+
+
+def test_create_key_is_not_minted_for_a_bad_request(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "aistack.yaml",
+        {"backends": [], "database_url": str(tmp_path / "aistack.db")},
+    )
+    out = aistack("snippet", "home-assistant", "--via", "openai", "--create-key", config=cfg)
+    assert out.returncode == 2 and "speaks only the ollama API" in out.stderr
+    listed = aistack("keys", "list", "--json", config=cfg)
+    assert json.loads(listed.stdout)["keys"] == []
 
 
 def test_one_dialect_apps_refuse_the_other(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import sys
 import orjson
 
 from aistack.cli._common import config_arg, load_config
-from aistack.config import Config
-from aistack.doctor.snippets import APPS, SnippetError, build, render
+from aistack.config import Config, ConfigError
+from aistack.doctor.snippets import APPS, Snippet, SnippetError, build, render
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +33,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--model", help="the model the app uses (default: the first alias)")
     s.add_argument("--key", help="an existing key to put in the snippet")
     s.add_argument(
-        "--create-key", action="store_true", help="mint a key for this app and put it in"
+        "--create-key",
+        action="store_true",
+        help="mint a key for this app (as `aistack keys create` does) and put it in",
+    )
+    s.add_argument("--key-name", help="with --create-key: the key's name (default: APP)")
+    s.add_argument(
+        "--key-models",
+        metavar="GLOBS",
+        help="with --create-key: models the key may use, comma-separated globs (default all)",
     )
     s.add_argument(
         "--via",
@@ -75,12 +83,31 @@ def default_model(cfg: Config) -> str:
     return "smollm2:135m"
 
 
-def create_key(app: str, cfg: Config) -> str:
-    """A new key named after the app. Needs the key store (the keys issue)."""
-    raise SnippetError(
-        "--create-key needs aistack's key store, which this build does not have yet; "
-        "pass an existing key with --key"
+def create_key(args: argparse.Namespace) -> str:
+    """A new virtual key named after the app, in the configured store; the key itself."""
+    from aistack.access.gate import new_record
+    from aistack.cli.db import open_configured_store
+    from aistack.store import StoreError
+
+    models = [m.strip() for m in (args.key_models or "").split(",") if m.strip()]
+    try:
+        store = open_configured_store(args.config)
+    except (ConfigError, StoreError) as e:
+        raise SnippetError(str(e)) from None
+    try:
+        new, rec = new_record(args.key_name or args.app, models=models)
+        store.create_key(rec)
+    except (ValueError, StoreError) as e:
+        raise SnippetError(str(e)) from None
+    finally:
+        store.close()
+    # On stderr, so stdout stays the snippet alone.
+    print(
+        f"created key {rec.id} for {rec.name} (models: {', '.join(rec.models) or 'all'}); "
+        "it is in the snippet and shown nowhere else",
+        file=sys.stderr,
     )
+    return new.key
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -88,26 +115,31 @@ def _run(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     cfg = loaded.config
-    try:
-        if args.create_key and args.key:
-            raise SnippetError("give --key or --create-key, not both")
-        key = create_key(args.app, cfg) if args.create_key else args.key
-        s = build(
+
+    def snippet(key: str | None) -> Snippet:
+        return build(
             args.app,
             base=args.url or default_url(cfg),
             model=args.model or default_model(cfg),
             key=key,
             via=args.via,
         )
+
+    try:
+        if args.create_key and args.key:
+            raise SnippetError("give --key or --create-key, not both")
+        if (args.key_name or args.key_models) and not args.create_key:
+            raise SnippetError("--key-name and --key-models go with --create-key")
+        s = snippet(args.key or ("-" if args.create_key else None))  # checks before minting
+        if args.format == "config" and s.config is None:
+            raise SnippetError(f"{s.title} has no config form; try --format all")
+        if args.create_key:
+            s = snippet(create_key(args))
     except SnippetError as e:
         print(f"aistack: {e}", file=sys.stderr)
         return 2
     if args.json:
         sys.stdout.write(orjson.dumps(s.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    text = render(s, args.format)
-    if not text:
-        print(f"aistack: {s.title} has no {args.format} form; try --format all", file=sys.stderr)
-        return 2
-    sys.stdout.write(text)
+    sys.stdout.write(render(s, args.format))
     return 0
