@@ -18,13 +18,16 @@ def write_config(path: Path, config: dict[str, object]) -> Path:
 
 
 def aistack(
-    *args: str, config: Path | None = None, timeout: float = 180
+    *args: str,
+    config: Path | None = None,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     cmd = [str(VENV_BIN / "aistack"), *args]
     if config is not None:
         cmd += ["--config", str(config)]
-    env = {**os.environ, "AISTACK_CONFIG": ""}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    full = {**os.environ, "AISTACK_CONFIG": "", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full)
 
 
 def popen(*args: str, config: Path | None = None) -> subprocess.Popen[str]:

@@ -18,6 +18,12 @@ from tests.conftest import LLAMACPP_MODEL, UPSTREAM_MODEL, Stack
 from tests.procs import free_port
 
 
+@pytest.fixture(autouse=True)
+def _own_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default SQLite database lives under $XDG_DATA_HOME: this test's, not the user's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
 def _fails(report: dict[str, object]) -> set[tuple[str, str]]:
     return {
         (f["check"], f["target"])
@@ -92,8 +98,11 @@ def test_doctor_on_a_healthy_stack_exits_zero(stack: Stack, tmp_path: Path) -> N
     assert status[("embedded", "smollm2:135m")] == "PASS"
     gateway = [f for f in report["findings"] if f["check"] == "gateway"]
     assert len(gateway) == 3 and all(f["status"] == "PASS" for f in gateway)
-    # Not configured here: said, not failed.
-    assert status[("database", "-")] == status[("redis", "-")] == "SKIP"
+    # The default SQLite database, not created yet; no Redis configured: said, not failed.
+    db = next(f for f in report["findings"] if f["check"] == "database")
+    assert db["status"] == "PASS" and db["target"] == f"sqlite {tmp_path}/data/aistack/aistack.db"
+    assert "not created yet" in db["detail"]
+    assert status[("redis", "-")] == "SKIP"
 
 
 def test_doctor_tells_a_wrong_dialect_from_a_dead_box(stack: Stack, tmp_path: Path) -> None:
@@ -180,3 +189,49 @@ def test_missing_model_hints() -> None:
     # On an OpenAI-compatible server: load it there.
     _, fix = missing_model_fix("openai", "vllm", "qwen3-8b", ["llama-3.1-8b"])
     assert "load 'qwen3-8b' on that server" in fix
+
+
+def test_doctor_checks_the_database_and_redis(
+    pg_url: str, redis_target: tuple[str, str], tmp_path: Path
+) -> None:
+    redis_url, _ = redis_target
+    cfg = write_config(
+        tmp_path / "aistack.yaml",
+        {"backends": [], "database_url": pg_url, "redis_url": redis_url},
+    )
+    args = ("doctor", "--json", "--no-embedded")
+    report = json.loads(aistack(*args, config=cfg).stdout)
+    by = {f["check"]: f for f in report["findings"]}
+    # A fresh PostgreSQL database: reachable, but its schema is not there yet.
+    assert by["database"]["status"] == "FAIL" and "schema version 0" in by["database"]["detail"]
+    assert by["database"]["fix"].startswith("aistack db upgrade")
+    assert by["redis"]["status"] == "PASS" and "PONG" in by["redis"]["detail"]
+    assert aistack("db", "upgrade", config=cfg).returncode == 0
+    out = aistack(*args, config=cfg)
+    assert out.returncode == 0, out.stdout
+    by = {f["check"]: f for f in json.loads(out.stdout)["findings"]}
+    assert by["database"]["status"] == "PASS" and "schema version" in by["database"]["detail"]
+    # Nothing listening: both fail, each with its fix.
+    dead = write_config(
+        tmp_path / "dead" / "aistack.yaml",
+        {"backends": [],
+         "database_url": f"postgresql://127.0.0.1:{free_port()}/x",
+         "redis_url": f"redis://127.0.0.1:{free_port()}/0"},
+    )  # fmt: skip
+    out = aistack(*args, config=dead)
+    assert out.returncode == 1
+    by = {f["check"]: f for f in json.loads(out.stdout)["findings"]}
+    assert by["database"]["status"] == "FAIL" and "correct database_url" in by["database"]["fix"]
+    assert by["redis"]["status"] == "FAIL" and "correct redis_url" in by["redis"]["fix"]
+
+
+def test_doctor_reads_an_existing_sqlite_database(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "aistack.yaml", {"backends": [], "database_url": "state/aistack.db"}
+    )
+    # A relative path is relative to the config file; keys create makes the database.
+    assert aistack("keys", "create", "--name", "x", "--json", config=cfg).returncode == 0
+    out = aistack("doctor", "--json", "--no-embedded", config=cfg)
+    (db,) = [f for f in json.loads(out.stdout)["findings"] if f["check"] == "database"]
+    assert db["status"] == "PASS" and db["target"] == f"sqlite {tmp_path}/state/aistack.db"
+    assert db["detail"].startswith("schema version ")

@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
 
     async def go() -> Report:
         async with backends_of(loaded) as bs:
-            return await run(loaded.config, loaded.source, bs, opts)
+            return await run(loaded.config, loaded.source, bs, opts, loaded.base_dir)
 
     try:
         report = asyncio.run(go())

@@ -23,6 +23,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from aistack.backends.base import Backend
@@ -314,7 +315,11 @@ async def _embedded(cfg: Config, opts: Options) -> list[Finding]:
 
 
 async def run(
-    cfg: Config, source: str, backends: Sequence[Backend], opts: Options | None = None
+    cfg: Config,
+    source: str,
+    backends: Sequence[Backend],
+    opts: Options | None = None,
+    base_dir: Path | None = None,
 ) -> Report:
     opts = opts or Options()
     report = Report(source)
@@ -341,7 +346,7 @@ async def run(
         report.findings += _names(cfg, seen)
         if opts.embedded:
             report.findings += await _embedded(cfg, opts)
-        report.findings += await services.database(cfg)
+        report.findings += await services.database(cfg, base_dir)
         report.findings += await services.redis(cfg)
         if opts.gateway:
             report.findings += await services.gateway(client, opts.gateway, opts.gateway_key)

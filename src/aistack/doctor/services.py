@@ -1,16 +1,15 @@
 """Doctor checks for what is not a backend: the database, Redis, a running gateway, and
 the small HTTP probes that tell a wrong dialect from a dead box.
 
-The database and Redis checks speak just enough of each protocol to know the server is
-there and answers (SQLite: the file opens; PostgreSQL: the port accepts; Redis: PING,
-after AUTH when the URL has a password); no driver is needed.
+The database check opens the store keys and the usage ledger use (SQLite by default,
+or `database_url`) and reads its schema version; the Redis check speaks just enough of
+the protocol to send PING (after AUTH when the URL has a password).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -19,8 +18,10 @@ import orjson
 
 from aistack.backends.transport import HttpClient, Timeouts, TransportError, parse_url
 from aistack.config import Config
-from aistack.doctor.findings import Finding, failed, ms, passed, since, skipped
+from aistack.doctor.findings import Finding, failed, ms, passed, since, skipped, warned
 from aistack.doctor.urls import url_problem
+from aistack.store import Store, StoreError, open_store
+from aistack.store.sqlite import SqliteStore
 
 
 async def get(
@@ -44,13 +45,6 @@ def is_json_with(body: bytes, key: str) -> bool:
     return isinstance(obj, dict) and key in obj
 
 
-def _sqlite_path(url: str) -> Path:
-    # sqlite:///abs/path.db, sqlite://rel/path.db, or a plain path
-    if url.startswith("sqlite://"):
-        return Path(unquote(url[len("sqlite://") :]))
-    return Path(url).expanduser()
-
-
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -59,108 +53,136 @@ async def _tcp(host: str, port: int, wait: float) -> Stream:
         return await asyncio.open_connection(host, port)
 
 
-async def database(cfg: Config) -> list[Finding]:
-    url: str | None = getattr(cfg, "database_url", None)
-    if not url:
-        return [skipped("database", "-", "no database_url in the config")]
-    t = time.monotonic()
-    if url.startswith(("postgresql://", "postgres://")):
-        p = urlsplit(url)
-        host, port = p.hostname or "localhost", p.port or 5432
-        target = f"postgresql://{host}:{port}{p.path}"
-        try:
-            _, w = await _tcp(host, port, 5.0)
-            w.close()
-        except (OSError, TimeoutError) as e:
-            return [
-                failed(
-                    "database",
-                    target,
-                    f"cannot connect: {e}",
-                    "start PostgreSQL or correct database_url",
-                    since(t),
-                )
-            ]
-        return [
-            passed("database", target, f"accepts connections ({ms(since(t))})", seconds=since(t))
-        ]
-    path = _sqlite_path(url)
-    target = f"sqlite:{path}"
-    if not path.exists():
-        parent = path.parent
-        if parent.is_dir() and os.access(parent, os.W_OK):
-            return [passed("database", target, "not created yet; its directory is writable")]
-        return [
-            failed(
-                "database",
-                target,
-                f"{parent} is missing or not writable",
-                f"mkdir -p {parent}, or correct database_url",
-            )
-        ]
+def _writable_dir(path: Path) -> bool:
+    """The folder exists and is writable, or the nearest existing parent is (mkdir works)."""
+    for d in (path, *path.parents):
+        if d.exists():
+            return d.is_dir() and os.access(d, os.W_OK)
+    return False
+
+
+def _schema(store: Store) -> tuple[int, int]:
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            con.execute("select count(*) from sqlite_master").fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error as e:
+        return store.version(), store.latest()
+    finally:
+        store.close()
+
+
+async def database(cfg: Config, base_dir: Path | None = None) -> list[Finding]:
+    """The store keys and the ledger use: it opens, and its schema is this version's."""
+    try:
+        store = open_store(cfg.database_url, base_dir)
+    except StoreError as e:
+        return [failed("database", cfg.database_url or "-", str(e), "correct database_url")]
+    target = f"{store.kind} {store.where}"
+    if isinstance(store, SqliteStore) and not store.path.exists():
+        if _writable_dir(store.path.parent):
+            return [passed("database", target, "not created yet; aistack serve creates it")]
         return [
             failed(
                 "database",
                 target,
-                f"cannot read it: {e}",
-                "check the file's permissions, or restore it",
+                f"{store.path.parent} cannot be created or written",
+                "make that folder writable for aistack, or set database_url",
             )
         ]
-    return [passed("database", target, "readable", seconds=since(t))]
+    t = time.monotonic()
+    try:
+        have, need = await asyncio.wait_for(asyncio.to_thread(_schema, store), 15.0)
+    except (StoreError, TimeoutError) as e:
+        what = "PostgreSQL" if store.kind == "postgres" else "the database"
+        msg = str(e) or "no answer in 15 s"
+        return [failed("database", target, msg, f"start {what} or correct database_url", since(t))]
+    took = since(t)
+    if have < need and store.kind != "sqlite":
+        return [
+            failed(
+                "database",
+                target,
+                f"schema version {have}, this aistack needs {need}",
+                "aistack db upgrade (once, from one place)",
+                took,
+            )
+        ]
+    if have > need:
+        return [
+            warned(
+                "database",
+                target,
+                f"schema version {have} is newer than this aistack ({need})",
+                "upgrade aistack here (an older one keeps working meanwhile)",
+                took,
+            )
+        ]
+    note = "" if have == need else f"; SQLite upgrades itself to {need} when serve starts"
+    return [passed("database", target, f"schema version {have}{note} ({ms(took)})", took)]
+
+
+def _redacted(url: str) -> str:
+    p = urlsplit(url)
+    where = p.hostname or p.path or "localhost"
+    return f"{p.scheme}://{where}:{p.port or 6379}" if p.hostname else f"{p.scheme}://{where}"
+
+
+async def _ping_raw(url: str) -> str:
+    """PING over a plain redis:// connection, AUTH first if the URL has a password."""
+    p = urlsplit(url)
+    r, w = await _tcp(p.hostname or "localhost", p.port or 6379, 5.0)
+    try:
+        cmds: list[list[bytes]] = []
+        if p.password:
+            user = unquote(p.username or "")
+            cmds.append([b"AUTH", *([user.encode()] if user else []), unquote(p.password).encode()])
+        cmds.append([b"PING"])
+        for args in cmds:
+            parts = [b"$%d\r\n%s\r\n" % (len(a), a) for a in args]
+            w.write(b"*%d\r\n" % len(args) + b"".join(parts))
+        await w.drain()
+        async with asyncio.timeout(5.0):
+            replies = [(await r.readline()).strip() for _ in cmds]
+    finally:
+        w.close()
+    for reply in replies:
+        if reply.startswith(b"-"):
+            raise ConnectionError(reply[1:].decode("utf-8", "replace"))
+    return replies[-1].decode("utf-8", "replace").lstrip("+")
+
+
+async def _ping(url: str) -> str:
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:  # without the redis extra: plain redis:// only
+        if not url.startswith("redis://"):
+            raise ConnectionError("install aistack[redis] to check rediss:// or unix://") from None
+        return await _ping_raw(url)
+    r = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return "PONG" if await r.ping() else "no PONG"
+    finally:
+        await r.aclose()
 
 
 async def redis(cfg: Config) -> list[Finding]:
-    url: str | None = getattr(cfg, "redis_url", None)
+    """Redis answers PING (the limits every replica shares)."""
+    url = cfg.redis_url
     if not url:
-        return [skipped("redis", "-", "no redis_url in the config")]
-    p = urlsplit(url)
-    host, port = p.hostname or "localhost", p.port or 6379
-    target = f"{p.scheme}://{host}:{port}"
-    if p.scheme != "redis":
-        return [skipped("redis", target, f"{p.scheme}:// is not checked here")]
+        return [skipped("redis", "-", "no redis_url: limits are kept per process")]
+    target = _redacted(url)
     t = time.monotonic()
     try:
-        r, w = await _tcp(host, port, 5.0)
-        try:
-            cmds = []
-            if p.password:
-                user = unquote(p.username or "")
-                args = [b"AUTH", *([user.encode()] if user else []), unquote(p.password).encode()]
-                cmds.append(args)
-            cmds.append([b"PING"])
-            for args in cmds:
-                parts = [b"$%d\r\n%s\r\n" % (len(a), a) for a in args]
-                w.write(b"*%d\r\n" % len(args) + b"".join(parts))
-            await w.drain()
-            async with asyncio.timeout(5.0):
-                replies = [await r.readline() for _ in cmds]
-        finally:
-            w.close()
-    except (OSError, TimeoutError) as e:
-        return [
-            failed(
-                "redis",
-                target,
-                f"cannot connect: {e or 'timed out'}",
-                "start Redis or correct redis_url",
-                since(t),
-            )
-        ]
-    last = replies[-1].strip()
-    if any(x.startswith(b"-") for x in replies):
-        err = next(x for x in replies if x.startswith(b"-")).strip().decode("utf-8", "replace")
-        fix = "check the password (redis://:PASSWORD@host:6379/0)"
-        return [failed("redis", target, f"answered {err}", fix, since(t))]
-    if last != b"+PONG":
-        return [failed("redis", target, f"answered {last!r} to PING", "is this Redis?", since(t))]
-    return [passed("redis", target, f"PONG in {ms(since(t))}", seconds=since(t))]
+        answer = await _ping(url)
+    except Exception as e:  # the client's many error types, each one line here
+        msg = str(e) or type(e).__name__
+        fix = (
+            "check the password (redis://:PASSWORD@host:6379/0)"
+            if "auth" in msg.lower() or "password" in msg.lower()
+            else "start Redis or correct redis_url"
+        )
+        return [failed("redis", target, f"no answer: {msg}", fix, since(t))]
+    if answer != "PONG":
+        return [failed("redis", target, f"answered {answer!r} to PING", "is this Redis?", since(t))]
+    took = since(t)
+    return [passed("redis", target, f"PONG in {ms(took)}", took)]
 
 
 async def gateway(client: HttpClient, url: str, key: str | None = None) -> list[Finding]:
@@ -174,7 +196,7 @@ async def gateway(client: HttpClient, url: str, key: str | None = None) -> list[
         ]
     base = url.rstrip("/")
     out: list[Finding] = []
-    for path, key, what in (
+    for path, field, what in (
         ("/api/version", "version", "Ollama API"),
         ("/api/tags", "models", "Ollama model list"),
         ("/v1/models", "data", "OpenAI model list"),
@@ -194,7 +216,18 @@ async def gateway(client: HttpClient, url: str, key: str | None = None) -> list[
                 ),
             ]
         status, body = r
-        if status != 200 or not is_json_with(body, key):
+        if status == 401:
+            out.append(
+                failed(
+                    "gateway",
+                    base + path,
+                    "401: it needs a key",
+                    "pass one with --key (a virtual key, or the master key)",
+                    took,
+                )
+            )
+            continue
+        if status != 200 or not is_json_with(body, field):
             out.append(
                 failed(
                     "gateway",
@@ -206,7 +239,7 @@ async def gateway(client: HttpClient, url: str, key: str | None = None) -> list[
             )
             continue
         obj = orjson.loads(body)
-        count = len(obj[key] or [])
-        n = obj[key] if key == "version" else f"{count} model{'s' if count != 1 else ''}"
+        count = len(obj[field] or [])
+        n = obj[field] if field == "version" else f"{count} model{'s' if count != 1 else ''}"
         out.append(passed("gateway", base + path, f"{what}: {n} ({ms(took)})", seconds=took))
     return out
