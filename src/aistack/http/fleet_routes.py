@@ -116,6 +116,10 @@ async def pull(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         # After the first byte the status is sent; the error is the last line.
         ctx.error = e.kind.name
         await send_chunk(req, error_line(e.message))
+    except Exception:
+        log.exception("pull of %s on %s failed", model, b.name)
+        ctx.error = "INTERNAL"
+        await send_chunk(req, error_line("internal error while pulling"))
     finally:
         await _aclose(it)
     await end_stream(req)
