@@ -37,6 +37,9 @@ class ServerConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Extra origins allowed for browser clients, beyond Ollama's local defaults.
     cors_origins: list[str] = msgspec.field(default_factory=list)
+    # The URL apps reach the gateway at (http://aistack.lan:8434): what `aistack
+    # snippet` puts in their config. Default: built from host and port.
+    public_url: str | None = None
 
 
 class TimeoutsConfig(_Strict):
@@ -344,6 +347,15 @@ def parse(text: str, where: str, env: Mapping[str, str] | None = None) -> Config
 def _check(cfg: Config, where: str) -> None:
     if not (0 < cfg.server.port < 65536):
         raise ConfigError(f"{where}: server.port: must be between 1 and 65535")
+    pub = cfg.server.public_url
+    if pub is not None:
+        if not re.match(r"^https?://[^/\s]+", pub):
+            raise ConfigError(f"{where}: server.public_url: {pub!r} is not an http(s) URL")
+        if re.search(r"/(v1|api)/?$", pub):
+            raise ConfigError(
+                f"{where}: server.public_url: give the root URL, without /v1 or /api "
+                "(each app gets the form it needs)"
+            )
     seen: set[str] = set()
     for i, b in enumerate(cfg.backends):
         key = f"backends[{i}]"

@@ -31,6 +31,7 @@ from aistack.backends.transport import (
 from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
+from aistack.core.fleet import PullProgress
 from aistack.core.models import LoadedModel, ModelCard, ModelShow
 
 
@@ -112,6 +113,30 @@ class Backend(ABC):
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "kind": self.kind}
+
+    # -- model management (pull, delete, copy): only a backend with a model store can
+
+    manages_models: bool = False
+    # Why it cannot, in words an operator can act on.
+    unmanaged_reason: str = "it has no model store aistack can manage"
+
+    def pull(self, model: str, *, insecure: bool = False) -> AsyncIterator[PullProgress]:
+        """Download a model: progress items, the last one `success`. A refusal (unknown
+        model, unreachable backend) raises from the first step, before any progress."""
+        raise self.cannot("pull")
+
+    async def delete(self, model: str) -> None:
+        raise self.cannot("delete")
+
+    async def copy(self, source: str, destination: str) -> None:
+        raise self.cannot("copy")
+
+    def cannot(self, verb: str) -> GatewayError:
+        return GatewayError(
+            ErrorKind.INVALID_REQUEST,
+            f"backend '{self.name}' ({self.kind}) cannot {verb} models: {self.unmanaged_reason}",
+            backend=self.name,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,10 @@ class _Job:
 
 class LocalBackend(Backend):
     kind = "local"
+    unmanaged_reason = (
+        "the embedded engine serves one GGUF file; point model_path (and model_name) "
+        "at another file to change it"
+    )
 
     def __init__(
         self,

@@ -8,12 +8,14 @@ from typing import Any
 import orjson
 
 from aistack.backends.base import ChunkStream, HttpBackend, mid_stream_error, single
-from aistack.backends.transport import Response, TransportError
+from aistack.backends.transport import Response, Timeouts, TransportError
 from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
+from aistack.core.fleet import PullProgress
 from aistack.core.models import LoadedModel, ModelCard, ModelShow
 from aistack.dialects.ollama import convert
+from aistack.dialects.ollama.fleet import progress_from_wire
 from aistack.dialects.ollama.stream import decode_line
 
 
@@ -128,3 +130,74 @@ class OllamaBackend(HttpBackend):
 
     async def unload(self, model: str) -> None:
         await self._post("/api/generate", {"model": model, "prompt": "", "keep_alive": 0})
+
+    # -- model management: /api/pull, /api/delete, /api/copy
+
+    manages_models = True
+
+    def _pull_timeouts(self) -> Timeouts:
+        # A pull lasts as long as the download: no total limit, but a stalled one fails.
+        t = self.settings.timeouts
+        return Timeouts(connect=t.connect, first_byte=t.first_byte, idle=t.idle or 300.0)
+
+    async def pull(self, model: str, *, insecure: bool = False) -> AsyncIterator[PullProgress]:
+        body = orjson.dumps({"model": model, "insecure": insecure, "stream": True})
+        try:
+            resp = await self.client.request(
+                "POST",
+                self.endpoint,
+                "/api/pull",
+                body=body,
+                headers=self._headers,
+                timeouts=self._pull_timeouts(),
+            )
+        except TransportError as e:
+            raise self.unreachable(e) from None
+        finished = False
+        try:
+            await self.check_status(resp)
+            async for line in resp.iter_lines():
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    raise GatewayError(
+                        ErrorKind.UPSTREAM_ERROR,
+                        f"backend '{self.name}' sent a line that is not JSON: {line[:200]!r}",
+                        status=502,
+                        backend=self.name,
+                    ) from None
+                if not isinstance(obj, dict):
+                    continue
+                p = progress_from_wire(obj, self.name)
+                yield p
+                if p.done:
+                    finished = True
+                    break
+        except TransportError as e:
+            raise mid_stream_error(self.name, e) from None
+        finally:
+            resp.close()
+        if not finished:
+            raise GatewayError(
+                ErrorKind.UPSTREAM_ERROR,
+                f"backend '{self.name}' ended the pull of '{model}' before it finished; "
+                "pull again to resume",
+                status=502,
+                backend=self.name,
+            )
+
+    async def delete(self, model: str) -> None:
+        await self._manage("DELETE", "/api/delete", {"model": model})
+
+    async def copy(self, source: str, destination: str) -> None:
+        await self._manage("POST", "/api/copy", {"source": source, "destination": destination})
+
+    async def _manage(self, method: str, path: str, body: dict[str, object]) -> None:
+        """Delete and copy answer 200 with an empty body, or an error."""
+        resp = await self.send(method, path, body)
+        if resp.status != 200:
+            await self.check_status(resp)
+        try:
+            await resp.read()
+        except TransportError as e:
+            raise self.unreachable(e) from None

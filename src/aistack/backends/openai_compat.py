@@ -31,6 +31,10 @@ from aistack.dialects.openai.stream import StreamDecoder
 
 class OpenAIBackend(HttpBackend):
     kind = "openai"
+    unmanaged_reason = (
+        "the OpenAI API has no pull or delete; manage models on that server "
+        "(vLLM, llama.cpp, LM Studio, the provider's console)"
+    )
 
     def __init__(
         self,

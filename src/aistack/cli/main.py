@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     ds = dsub.add_parser("status", help="the schema version (exit 3 when behind)")
     _config_arg(ds)
     d.set_defaults(func=_db)
+
+    # The fleet and the runbook: each module adds its own subcommands.
+    from aistack.cli import doctor, models, snippet
+
+    for module in (models, doctor, snippet):
+        module.register(sub)
     return p
 
 

@@ -11,6 +11,7 @@ connection, so the backend stops generating.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import os
@@ -25,6 +26,7 @@ from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
 from aistack.http import admin_routes as ad
+from aistack.http import fleet_routes as fl
 from aistack.http import health_routes as hr
 from aistack.http import ollama_routes as ol
 from aistack.http import openai_routes as oa
@@ -54,6 +56,7 @@ class Route:
     dialect: str  # "ollama" | "openai" | "admin"
     body: bool = False  # read the request body before calling
     public: bool = False  # answered without a key (liveness and version probes)
+    admin: bool = False  # manages the gateway (not an admin-dialect route): check_admin
 
     @property
     def name(self) -> str:
@@ -90,6 +93,11 @@ def _routes() -> dict[str, dict[str, Route]]:
         f"{ad.PREFIX}/keys": {**get(ad.list_keys, "admin"), **post(ad.create_key, "admin")},
         f"{ad.PREFIX}/usage": get(ad.usage, "admin"),
         f"{ad.PREFIX}/requests": get(ad.requests, "admin"),
+        f"{ad.PREFIX}/models": get(fl.models, "admin"),
+        # Model management, admin only: one Ollama instance, by docs/fleet.md's rule.
+        "/api/pull": {"POST": Route(fl.pull, "ollama", body=True, admin=True)},
+        "/api/delete": {"DELETE": Route(fl.delete, "ollama", body=True, admin=True)},
+        "/api/copy": {"POST": Route(fl.copy, "ollama", body=True, admin=True)},
     }
 
 
@@ -295,8 +303,10 @@ class App:
         watch = _Watch(req, task)
         try:
             gate = self.gateway.gate
-            if gate is not None and not route.public:
-                self._authenticate(gate, req, route, ctx)
+            if route.admin or (route.dialect == "admin" and not route.public):
+                self.check_admin(gate, req, ctx)
+            elif gate is not None and not route.public:
+                self._authenticate(gate, req, ctx)
             if route.body:
                 await req.read_body(self.max_body)
             watch.arm()
@@ -324,20 +334,41 @@ class App:
             ctx.status = 499 if ctx.error == "CLIENT_CLOSED" else req.status
             self.gateway.finish(ctx)
 
-    @staticmethod
-    def _authenticate(gate: Gate, req: Request, route: Route, ctx: RequestContext) -> None:
-        token = presented_key(req)
-        if route.dialect == "admin":
-            client = req.scope.get("client")
-            admin = gate.admin(token, client[0] if client else None, req.header)
-            if admin is None:
+    def check_admin(self, gate: Gate | None, req: Request, ctx: RequestContext) -> None:
+        """Whether this caller may manage the gateway: the admin API (/admin/api/*) and
+        model management (/api/pull, /api/delete, /api/copy). The one place that decides.
+
+        With keys (always under `aistack serve`): the master key, or forward-auth headers
+        from a trusted proxy; virtual keys never manage. A gateway built without a gate
+        (embedded, tests) lets only callers on its own machine (loopback) in.
+        """
+        client = req.scope.get("client")
+        peer = client[0] if client else None
+        if gate is None:
+            try:
+                local = ipaddress.ip_address((peer or "").split("%", 1)[0]).is_loopback
+            except ValueError:
+                local = peer == "localhost"
+            if not local:
                 raise GatewayError(
-                    ErrorKind.UNAUTHORIZED,
-                    "the admin API needs the master key (Authorization: Bearer) or "
-                    "forward-auth headers from a trusted proxy",
+                    ErrorKind.FORBIDDEN,
+                    "managing the gateway is for admins: without keys, only callers on "
+                    "its own machine may",
                 )
-            ctx.app = f"admin:{admin.name}"
+            ctx.app = "admin:local"
             return
+        admin = gate.admin(presented_key(req), peer, req.header)
+        if admin is None:
+            raise GatewayError(
+                ErrorKind.UNAUTHORIZED,
+                "this needs an admin: the master key (Authorization: Bearer) or "
+                "forward-auth headers from a trusted proxy",
+            )
+        ctx.app = f"admin:{admin.name}"
+
+    @staticmethod
+    def _authenticate(gate: Gate, req: Request, ctx: RequestContext) -> None:
+        token = presented_key(req)
         proxied = gate.open and (
             req.header(b"x-forwarded-for") is not None or req.header(b"forwarded") is not None
         )

@@ -1,0 +1,441 @@
+"""`aistack models`: the fleet inventory, pull/delete/copy on one instance, and sync.
+
+These talk to the backends directly, with the config `aistack serve` reads; only
+`aistack models --gateway URL` asks a running gateway (whose embedded model's loaded
+state only it knows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from datetime import datetime
+from typing import IO, Any
+
+import orjson
+
+from aistack.backends.base import Backend
+from aistack.cli._common import backends_of, config_arg, load_config, table
+from aistack.config import ConfigError, Loaded
+from aistack.core.errors import ErrorKind, GatewayError
+from aistack.core.fleet import PullProgress
+from aistack.core.models import canonical
+from aistack.fleet import inventory, placement, sync
+from aistack.fleet.progress import PullMeter, human_bytes
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    m = sub.add_parser(
+        "models",
+        help="the model fleet: list, pull, delete, copy, sync",
+        description="Every model on every backend (default), or manage them.",
+    )
+    config_arg(m)
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="ask a running gateway (GET URL/admin/api/models) instead of the backends",
+    )
+    m.add_argument("--key", help="with --gateway: an admin key, sent as a Bearer token")
+    m.add_argument(
+        "--no-details",
+        action="store_true",
+        help="skip /api/show per model (faster; no capabilities or context length)",
+    )
+    m.set_defaults(func=_run)
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION")
+
+    p = msub.add_parser("pull", help="pull a model onto an Ollama instance, with progress")
+    config_arg(p, nested=True)
+    p.add_argument("model")
+    p.add_argument("--instance", metavar="BACKEND", help="the backend to pull onto")
+    p.add_argument("--insecure", action="store_true", help="allow an insecure registry")
+
+    d = msub.add_parser("delete", help="delete a model from an Ollama instance")
+    config_arg(d, nested=True)
+    d.add_argument("model")
+    d.add_argument("--instance", metavar="BACKEND", help="the backend to delete from")
+
+    c = msub.add_parser("copy", help="copy a model to a new name on an Ollama instance")
+    config_arg(c, nested=True)
+    c.add_argument("source")
+    c.add_argument("destination")
+    c.add_argument("--instance", metavar="BACKEND", help="the backend to copy on")
+
+    s = msub.add_parser(
+        "sync",
+        help="bring every Ollama backend to the models its config declares",
+        description="Plan, then pull what is missing and report (or prune) extras. "
+        "A failed pull is retried and resumes where it stopped; exit 1 if anything failed.",
+    )
+    config_arg(s, nested=True)
+    s.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
+    s.add_argument("--prune", action="store_true", help="delete models nobody declared")
+    s.add_argument(
+        "--instance",
+        action="append",
+        default=[],
+        metavar="BACKEND",
+        help="only this backend (repeatable)",
+    )
+    s.add_argument("--json", action="store_true", help="print the plan and results as JSON")
+    s.add_argument("--retries", type=int, default=2, help="retries per failed pull (2)")
+    s.add_argument(
+        "--retry-delay", type=float, default=2.0, help="seconds before the first retry (2)"
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    loaded = load_config(args)
+    if loaded is None:
+        return 2
+    cmd = args.models_command or "list"
+    try:
+        if cmd == "list":
+            return _list(args, loaded)
+        if cmd == "sync":
+            return asyncio.run(_sync(args, loaded))
+        return asyncio.run(_manage(args, loaded))
+    except ConfigError as e:
+        print(f"aistack: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\naistack: interrupted; run the same command again to resume "
+            "(Ollama keeps what it has downloaded)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+# -- the inventory
+
+
+def _list(args: argparse.Namespace, loaded: Loaded) -> int:
+    if args.gateway:
+        data = _from_gateway(args.gateway, args.key)
+        if data is None:
+            return 1
+    else:
+        data = asyncio.run(_collect(loaded, details=not args.no_details))
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(render_inventory(data))
+    return 0 if all(b["reachable"] for b in data["backends"]) else 1
+
+
+async def _collect(loaded: Loaded, *, details: bool) -> dict[str, Any]:
+    cfg = loaded.config
+    async with backends_of(loaded) as bs:
+        inv = await inventory.collect(
+            bs,
+            declared={c.name: c.models for c in cfg.backends},
+            discover={c.name: c.discover for c in cfg.backends},
+            aliases=cfg.aliases,
+            details=details,
+        )
+    return inv.to_json()
+
+
+def _from_gateway(url: str, key: str | None) -> dict[str, Any] | None:
+    target = url.rstrip("/") + "/admin/api/models"
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    req = urllib.request.Request(target, headers=headers)  # noqa: S310  # a URL we were given
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310
+            data: dict[str, Any] = orjson.loads(r.read())
+            return data
+    except urllib.error.HTTPError as e:
+        body = e.read()[:300].decode("utf-8", "replace")
+        print(f"aistack: {target}: {e.code} {body}", file=sys.stderr)
+    except (OSError, orjson.JSONDecodeError) as e:
+        print(f"aistack: {target}: {e}", file=sys.stderr)
+    return None
+
+
+def _when(iso: str | None, *, date_only: bool = False) -> str:
+    if not iso:
+        return "-"
+    t = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
+    if date_only:
+        return t.strftime("%Y-%m-%d")
+    if abs(t.timestamp() - time.time()) < 86400:
+        return t.strftime("%H:%M")
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+def _loaded(inst: dict[str, Any]) -> str:
+    if inst["present"] is False:
+        return "MISSING (declared, not on the backend)"
+    if inst["present"] is None:
+        return "? (cannot ask the backend)"
+    ld = inst.get("loaded")
+    if not ld:
+        return "-"
+    where = f"{human_bytes(ld['size_vram'])} VRAM" if ld["size_vram"] else "in RAM"
+    until = f"until {_when(ld['expires_at'])}" if ld["expires_at"] else "kept loaded"
+    return f"{where}, {until}"
+
+
+def render_inventory(data: dict[str, Any]) -> str:
+    lines = ["BACKENDS"]
+    rows = []
+    for b in data["backends"]:
+        if not b["discover"]:
+            state = "not asked (discover: false)"
+        elif b["reachable"]:
+            state = f"{b['latency_ms']:.0f} ms, {b['models']} models, {b['loaded']} loaded"
+        else:
+            state = f"UNREACHABLE: {b['error']}"
+        manage = "pull/delete" if b["manages_models"] else "read-only"
+        rows.append([b["name"], b["kind"], b["url"] or "(in process)", manage, state])
+    lines.append(table(["NAME", "KIND", "URL", "MANAGE", "STATE"], rows, indent="  "))
+    lines.append("")
+    rows = []
+    for m in data["models"]:
+        for inst in m["instances"]:
+            present = inst["present"] is True
+            rows.append(
+                [
+                    m["name"],
+                    inst["backend"],
+                    human_bytes(inst["size"]) if present and inst["size"] else "-",
+                    inst["family"] or "-",
+                    inst["parameter_size"] or "-",
+                    inst["quantization"] or "-",
+                    _when(inst["modified_at"], date_only=True),
+                    inst["digest"][:12] or "-",
+                    ",".join(m["aliases"]) or "-",
+                    _loaded(inst),
+                ]
+            )
+    headers = ["MODEL", "BACKEND", "SIZE", "FAMILY", "PARAMS", "QUANT", "MODIFIED", "DIGEST"]
+    lines.append(table([*headers, "ALIASES", "LOADED"], rows) if rows else "no models")
+    return "\n".join(lines)
+
+
+# -- pull, delete, copy
+
+
+class ProgressPrinter:
+    """Draws Ollama's progress: a redrawn bar on a terminal, sparse lines in a log."""
+
+    def __init__(self, out: IO[str] | None = None, *, prefix: str = "") -> None:
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self.meter = PullMeter()
+        self.prefix = prefix
+        self._digest = ""
+        self._status = ""
+        self._width = 0
+        self._drawn_at = 0.0
+        self._logged_pct = -1
+
+    def update(self, p: PullProgress) -> None:
+        m = self.meter
+        m.update(p)
+        if p.digest and p.total:
+            if p.digest != self._digest:
+                self._end_line()
+                self._digest = p.digest
+                self._logged_pct = -1
+            self._status = p.status
+            self._bar(final=p.completed >= p.total)
+            return
+        if p.status != self._status:
+            self._end_line()
+            self._digest = ""
+            self._status = p.status
+            self._print(self.prefix + p.status)
+
+    def _bar(self, *, final: bool) -> None:
+        now = time.monotonic()
+        text = self.prefix + self.meter.line()
+        if self.tty:
+            if final or now - self._drawn_at >= 0.1:
+                self._drawn_at = now
+                pad = max(0, self._width - len(text))
+                self.out.write("\r" + text + " " * pad)
+                self.out.flush()
+                self._width = len(text)
+            return
+        pct = int(self.meter.fraction * 10)  # a line per 10% in a log
+        if pct != self._logged_pct or final:
+            if final and self._logged_pct == 10:
+                return
+            self._logged_pct = 10 if final else pct
+            self._print(text)
+
+    def _end_line(self) -> None:
+        if self.tty and self._width:
+            self.out.write("\n")
+            self.out.flush()
+        self._width = 0
+
+    def _print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        self._end_line()
+
+
+async def _present(bs: Sequence[Backend]) -> dict[str, set[str]]:
+    """What each Ollama backend has, for the placement rule (unreachable ones: nothing)."""
+
+    async def one(b: Backend) -> set[str]:
+        try:
+            return {canonical(c.name) for c in await b.list_models()}
+        except GatewayError:
+            return set()
+
+    pool = placement.managed(bs)
+    found = await asyncio.gather(*(one(b) for b in pool))
+    return {b.name: names for b, names in zip(pool, found, strict=True)}
+
+
+def _where(b: Backend) -> str:
+    url = b.describe().get("url")
+    return f"{b.name} ({url})" if url else b.name
+
+
+async def _manage(args: argparse.Namespace, loaded: Loaded) -> int:
+    cfg = loaded.config
+    cmd: placement.Action = args.models_command
+    model = args.model if cmd != "copy" else args.source
+    if cmd == "pull":
+        model = placement.resolve_alias(model, cfg.aliases)
+    async with backends_of(loaded) as bs:
+        try:
+            present = {} if args.instance else await _present(bs)
+            b = placement.choose(
+                cmd,
+                model,
+                bs,
+                explicit=args.instance,
+                declared={c.name: c.models for c in cfg.backends},
+                present=present,
+            )
+            if cmd == "pull":
+                print(f"pulling {model} onto {_where(b)}", flush=True)
+                printer = ProgressPrinter()
+                try:
+                    async for p in b.pull(model, insecure=args.insecure):
+                        printer.update(p)
+                finally:
+                    printer.close()
+            elif cmd == "delete":
+                await b.delete(model)
+                print(f"deleted {model} from {_where(b)}")
+            else:
+                await b.copy(args.source, args.destination)
+                print(f"copied {args.source} to {args.destination} on {_where(b)}")
+        except GatewayError as e:
+            hint = ""
+            if cmd == "pull" and e.kind is not ErrorKind.INVALID_REQUEST:
+                hint = "; run the same command again to resume (Ollama keeps what it has)"
+            print(f"aistack: {e.message}{hint}", file=sys.stderr)
+            return 1
+    return 0
+
+
+# -- sync
+
+
+_ACTION_TEXT = {
+    "keep": "keep (present)",
+    "pull": "PULL (declared, missing)",
+    "extra": "extra (not declared; --prune deletes it)",
+    "prune": "PRUNE (not declared)",
+}
+
+
+def render_plan(p: sync.Plan) -> str:
+    rows = [[s.backend, s.model, _ACTION_TEXT[s.action]] for s in p.steps]
+    lines = [table(["BACKEND", "MODEL", "ACTION"], rows) if rows else "nothing to do"]
+    for name, why in p.skipped.items():
+        lines.append(f"skipped {name}: {why}")
+    for name, why in p.problems.items():
+        lines.append(f"FAILED {name}: {why}")
+    return "\n".join(lines)
+
+
+class _SyncReporter:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.printer: ProgressPrinter | None = None
+
+    def started(self, step: sync.Step) -> None:
+        if self.quiet:
+            return
+        verb = "pulling" if step.action == "pull" else "deleting"
+        print(f"{verb} {step.model} on {step.backend}", flush=True)
+        self.printer = ProgressPrinter(prefix="  ")
+
+    def progress(self, step: sync.Step, p: PullProgress) -> None:
+        if self.printer is not None:
+            self.printer.update(p)
+
+    def retrying(self, step: sync.Step, error: str, delay: float) -> None:
+        if self.printer is not None:
+            self.printer.close()
+            self.printer = ProgressPrinter(prefix="  ")
+        if not self.quiet:
+            print(f"  failed: {error}; retrying in {delay:g}s (it resumes)", flush=True)
+
+    def finished(self, step: sync.Step) -> None:
+        if self.printer is not None:
+            self.printer.close()
+            self.printer = None
+        if not self.quiet:
+            print(f"  {'done' if step.ok else 'FAILED: ' + step.error}", flush=True)
+
+
+async def _sync(args: argparse.Namespace, loaded: Loaded) -> int:
+    cfg = loaded.config
+    async with backends_of(loaded) as bs:
+        names = {b.name for b in bs}
+        unknown = [n for n in args.instance if n not in names]
+        if unknown:
+            print(f"aistack: no backend named {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        plan = await sync.plan(
+            bs,
+            {c.name: c.models for c in cfg.backends},
+            prune=args.prune,
+            only=args.instance,
+        )
+        if not args.json:
+            print(render_plan(plan), flush=True)
+        if args.dry_run:
+            if args.json:
+                sys.stdout.write(orjson.dumps(plan.to_json()).decode() + "\n")
+            else:
+                print("dry run: nothing changed")
+            return 0 if not plan.problems else 1
+        if not args.json and plan.changes:
+            print()
+        ok = await sync.apply(
+            plan,
+            {b.name: b for b in bs},
+            _SyncReporter(quiet=args.json),
+            retries=max(0, args.retries),
+            retry_delay=max(0.0, args.retry_delay),
+        )
+    if args.json:
+        sys.stdout.write(orjson.dumps(plan.to_json()).decode() + "\n")
+    else:
+        failed = [s for s in plan.steps if s.ok is False]
+        done = [s for s in plan.changes if s.ok]
+        print(
+            f"\nsync: {len(done)} done, {len(failed)} failed, "
+            f"{len(plan.problems)} backends unreachable"
+        )
+    return 0 if ok else 1

@@ -1,0 +1,254 @@
+"""Per-app config snippets: the environment (or config file) block that points an app at
+aistack, with the base-URL form that app needs and the model name as it compares it.
+
+Which variables each app reads comes from the apps' own sources
+(shared/reference/ollama-api.md section 5, components.md section 3):
+
+- Open WebUI: `OLLAMA_BASE_URL` (native, root URL; its model management then works
+  through aistack) or `OPENAI_API_BASE_URL` + `OPENAI_API_KEY` (`/v1`; the only way to
+  give it a key from the environment). `DEFAULT_MODELS` must match a listed id exactly.
+- Paperless-AI: `AI_PROVIDER=ollama` + `OLLAMA_API_URL` (root; it adds `/v1` itself for
+  chat, and sends no key) or `AI_PROVIDER=custom` + `CUSTOM_BASE_URL` (`/v1`) +
+  `CUSTOM_API_KEY`.
+- Paperless-GPT: `LLM_PROVIDER=ollama`, `OLLAMA_HOST` (root), `LLM_MODEL`, and
+  `OLLAMA_HEADERS="Authorization=Bearer KEY"` for a key.
+- Frigate: `genai:` in its config.yml (`provider: ollama`, `base_url` root, `model`);
+  a key goes in through `{FRIGATE_GENAI_API_KEY}`, its env-variable substitution.
+- Home Assistant: set in its UI (URL, API key, model); it compares the model with
+  `/api/tags` exactly, so the name is the listed `name:tag`.
+- Generic Ollama client (ollama-python/-js, langchain): `OLLAMA_HOST`, `OLLAMA_API_KEY`.
+- Generic OpenAI client (the SDKs): `OPENAI_BASE_URL` (`/v1`), `OPENAI_API_KEY`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from aistack.core.models import canonical
+
+Dialect = Literal["ollama", "openai"]
+
+APPS: dict[str, str] = {
+    "open-webui": "Open WebUI",
+    "paperless-ai": "Paperless-AI",
+    "paperless-gpt": "Paperless-GPT",
+    "frigate": "Frigate",
+    "home-assistant": "Home Assistant",
+    "ollama": "an Ollama client (ollama-python, ollama-js, langchain, scripts)",
+    "openai": "an OpenAI client (the OpenAI SDKs, agents, scripts)",
+}
+
+# Apps that can speak either dialect to aistack; the others speak one.
+_BOTH = ("open-webui", "paperless-ai")
+
+# What an OpenAI SDK needs when the gateway asks for no key: any non-empty string.
+NO_KEY = "aistack"
+
+
+@dataclass
+class Snippet:
+    app: str
+    title: str
+    url: str  # the base URL the app is given (root or /v1)
+    dialect: Dialect
+    model: str
+    env: dict[str, str] = field(default_factory=dict)
+    # An app's own config file block (Frigate) or the fields of its setup form (HA).
+    config: dict[str, Any] | None = None
+    config_where: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "title": self.title,
+            "url": self.url,
+            "dialect": self.dialect,
+            "model": self.model,
+            "env": self.env,
+            "config": self.config,
+            "config_where": self.config_where,
+            "notes": self.notes,
+        }
+
+
+class SnippetError(ValueError):
+    pass
+
+
+def build(
+    app: str,
+    *,
+    base: str,
+    model: str,
+    key: str | None = None,
+    via: Dialect | None = None,
+) -> Snippet:
+    """The snippet for `app`, pointing at the gateway's root URL `base`."""
+    if app not in APPS:
+        raise SnippetError(f"unknown app '{app}'; one of: {', '.join(APPS)}")
+    if via is not None and app not in _BOTH and via != _dialect_of(app):
+        raise SnippetError(f"{APPS[app]} speaks only the {_dialect_of(app)} API to aistack")
+    root = base.rstrip("/")
+    v1 = root + "/v1"
+    listed = canonical(model)  # the form /api/tags and /v1/models list
+    title = APPS[app]
+    if app == "open-webui":
+        d: Dialect = via or ("openai" if key else "ollama")
+        s = Snippet(app, title, root if d == "ollama" else v1, d, listed)
+        if d == "ollama":
+            s.env = {
+                "ENABLE_OLLAMA_API": "true",
+                "OLLAMA_BASE_URL": root,
+                "ENABLE_OPENAI_API": "false",
+            }
+            if key:
+                s.notes.append(
+                    "Open WebUI takes an Ollama connection's key only in its UI: Admin "
+                    "Settings > Connections > Ollama > the connection > Key"
+                )
+        else:
+            s.env = {
+                "ENABLE_OLLAMA_API": "false",
+                "ENABLE_OPENAI_API": "true",
+                "OPENAI_API_BASE_URL": v1,
+                "OPENAI_API_KEY": key or NO_KEY,
+            }
+            s.notes.append(
+                "model management (pull/delete) needs the Ollama connection; this one "
+                "carries the key"
+            )
+        s.env["DEFAULT_MODELS"] = listed
+        # Usage per end user: aistack reads X-OpenWebUI-User-* from these.
+        s.env["ENABLE_FORWARD_USER_INFO_HEADERS"] = "true"
+        s.notes.append(
+            "Open WebUI stores connection settings in its database on first start; "
+            "later changes: Admin Settings > Connections (or ENABLE_PERSISTENT_CONFIG=false)"
+        )
+        return s
+    if app == "paperless-ai":
+        d = via or ("openai" if key else "ollama")
+        if d == "ollama":
+            s = Snippet(app, title, root, d, model)
+            s.env = {"AI_PROVIDER": "ollama", "OLLAMA_API_URL": root, "OLLAMA_MODEL": model}
+            s.notes.append(
+                "Paperless-AI sends no key on this path; its chat uses OLLAMA_API_URL/v1, "
+                "which aistack serves on the same port"
+            )
+        else:
+            s = Snippet(app, title, v1, d, model)
+            s.env = {
+                "AI_PROVIDER": "custom",
+                "CUSTOM_BASE_URL": v1,
+                "CUSTOM_API_KEY": key or NO_KEY,
+                "CUSTOM_MODEL": model,
+            }
+        s.notes.append(
+            "its setup check needs a non-empty answer: a thinking model may spend "
+            "RESPONSE_TOKENS on reasoning (aistack doctor warns about that)"
+        )
+        return s
+    if app == "paperless-gpt":
+        s = Snippet(app, title, root, "ollama", model)
+        s.env = {"LLM_PROVIDER": "ollama", "LLM_MODEL": model, "OLLAMA_HOST": root}
+        if key:
+            s.env["OLLAMA_HEADERS"] = f"Authorization=Bearer {key}"
+        s.notes.append(
+            "for OCR with a vision model add VISION_LLM_PROVIDER=ollama and "
+            "VISION_LLM_MODEL=<a vision model>"
+        )
+        return s
+    if app == "frigate":
+        s = Snippet(app, title, root, "ollama", model)
+        genai: dict[str, Any] = {"provider": "ollama", "base_url": root, "model": model}
+        if key:
+            genai["api_key"] = "{FRIGATE_GENAI_API_KEY}"
+            s.env = {"FRIGATE_GENAI_API_KEY": key}
+        s.config = {"genai": genai}
+        s.config_where = "Frigate's config.yml"
+        s.notes.append(
+            "Frigate checks the model with /api/show at startup and sends images: "
+            "use a vision model"
+        )
+        return s
+    if app == "home-assistant":
+        s = Snippet(app, title, root, "ollama", listed)
+        form: dict[str, Any] = {"url": root}
+        if key:
+            form["api_key"] = key
+        form["model"] = listed
+        s.config = form
+        s.config_where = (
+            "Home Assistant: Settings > Devices & services > Add integration > Ollama "
+            "(url, API key), then its conversation agent (model)"
+        )
+        s.notes.append(
+            f"Home Assistant compares the model with /api/tags exactly: '{listed}', tag "
+            "included, or it tries to pull it"
+        )
+        return s
+    if app == "ollama":
+        s = Snippet(app, title, root, "ollama", model)
+        s.env = {"OLLAMA_HOST": root, "OLLAMA_MODEL": model}
+        if key:
+            # ollama-python sends it as a Bearer token to whatever host it talks to.
+            s.env["OLLAMA_API_KEY"] = key
+        s.notes.append("ollama-js sends OLLAMA_API_KEY only to ollama.com: pass headers there")
+        return s
+    s = Snippet(app, title, v1, "openai", model)
+    s.env = {"OPENAI_BASE_URL": v1, "OPENAI_API_KEY": key or NO_KEY, "OPENAI_MODEL": model}
+    return s
+
+
+def _dialect_of(app: str) -> Dialect:
+    return "openai" if app == "openai" else "ollama"
+
+
+def _env_value(v: str) -> str:
+    if v and all(c.isalnum() or c in "-_.:/@,+=" for c in v):
+        return v
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_env(s: Snippet) -> str:
+    """`.env` form: docker compose env_file, systemd EnvironmentFile, dotenv."""
+    if not s.env:
+        return f"# {s.title} needs no environment for this; see --format config\n"
+    return "".join(f"{k}={_env_value(v)}\n" for k, v in s.env.items())
+
+
+def render_k8s(s: Snippet) -> str:
+    """A container's `env:` list, for a Deployment or a Helm values file."""
+    items = [{"name": k, "value": v} for k, v in s.env.items()]
+    text = yaml.safe_dump({"env": items}, sort_keys=False, default_flow_style=False)
+    return text if items else f"# {s.title} needs no environment for this\n{text}"
+
+
+def render_config(s: Snippet) -> str:
+    if s.config is None:
+        return ""
+    return yaml.safe_dump(s.config, sort_keys=False, default_flow_style=False)
+
+
+def render(s: Snippet, fmt: str = "all") -> str:
+    """One form (`env`, `k8s`, `config`) as is, or all of them with comments."""
+    if fmt == "env":
+        return render_env(s)
+    if fmt == "k8s":
+        return render_k8s(s)
+    if fmt == "config":
+        return render_config(s)
+    api = "native Ollama API" if s.dialect == "ollama" else "OpenAI API"
+    out = [f"# {s.title} -> aistack at {s.url} ({api}), model {s.model}"]
+    out += [f"# note: {n}" for n in s.notes]
+    if s.config is not None:
+        out += ["", f"# --- {s.config_where} ---", render_config(s).rstrip("\n")]
+    if s.env:
+        out += ["", "# --- .env (docker compose env_file, systemd EnvironmentFile) ---"]
+        out.append(render_env(s).rstrip("\n"))
+        out += ["", "# --- Kubernetes: the container's env ---"]
+        out.append(render_k8s(s).rstrip("\n"))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,157 @@
+"""Model management over HTTP: Ollama's /api/pull, /api/delete, /api/copy, and the
+fleet inventory at GET /admin/api/models. Admin only (see `App.check_admin`).
+
+Each call goes to one Ollama instance, chosen by `aistack.fleet.placement` (the
+`X-Aistack-Backend` header or `?backend=` names one; otherwise the declaring instance,
+then the one that has the model, then the first). Which one answered is in the
+`X-Aistack-Backend` response header. The catalog is refreshed afterwards, so
+/api/tags shows the change at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
+
+import orjson
+
+from aistack.backends.base import Backend
+from aistack.core.errors import ErrorKind, GatewayError
+from aistack.core.fleet import PullProgress
+from aistack.core.models import canonical
+from aistack.dialects.ollama import fleet as wire
+from aistack.dialects.ollama.stream import error_line
+from aistack.fleet import inventory, placement
+from aistack.http.asgi import (
+    JSON_TYPE,
+    NDJSON_TYPE,
+    Request,
+    end_stream,
+    respond,
+    respond_json,
+    send_chunk,
+    start_stream,
+)
+from aistack.service import Gateway, RequestContext
+
+log = logging.getLogger("aistack.http")
+
+
+def _explicit(req: Request) -> str | None:
+    h = req.header(b"x-aistack-backend")
+    if h:
+        return h.decode("latin-1").strip()
+    qs = req.scope.get("query_string") or b""
+    if qs:
+        values: list[str] = parse_qs(qs.decode("latin-1")).get("backend", [])
+        if values:
+            return values[0]
+    return None
+
+
+async def _choose(gw: Gateway, req: Request, action: placement.Action, model: str) -> Backend:
+    await gw.catalog.refresh()
+    present = {
+        name: {canonical(c.name) for c in state.cards} for name, state in gw.catalog.states.items()
+    }
+    return placement.choose(
+        action,
+        model,
+        list(gw.backends.values()),
+        explicit=_explicit(req),
+        declared={c.name: c.models for c in gw.config.backends},
+        present=present,
+    )
+
+
+def _backend_header(b: Backend) -> list[tuple[bytes, bytes]]:
+    return [(b"x-aistack-backend", b.name.encode())]
+
+
+async def _aclose(it: AsyncIterator[PullProgress]) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _line(p: PullProgress) -> bytes:
+    return orjson.dumps(wire.progress_to_wire(p)) + b"\n"
+
+
+async def pull(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    r = wire.pull_request_from_wire(req.json())
+    ctx.model = r.model
+    model = placement.resolve_alias(r.model, gw.config.aliases)
+    b = await _choose(gw, req, "pull", model)
+    log.info("pull %s on backend %s", model, b.name)
+    it = b.pull(model, insecure=r.insecure)
+    try:
+        # The first step before the first byte: a refusal still gets its real status.
+        first = await it.__anext__()
+    except StopAsyncIteration:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_ERROR, f"backend '{b.name}' answered nothing", status=502
+        ) from None
+    except BaseException:
+        await _aclose(it)
+        raise
+    if not r.stream:
+        # Home Assistant pulls this way: block until done, answer the last step.
+        last = first
+        try:
+            async for p in it:
+                last = p
+        finally:
+            await _aclose(it)
+        await gw.catalog.refresh()
+        await respond_json(req, wire.progress_to_wire(last), headers=_backend_header(b))
+        return
+    await start_stream(req, NDJSON_TYPE, _backend_header(b))
+    try:
+        await send_chunk(req, _line(first))
+        async for p in it:
+            await send_chunk(req, _line(p))
+    except GatewayError as e:
+        # After the first byte the status is sent; the error is the last line.
+        ctx.error = e.kind.name
+        await send_chunk(req, error_line(e.message))
+    except Exception:
+        log.exception("pull of %s on %s failed", model, b.name)
+        ctx.error = "INTERNAL"
+        await send_chunk(req, error_line("internal error while pulling"))
+    finally:
+        await _aclose(it)
+    await end_stream(req)
+    await gw.catalog.refresh()
+
+
+async def delete(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    model = wire.delete_request_from_wire(req.json())
+    ctx.model = model
+    b = await _choose(gw, req, "delete", model)
+    log.info("delete %s on backend %s", model, b.name)
+    await b.delete(model)
+    await gw.catalog.refresh()
+    # As Ollama: 200 with an empty body.
+    await respond(req, 200, b"", JSON_TYPE, _backend_header(b))
+
+
+async def copy(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    source, destination = wire.copy_request_from_wire(req.json())
+    ctx.model = source
+    b = await _choose(gw, req, "copy", source)
+    log.info("copy %s to %s on backend %s", source, destination, b.name)
+    await b.copy(source, destination)
+    await gw.catalog.refresh()
+    await respond(req, 200, b"", JSON_TYPE, _backend_header(b))
+
+
+async def models(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    inv = await inventory.collect(
+        list(gw.backends.values()),
+        declared={c.name: c.models for c in gw.config.backends},
+        discover={c.name: c.discover for c in gw.config.backends},
+        aliases=gw.config.aliases,
+    )
+    await respond_json(req, inv.to_json())
