@@ -141,6 +141,13 @@ def test_a_model_outside_the_allowlist_gets_403_in_each_dialect(keyed: Keyed) ->
     assert [m.model for m in keyed.ollama(key).list().models] == ["canned:latest"]
     assert [m.id for m in keyed.openai(key).models.list()] == ["canned:latest"]
     assert len(keyed.ollama(MASTER).list().models) == 2
+    # Describing a model follows the same allowlist as using it.
+    with pytest.raises(ollama.ResponseError) as se:
+        keyed.ollama(key).show("other")
+    assert se.value.status_code == 403
+    with pytest.raises(openai.PermissionDeniedError):
+        keyed.openai(key).models.retrieve("other")
+    assert keyed.openai(key).models.retrieve("canned").id == "canned"
 
 
 def test_over_the_rpm_limit_is_429_with_retry_after_in_each_dialect(keyed: Keyed) -> None:

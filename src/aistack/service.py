@@ -351,6 +351,18 @@ class Gateway:
         """Whether model lists show `name` to this caller (its key's allowlist)."""
         return self.gate is None or self.gate.visible(ctx, name, self.catalog.aliases)
 
+    def check_visible(self, ctx: RequestContext, name: str) -> None:
+        """A 403, as for inference, when the caller's key may not use `name`: describing
+        a model (/api/show, /v1/models/{id}) follows the same allowlist as using it."""
+        if not self.visible(ctx, name):
+            key = ctx.key.name if ctx.key is not None else ""
+            raise GatewayError(
+                ErrorKind.FORBIDDEN,
+                f"API key '{key}' may not use model '{name}'",
+                param="model",
+                code="model_not_allowed",
+            )
+
     # -- inference
 
     async def _route(self, model: str) -> Route:

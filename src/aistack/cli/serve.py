@@ -17,6 +17,22 @@ if TYPE_CHECKING:
     from aistack.access.gate import Gate
 
 
+def _tune_gc() -> None:
+    """Fewer, cheaper collections on the request path.
+
+    Every request allocates a few hundred short-lived objects; with the default
+    thresholds the collector runs every few requests and, now and then, walks every
+    object the process has (imported modules included). Freezing what start-up made
+    takes those out of every later walk, and a higher first threshold makes the young
+    collections rarer. Memory stays flat: requests' objects die young either way.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 def _setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
@@ -164,6 +180,7 @@ def serve(args: argparse.Namespace) -> int:
         date_header=False,
         timeout_graceful_shutdown=10,
     )
+    _tune_gc()
     srv = uvicorn.Server(config)
     srv.run()
     return 0 if srv.started else 1

@@ -57,14 +57,6 @@ class GatewayError(Exception):
         self.retry_after = retry_after
         self.backend = backend
 
-    @property
-    def retryable(self) -> bool:
-        """True when another attempt (here or on another deployment) may succeed."""
-        return self.kind in (
-            ErrorKind.UPSTREAM_UNREACHABLE,
-            ErrorKind.UPSTREAM_TIMEOUT,
-        ) or (self.kind is ErrorKind.UPSTREAM_ERROR and self.status in (429, 500, 502, 503, 504))
-
     def __repr__(self) -> str:
         return f"GatewayError({self.kind.name}, {self.message!r}, status={self.status})"
 

@@ -73,6 +73,7 @@ async def show(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     from aistack.dialects._fields import body_object, require_model
 
     model = require_model(body_object(body), "model", "name")
+    gw.check_visible(ctx, model)
     info, _ = await gw.show(model)
     await respond_json(req, convert.show_to_wire(info))
 

@@ -215,7 +215,7 @@ class GatewayMetrics:
         if self.tracer is not None:
             self.traces.set(("exported",), self.tracer.exported)
             self.traces.set(("dropped",), self.tracer.dropped)
-            self.traces.set(("queued",), len(self.tracer.queue))
+            self.traces.set(("queued",), len(self.tracer.queue) + len(self.tracer.pending))
         self._process()
 
     def _process(self) -> None:

@@ -17,53 +17,112 @@ from typing import IO, Any
 
 import orjson
 
+from aistack.core.events import Usage
 from aistack.service import RequestContext
+
+_second: tuple[int, str] = (-1, "")
 
 
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    global _second
+    sec = int(ts)
+    if _second[0] != sec:
+        _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{_second[1]}.{int(ts % 1 * 1000):03d}Z"
 
 
-def request_fields(ctx: RequestContext) -> dict[str, Any]:
-    """What one request line says (also what tests and the console read)."""
-    dur_ms = (ctx.end_ns - ctx.started_ns) / 1e6
+# What a line needs from a finished request: copied when it ends (the context holds the
+# request itself, which must not wait in a queue), turned into a line at the next flush.
+Snapshot = tuple[
+    float,  # wall time at the end
+    str,  # request id
+    str,  # method
+    str,  # path
+    str,  # dialect
+    int,  # status
+    int,  # duration, ns
+    str,  # model asked
+    str,  # backend
+    str,  # upstream model
+    str,  # app
+    str,  # key id
+    bool,  # stream
+    int,  # attempts
+    int,  # fallbacks
+    int,  # time to first chunk, ns
+    "Usage | None",
+    str,
+]
+
+
+def snapshot(ctx: RequestContext) -> Snapshot:
+    dep = ctx.deployment
+    return (
+        time.time(),
+        ctx.request_id,
+        ctx.method,
+        ctx.path,
+        ctx.dialect,
+        ctx.status,
+        ctx.end_ns - ctx.started_ns,
+        ctx.model,
+        dep.backend.name if dep is not None else "",
+        dep.model if dep is not None else "",
+        ctx.app,
+        ctx.key_id,
+        ctx.stream,
+        ctx.attempts,
+        ctx.fallbacks,
+        ctx.first_ns - ctx.started_ns if ctx.first_ns else 0,
+        ctx.usage,
+        ctx.error,
+    )
+
+
+def fields(s: Snapshot) -> dict[str, Any]:
+    """What one request line says."""
+    (ts, rid, method, path, dialect, status, dur_ns, model, backend, upstream, app, key_id,
+     stream, attempts, fallbacks, ttft_ns, u, error) = s  # fmt: skip
     out: dict[str, Any] = {
-        "ts": _iso(time.time()),
-        "level": "info" if ctx.status < 500 else "error",
+        "ts": _iso(ts),
+        "level": "info" if status < 500 else "error",
         "event": "request",
-        "request_id": ctx.request_id,
-        "method": ctx.method,
-        "path": ctx.path,
-        "dialect": ctx.dialect,
-        "status": ctx.status,
-        "duration_ms": round(dur_ms, 3),
+        "request_id": rid,
+        "method": method,
+        "path": path,
+        "dialect": dialect,
+        "status": status,
+        "duration_ms": round(dur_ns / 1e6, 3),
     }
-    if ctx.model:
-        out["model"] = ctx.model
-    if ctx.deployment is not None:
-        out["backend"] = ctx.deployment.backend.name
-        out["upstream_model"] = ctx.deployment.model
-    if ctx.app:
-        out["app"] = ctx.app
-    if ctx.key_id:
-        out["key_id"] = ctx.key_id
-    if ctx.stream:
+    if model:
+        out["model"] = model
+    if backend:
+        out["backend"] = backend
+        out["upstream_model"] = upstream
+    if app:
+        out["app"] = app
+    if key_id:
+        out["key_id"] = key_id
+    if stream:
         out["stream"] = True
-    if ctx.attempts > 1:
-        out["attempts"] = ctx.attempts
-    if ctx.fallbacks:
-        out["fallbacks"] = ctx.fallbacks
-    if ctx.first_ns:
-        out["ttft_ms"] = round((ctx.first_ns - ctx.started_ns) / 1e6, 3)
-    u = ctx.usage
+    if attempts > 1:
+        out["attempts"] = attempts
+    if fallbacks:
+        out["fallbacks"] = fallbacks
+    if ttft_ns:
+        out["ttft_ms"] = round(ttft_ns / 1e6, 3)
     if u is not None:
         out["tokens_in"] = u.prompt_tokens
         out["tokens_out"] = u.completion_tokens
         if u.cost is not None:
             out["cost_usd"] = u.cost
-    if ctx.error:
-        out["error"] = ctx.error
+    if error:
+        out["error"] = error
     return out
+
+
+def request_fields(ctx: RequestContext) -> dict[str, Any]:
+    return fields(snapshot(ctx))
 
 
 def _text(f: dict[str, Any]) -> str:
@@ -82,19 +141,18 @@ def _text(f: dict[str, Any]) -> str:
 
 
 class RequestLog:
-    """The request-log observer: formats a line per request, writes them in batches."""
+    """The request-log observer: a snapshot per request, lines written in batches."""
 
     def __init__(self, stream: IO[str] | None = None, fmt: str = "auto", flush: float = 0.2):
         self.stream = stream or sys.stderr
         isatty = getattr(self.stream, "isatty", lambda: False)()
         self.json = fmt == "json" or (fmt == "auto" and not isatty)
         self.flush_after = flush
-        self._lines: list[str] = []
+        self._pending: list[Snapshot] = []
         self._timer: asyncio.TimerHandle | None = None
 
     def observe(self, ctx: RequestContext) -> None:
-        f = request_fields(ctx)
-        self._lines.append(orjson.dumps(f).decode() if self.json else _text(f))
+        self._pending.append(snapshot(ctx))
         if self._timer is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -105,11 +163,15 @@ class RequestLog:
 
     def flush(self) -> None:
         self._timer = None
-        if not self._lines:
+        if not self._pending:
             return
-        lines, self._lines = self._lines, []
+        pending, self._pending = self._pending, []
+        if self.json:
+            text = b"\n".join([orjson.dumps(fields(p)) for p in pending]).decode()
+        else:
+            text = "\n".join([_text(fields(p)) for p in pending])
         try:
-            self.stream.write("\n".join(lines) + "\n")
+            self.stream.write(text + "\n")
             self.stream.flush()
         except (OSError, ValueError):
             pass  # a closed stderr must not take requests down
