@@ -286,6 +286,12 @@ def test_models_page_pulls_with_progress_and_plans_a_sync(page: Page, console: C
     pg.get_by_role("button", name="Show the plan").click()
     pg.get_by_text("Nothing to sync").or_(plan.get_by_text("keep").first).first.wait_for()
     shot(pg, console, "models")
+    # Delete asks first, then goes to the backend that has the model.
+    pg.once("dialog", lambda d: d.accept())
+    pg.get_by_role("button", name="Delete llama3.2:1b from box").click()
+    row = pg.locator("tr", has_text="llama3.2:1b").first
+    row.get_by_text("missing").wait_for()  # still declared in the config, gone from the box
+    assert ("DELETE", "/api/delete", {"model": "llama3.2:1b"}) in console.store.requests
 
 
 def test_connect_page_shows_snippets_with_a_copy_button(page: Page, console: Console) -> None:
