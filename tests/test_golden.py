@@ -48,7 +48,7 @@ def _ollama_stream(inp: dict[str, Any]) -> list[Any]:
 
 
 def _ollama_decode(inp: list[dict[str, Any]]) -> list[Any]:
-    return [core(ol_stream.decode_line(orjson.dumps(line))) for line in inp]
+    return [core(ol.chunk_from_wire(line)) for line in inp]
 
 
 def _openai_stream(inp: dict[str, Any]) -> list[Any]:

@@ -250,6 +250,28 @@ class HttpBackend(Backend):
             )
         return obj
 
+    def frame(self, data: bytes, what: str = "line") -> dict[str, Any] | None:
+        """One streamed JSON frame (an NDJSON line, an SSE event's data): an object, or
+        None for valid JSON that is not one; anything else is the backend's fault."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise GatewayError(
+                ErrorKind.UPSTREAM_ERROR,
+                f"backend '{self.name}' sent a {what} that is not JSON: {data[:200]!r}",
+                status=502,
+                backend=self.name,
+            ) from None
+        return obj if isinstance(obj, dict) else None
+
+    def ended_early(self, what: str) -> GatewayError:
+        return GatewayError(
+            ErrorKind.UPSTREAM_ERROR,
+            f"backend '{self.name}' ended {what} before it was done",
+            status=502,
+            backend=self.name,
+        )
+
     @abstractmethod
     def status_error(self, status: int, body: object) -> GatewayError:
         """Turn a non-200 answer into the error the caller should see."""

@@ -16,7 +16,6 @@ from aistack.core.fleet import PullProgress
 from aistack.core.models import LoadedModel, ModelCard, ModelShow
 from aistack.dialects.ollama import convert
 from aistack.dialects.ollama.fleet import progress_from_wire
-from aistack.dialects.ollama.stream import decode_line
 
 
 class OllamaBackend(HttpBackend):
@@ -75,17 +74,10 @@ class OllamaBackend(HttpBackend):
         finished = False
         try:
             async for line in resp.iter_lines():
-                try:
-                    chunk = decode_line(line, self.name)
-                except orjson.JSONDecodeError:
-                    raise GatewayError(
-                        ErrorKind.UPSTREAM_ERROR,
-                        f"backend '{self.name}' sent a line that is not JSON: {line[:200]!r}",
-                        status=502,
-                        backend=self.name,
-                    ) from None
-                if chunk is None:
+                obj = self.frame(line)
+                if obj is None:
                     continue
+                chunk = convert.chunk_from_wire(obj, self.name)
                 finished = chunk.finish is not None
                 yield chunk
                 if finished:
@@ -95,12 +87,7 @@ class OllamaBackend(HttpBackend):
         finally:
             resp.close()
         if not finished:
-            raise GatewayError(
-                ErrorKind.UPSTREAM_ERROR,
-                f"backend '{self.name}' ended the stream before it was done",
-                status=502,
-                backend=self.name,
-            )
+            raise self.ended_early("the stream")
 
     async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
         if req.normalize:
@@ -157,16 +144,8 @@ class OllamaBackend(HttpBackend):
         try:
             await self.check_status(resp)
             async for line in resp.iter_lines():
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    raise GatewayError(
-                        ErrorKind.UPSTREAM_ERROR,
-                        f"backend '{self.name}' sent a line that is not JSON: {line[:200]!r}",
-                        status=502,
-                        backend=self.name,
-                    ) from None
-                if not isinstance(obj, dict):
+                obj = self.frame(line)
+                if obj is None:
                     continue
                 p = progress_from_wire(obj, self.name)
                 yield p

@@ -10,8 +10,6 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Literal
 
-import orjson
-
 from aistack.backends.base import (
     ChunkStream,
     HttpBackend,
@@ -135,16 +133,8 @@ class OpenAIBackend(HttpBackend):
             async for _event, data in resp.iter_sse():
                 if data == b"[DONE]":
                     break
-                try:
-                    obj = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise GatewayError(
-                        ErrorKind.UPSTREAM_ERROR,
-                        f"backend '{self.name}' sent an event that is not JSON: {data[:200]!r}",
-                        status=502,
-                        backend=self.name,
-                    ) from None
-                if not isinstance(obj, dict):
+                obj = self.frame(data, "event")
+                if obj is None:
                     continue
                 chunk = decoder.feed(obj)
                 if chunk is not None:

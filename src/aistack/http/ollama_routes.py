@@ -6,35 +6,20 @@ import hashlib
 import logging
 from typing import Literal
 
-from aistack.core.errors import GatewayError
 from aistack.core.models import ModelCard
 from aistack.dialects.ollama import convert
 from aistack.dialects.ollama.stream import StreamEncoder, error_line
+from aistack.http.answers import send_stream, send_whole
 from aistack.http.asgi import (
     NDJSON_TYPE,
     TEXT_TYPE,
     Request,
-    end_stream,
     respond,
     respond_json,
-    send_chunk,
-    start_stream,
 )
 from aistack.service import OLLAMA_COMPAT_VERSION, Answer, Gateway, RequestContext
 
 log = logging.getLogger("aistack.http")
-
-
-def answer_headers(a: Answer) -> list[tuple[bytes, bytes]]:
-    """Which model and backend actually answered (after any fallback), in both dialects;
-    how many deployments were called when it took more than one."""
-    h = [
-        (b"x-aistack-model", a.served_model.encode()),
-        (b"x-aistack-backend", a.deployment.backend.name.encode()),
-    ]
-    if a.ctx.attempts > 1:
-        h.append((b"x-aistack-attempts", str(a.ctx.attempts).encode()))
-    return h
 
 
 async def root(gw: Gateway, req: Request, ctx: RequestContext) -> None:
@@ -81,33 +66,16 @@ async def show(gw: Gateway, req: Request, ctx: RequestContext) -> None:
 async def _send(
     req: Request, answer: Answer, stream: bool, model: str, kind: Literal["chat", "generate"]
 ) -> None:
-    headers = answer_headers(answer)
+    # The model field echoes the name the caller asked for, as Ollama does.
     if not stream:
-        try:
-            whole = await answer.collect()
-        finally:
-            await answer.aclose()
-        to_wire = (
+        whole = (
             convert.chat_response_to_wire if kind == "chat" else convert.generate_response_to_wire
         )
-        await respond_json(req, to_wire(whole, model), headers=headers)
+        await send_whole(req, answer, lambda c: whole(c, model))
         return
     enc = StreamEncoder(model, kind)
-    try:
-        await start_stream(req, NDJSON_TYPE, headers)
-        async for c in answer:
-            await send_chunk(req, enc.encode(c))
-    except GatewayError as e:
-        # After the first byte the status is sent; the error is the last line.
-        answer.ctx.error = e.kind.name
-        await send_chunk(req, error_line(e.message))
-    except Exception:
-        log.exception("stream failed")
-        answer.ctx.error = "INTERNAL"
-        await send_chunk(req, error_line("internal error while streaming"))
-    finally:
-        await answer.aclose()
-    await end_stream(req)
+    # After the first byte the status is sent; an error is the last line.
+    await send_stream(req, answer, NDJSON_TYPE, enc.encode, lambda e: error_line(e.message))
 
 
 async def chat(gw: Gateway, req: Request, ctx: RequestContext) -> None:

@@ -5,18 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.openai import convert
 from aistack.dialects.openai.stream import StreamEncoder, error_event
+from aistack.http.answers import send_stream, send_whole
 from aistack.http.asgi import (
     SSE_TYPE,
     Request,
-    end_stream,
     respond_json,
-    send_chunk,
-    start_stream,
 )
-from aistack.http.ollama_routes import answer_headers
 from aistack.service import Answer, Gateway, RequestContext
 
 log = logging.getLogger("aistack.http")
@@ -45,38 +41,21 @@ async def _send(
     include_usage: bool,
     kind: Literal["chat", "completion"],
 ) -> None:
-    headers = answer_headers(answer)
     # The model that actually answered, as OpenAI reports a model snapshot.
     model = answer.served_model
     rid = convert.new_id("chatcmpl" if kind == "chat" else "cmpl")
     created = convert.now()
     if not stream:
-        try:
-            whole = await answer.collect()
-        finally:
-            await answer.aclose()
-        to_wire = (
+        whole = (
             convert.chat_response_to_wire if kind == "chat" else convert.completion_response_to_wire
         )
-        await respond_json(req, to_wire(whole, model, rid, created), headers=headers)
+        await send_whole(req, answer, lambda c: whole(c, model, rid, created))
         return
     enc = StreamEncoder(model, rid, created, include_usage, kind)
-    try:
-        await start_stream(req, SSE_TYPE, headers)
-        async for c in answer:
-            await send_chunk(req, enc.encode(c))
-    except GatewayError as e:
-        # An error event and no [DONE]: the SDKs raise instead of returning a cut answer.
-        answer.ctx.error = e.kind.name
-        await send_chunk(req, error_event(convert.error_to_wire(e)))
-    except Exception:
-        log.exception("stream failed")
-        answer.ctx.error = "INTERNAL"
-        err = GatewayError(ErrorKind.INTERNAL, "internal error while streaming")
-        await send_chunk(req, error_event(convert.error_to_wire(err)))
-    finally:
-        await answer.aclose()
-    await end_stream(req)
+    # An error event and no [DONE]: the SDKs raise instead of returning a cut answer.
+    await send_stream(
+        req, answer, SSE_TYPE, enc.encode, lambda e: error_event(convert.error_to_wire(e))
+    )
 
 
 async def chat_completions(gw: Gateway, req: Request, ctx: RequestContext) -> None:

@@ -29,7 +29,6 @@ from aistack.core.chat import (
     Message,
     Sampling,
     Think,
-    Tool,
     ToolCall,
 )
 from aistack.core.errors import ErrorKind, GatewayError, invalid
@@ -41,13 +40,12 @@ from aistack.dialects._fields import (
     opt_bool,
     opt_int,
     opt_list,
-    opt_obj,
     opt_str,
-    parse_arguments,
     require_model,
     type_name,
     wrong_type,
 )
+from aistack.dialects._tools import tool_calls_from_wire, tools_from_wire, tools_to_wire
 
 # ---------------------------------------------------------------------------------------
 # small shared readers
@@ -184,37 +182,6 @@ def _images_from_wire(v: object, path: str) -> tuple[Image, ...]:
     return tuple(out)
 
 
-def _tool_calls_from_wire(v: object, path: str) -> tuple[ToolCall, ...]:
-    if v is None:
-        return ()
-    if not isinstance(v, list):
-        raise wrong_type(path, "an array", v)
-    calls: list[ToolCall] = []
-    for i, raw in enumerate(v):
-        p = f"{path}[{i}]"
-        tc = item_obj(raw, p)
-        fn = item_obj(tc.get("function"), f"{p}.function")
-        name = opt_str(fn, "name", f"{p}.function.name") or ""
-        args: object = fn.get("arguments")
-        if args is None:
-            args = {}
-        elif isinstance(args, str):
-            # Some clients send OpenAI-style string arguments to the native API.
-            args = parse_arguments(args, f"{p}.function.arguments")
-        if not isinstance(args, dict):
-            raise wrong_type(f"{p}.function.arguments", "an object", args)
-        index = opt_int(fn, "index", f"{p}.function.index")
-        calls.append(
-            ToolCall(
-                name=name,
-                arguments=args,
-                id=opt_str(tc, "id", f"{p}.id") or "",
-                index=i if index is None else index,
-            )
-        )
-    return tuple(calls)
-
-
 def _message_from_wire(v: object, i: int) -> Message:
     p = f"messages[{i}]"
     m = item_obj(v, p)
@@ -230,43 +197,11 @@ def _message_from_wire(v: object, i: int) -> Message:
         role=role.lower(),
         content=content,
         images=_images_from_wire(m.get("images"), f"{p}.images"),
-        tool_calls=_tool_calls_from_wire(m.get("tool_calls"), f"{p}.tool_calls"),
+        tool_calls=tool_calls_from_wire(m.get("tool_calls"), f"{p}.tool_calls"),
         thinking=opt_str(m, "thinking", f"{p}.thinking") or "",
         tool_call_id=opt_str(m, "tool_call_id", f"{p}.tool_call_id") or "",
         tool_name=opt_str(m, "tool_name", f"{p}.tool_name") or "",
     )
-
-
-def _tools_from_wire(v: object) -> tuple[Tool, ...]:
-    if v is None:
-        return ()
-    if not isinstance(v, list):
-        raise wrong_type("tools", "an array", v)
-    tools: list[Tool] = []
-    for i, raw in enumerate(v):
-        t = item_obj(raw, f"tools[{i}]")
-        fn = item_obj(t.get("function"), f"tools[{i}].function")
-        name = opt_str(fn, "name", f"tools[{i}].function.name")
-        if not name:
-            raise invalid(f"'tools[{i}].function.name' is required", f"tools[{i}].function.name")
-        tools.append(
-            Tool(
-                name=name,
-                description=opt_str(fn, "description", f"tools[{i}].function.description") or "",
-                parameters=opt_obj(fn, "parameters", f"tools[{i}].function.parameters") or {},
-            )
-        )
-    return tuple(tools)
-
-
-def tools_to_wire(tools: tuple[Tool, ...]) -> list[JSONObject]:
-    return [
-        {
-            "type": "function",
-            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-        }
-        for t in tools
-    ]
 
 
 def tool_calls_to_wire(calls: tuple[ToolCall, ...]) -> list[JSONObject]:
@@ -315,7 +250,7 @@ def chat_request_from_wire(body: object) -> ChatRequest:
         model=model,
         messages=tuple(_message_from_wire(m, i) for i, m in enumerate(raw_messages)),
         stream=_stream_flag(b),
-        tools=_tools_from_wire(b.get("tools")),
+        tools=tools_from_wire(b.get("tools")),
         format=format_from_wire(b.get("format")),
         think=think_from_wire(b.get("think")),
         sampling=sampling,
@@ -683,7 +618,7 @@ def chunk_from_wire(obj: JSONObject, backend: str = "") -> Chunk:
         content = obj.get("response") or ""
         thinking = obj.get("thinking") or ""
         raw_calls = obj.get("tool_calls")
-    calls = _tool_calls_from_wire(raw_calls, "tool_calls") if raw_calls else ()
+    calls = tool_calls_from_wire(raw_calls, "tool_calls") if raw_calls else ()
     if not obj.get("done"):
         return Chunk(content=content, thinking=thinking, tool_calls=calls)
     reason = obj.get("done_reason")

@@ -1,4 +1,4 @@
-"""Native NDJSON streams: core chunks -> lines an Ollama client reads, and back.
+"""Native NDJSON streams: core chunks -> the lines an Ollama client reads.
 
 Framing rules clients depend on: one compact JSON object per line, `\\n`-terminated,
 no blank lines; metrics only on the final `done: true` line; an error after the
@@ -14,7 +14,6 @@ import orjson
 from aistack.core.chat import JSONObject
 from aistack.core.events import Chunk
 from aistack.dialects.ollama.convert import (
-    chunk_from_wire,
     done_reason,
     metrics_to_wire,
     rfc3339,
@@ -79,14 +78,3 @@ class StreamEncoder:
         final["done_reason"] = done_reason(c.finish)
         metrics_to_wire(final, c.usage, c.timings)
         return lines + _line(final)
-
-
-def decode_line(line: bytes, backend: str = "") -> Chunk | None:
-    """One NDJSON line from a backend; blank lines are skipped, error lines raise."""
-    line = line.strip()
-    if not line:
-        return None
-    obj = orjson.loads(line)
-    if not isinstance(obj, dict):
-        return None
-    return chunk_from_wire(obj, backend)

@@ -30,7 +30,6 @@ from aistack.core.chat import (
     Message,
     Sampling,
     Think,
-    Tool,
     ToolCall,
     ToolChoice,
 )
@@ -45,12 +44,12 @@ from aistack.dialects._fields import (
     opt_int,
     opt_obj,
     opt_str,
-    parse_arguments,
     require_model,
     str_list,
     type_name,
     wrong_type,
 )
+from aistack.dialects._tools import tool_calls_from_wire, tools_from_wire, tools_to_wire
 
 # ---------------------------------------------------------------------------------------
 # requests from apps
@@ -132,31 +131,6 @@ def _content_from_wire(v: object, path: str) -> tuple[str, tuple[Image, ...]]:
     return "\n".join(texts), tuple(images)
 
 
-def _tool_calls_from_wire(v: object, path: str) -> tuple[ToolCall, ...]:
-    if v is None:
-        return ()
-    if not isinstance(v, list):
-        raise wrong_type(path, "an array", v)
-    calls: list[ToolCall] = []
-    for i, raw in enumerate(v):
-        p = f"{path}[{i}]"
-        tc = item_obj(raw, p)
-        fn = item_obj(tc.get("function"), f"{p}.function")
-        name = opt_str(fn, "name", f"{p}.function.name") or ""
-        raw_args = fn.get("arguments")
-        args: object
-        if raw_args is None:
-            args = {}
-        elif isinstance(raw_args, str):
-            args = parse_arguments(raw_args, f"{p}.function.arguments")
-        else:
-            args = raw_args
-        if not isinstance(args, dict):
-            raise wrong_type(f"{p}.function.arguments", "a JSON object", args)
-        calls.append(ToolCall(name=name, arguments=args, id=opt_str(tc, "id") or "", index=i))
-    return tuple(calls)
-
-
 def _messages_from_wire(v: object) -> tuple[Message, ...]:
     if not isinstance(v, list):
         if v is None:
@@ -177,7 +151,7 @@ def _messages_from_wire(v: object) -> tuple[Message, ...]:
                 f"{p}.role",
             )
         content, images = _content_from_wire(m.get("content"), f"{p}.content")
-        calls = _tool_calls_from_wire(m.get("tool_calls"), f"{p}.tool_calls")
+        calls = tool_calls_from_wire(m.get("tool_calls"), f"{p}.tool_calls")
         for c in calls:
             if c.id:
                 call_names[c.id] = c.name
@@ -204,30 +178,6 @@ def _messages_from_wire(v: object) -> tuple[Message, ...]:
             )
         )
     return tuple(out)
-
-
-def _tools_from_wire(v: object) -> tuple[Tool, ...]:
-    if v is None:
-        return ()
-    if not isinstance(v, list):
-        raise wrong_type("tools", "an array", v)
-    tools: list[Tool] = []
-    for i, raw in enumerate(v):
-        t = item_obj(raw, f"tools[{i}]")
-        if t.get("type", "function") != "function":
-            raise invalid(f"unsupported tool type {t.get('type')!r} in 'tools[{i}]'", "tools")
-        fn = item_obj(t.get("function"), f"tools[{i}].function")
-        name = opt_str(fn, "name", f"tools[{i}].function.name")
-        if not name:
-            raise invalid(f"'tools[{i}].function.name' is required", f"tools[{i}].function.name")
-        tools.append(
-            Tool(
-                name=name,
-                description=opt_str(fn, "description", f"tools[{i}].function.description") or "",
-                parameters=opt_obj(fn, "parameters", f"tools[{i}].function.parameters") or {},
-            )
-        )
-    return tuple(tools)
 
 
 def _tool_choice_from_wire(v: object) -> ToolChoice | None:
@@ -337,7 +287,7 @@ def chat_request_from_wire(body: object) -> ChatRequest:
         model=model,
         messages=_messages_from_wire(b.get("messages")),
         stream=opt_bool(b, "stream") or False,
-        tools=_tools_from_wire(b.get("tools")),
+        tools=tools_from_wire(b.get("tools")),
         tool_choice=_tool_choice_from_wire(b.get("tool_choice")),
         format=_response_format_from_wire(b.get("response_format")),
         think=_reasoning(b),
@@ -641,17 +591,7 @@ def chat_request_to_wire(
         # Always ask: the gateway meters every request, whether the app asked or not.
         out["stream_options"] = {"include_usage": True}
     if r.tools:
-        out["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters or {"type": "object", "properties": {}},
-                },
-            }
-            for t in r.tools
-        ]
+        out["tools"] = tools_to_wire(r.tools)
         if r.tool_choice is not None:
             out["tool_choice"] = _tool_choice_to_wire(r.tool_choice)
     if r.format is not None:
@@ -785,7 +725,7 @@ def chat_chunk_from_response(obj: JSONObject, backend: str = "") -> Chunk:
     if isinstance(msg, dict):
         content = msg.get("content") or ""
         thinking = msg.get("reasoning") or msg.get("reasoning_content") or ""
-        calls = _tool_calls_from_wire(msg.get("tool_calls"), "tool_calls")
+        calls = tool_calls_from_wire(msg.get("tool_calls"), "tool_calls")
     else:
         content = ch.get("text") or ""
         thinking = ""
