@@ -10,7 +10,9 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ARGS ?=
 .DEFAULT_GOAL := help
 
-.PHONY: serve test lint typecheck unit clean help
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: serve test lint typecheck unit clean help chromium screenshots
 
 # The benchmark harness (make bench, make bench-quick) lives with its code.
 -include bench/bench.mk
@@ -18,6 +20,7 @@ ARGS ?=
 help:
 	@echo "make serve   run the gateway on its embedded default (http://127.0.0.1:8434)"
 	@echo "make test    lint, type-check and run the whole test suite"
+	@echo "make screenshots  refresh docs/screenshots from the console's browser tests"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +38,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# The console's browser tests drive Debian's Chromium (never a downloaded browser):
+# installed here when missing. If it cannot be, those tests skip saying why (and fail
+# under CI=true).
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing Debian's chromium for the console's browser tests"; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; } \
+	  || echo "could not install chromium: the browser tests will say so"; }
+
+unit: $(STAMP) chromium
 	$(BIN)/pytest $(ARGS)
+
+screenshots: $(STAMP) chromium
+	AISTACK_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest tests/test_console_browser.py
 
 test: lint typecheck unit
 

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "doctor": 5,
     "observability": 6,
     "http": 6,
+    "console": 6,
     "cli": 7,
 }
 

@@ -153,6 +153,9 @@ class AuthConfig(_Strict):
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     # Forward-auth users in any of these groups are admins; empty: any forwarded user.
     admin_groups: list[str] = msgspec.field(default_factory=list)
+    # Forward-auth users in any of these groups (and not an admin group) may look but
+    # not change: the console and the admin API read-only. Needs admin_groups set.
+    viewer_groups: list[str] = msgspec.field(default_factory=list)
     # Seconds between reloads of keys and budget spend from the database.
     refresh: float = 5.0
 
@@ -213,6 +216,18 @@ class LoggingConfig(_Strict):
     format: Literal["auto", "json", "text"] = "auto"
 
 
+class ConsoleConfig(_Strict):
+    """The web console at /ui (console/)."""
+
+    enabled: bool = True
+    # How long a sign-in lasts.
+    session_hours: float = 12.0
+    # Signs session cookies. Default: derived from auth.master_key (so every replica
+    # with the same master key accepts the same sessions, and changing the key signs
+    # everyone out), else random per process. Put it in the environment.
+    session_secret: str | None = None
+
+
 class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     backends: list[BackendConfig] = msgspec.field(default_factory=list)
@@ -233,6 +248,7 @@ class Config(_Strict):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,6 +484,16 @@ def _check_access(cfg: Config, where: str) -> None:
             ) from None
     if a.refresh <= 0:
         raise ConfigError(f"{where}: auth.refresh: must be more than 0 seconds")
+    if a.viewer_groups and not a.admin_groups:
+        raise ConfigError(
+            f"{where}: auth.viewer_groups: set auth.admin_groups too (while it is empty, "
+            "every forwarded user is an admin)"
+        )
+    con = cfg.console
+    if con.session_hours <= 0:
+        raise ConfigError(f"{where}: console.session_hours: must be more than 0")
+    if con.session_secret is not None and len(con.session_secret) < 16:
+        raise ConfigError(f"{where}: console.session_secret: too short; use 16 characters or more")
     url = cfg.database_url
     if url and "://" in url and not url.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise ConfigError(

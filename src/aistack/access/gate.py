@@ -139,7 +139,12 @@ class Admin:
     """Who is using the admin API, and how they proved it."""
 
     name: str
-    via: str  # "master key" | "forward auth"
+    via: str  # "master key" | "forward auth" | "session" | "local"
+    role: str = "admin"  # "admin" | "viewer" (reads, never changes)
+
+    @property
+    def read_only(self) -> bool:
+        return self.role != "admin"
 
 
 class Gate:
@@ -153,6 +158,7 @@ class Gate:
         open_mode: bool | None = None,
         trusted_proxies: Sequence[str] = (),
         admin_groups: Sequence[str] = (),
+        viewer_groups: Sequence[str] = (),
         refresh: float = 5.0,
         ledger: Mapping[str, Any] | None = None,
         migrate: bool = True,
@@ -164,6 +170,7 @@ class Gate:
         self.open_setting = open_mode
         self.proxies = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
         self.admin_groups = {g.strip() for g in admin_groups if g.strip()}
+        self.viewer_groups = {g.strip() for g in viewer_groups if g.strip()}
         self.refresh_every = refresh
         self.migrate = migrate
         led = dict(ledger or {})
@@ -428,10 +435,12 @@ class Gate:
     # -- the admin API's door
 
     def admin(self, token: str | None, peer: str | None, header: Any) -> Admin | None:
-        """The admin behind this request, or None.
+        """The admin (or read-only viewer) behind this request, or None.
 
         The master key always works. Forward-auth headers (Authentik behind Traefik)
-        count only when the TCP peer is a trusted proxy, which must overwrite them.
+        count only when the TCP peer is a trusted proxy, which must overwrite them; a
+        user in `admin_groups` (or anyone, while it is empty) is an admin, one in
+        `viewer_groups` a viewer.
         """
         if (
             token is not None
@@ -445,8 +454,11 @@ class Gate:
                 groups = {
                     g.strip() for g in (header(b"x-authentik-groups") or b"").decode().split("|")
                 }
+                name = user.decode("utf-8", "replace")
                 if not self.admin_groups or self.admin_groups & groups:
-                    return Admin(user.decode("utf-8", "replace"), "forward auth")
+                    return Admin(name, "forward auth")
+                if self.viewer_groups & groups:
+                    return Admin(name, "forward auth", "viewer")
                 return None
         return None
 

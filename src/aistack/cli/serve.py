@@ -103,6 +103,7 @@ def build_gate(loaded: Loaded, migrate: bool = False) -> Gate:
         open_mode=a.open,
         trusted_proxies=a.trusted_proxies,
         admin_groups=a.admin_groups,
+        viewer_groups=a.viewer_groups,
         refresh=a.refresh,
         ledger=msgspec.structs.asdict(cfg.ledger),
         # SQLite upgrades itself; PostgreSQL is shared, so only when asked (`--migrate`

@@ -7,13 +7,15 @@ access/gate.py). docs/admin-api.md describes each route for the console.
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 from urllib.parse import parse_qs
 
 from aistack.access.gate import Gate, new_record
 from aistack.access.keys import SpecError, parse_budget, parse_expiry, parse_since
 from aistack.core.errors import ErrorKind, GatewayError, invalid
-from aistack.http.asgi import Request, respond_json
+from aistack.http.asgi import Request, respond, respond_json
 from aistack.service import Gateway, RequestContext
 from aistack.store.base import GROUPS, now_ms
 
@@ -63,6 +65,8 @@ async def status(gw: Gateway, req: Request, ctx: RequestContext) -> None:
 
 async def list_keys(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     g = _gate(gw)
+    if g.ledger_enabled:
+        await g.ledger.flush()  # so last_used_at includes the requests just made
     records = await g.store.run(g.store.list_keys)
     show_all = _query(req).get("all", "") in ("1", "true", "yes")
     now = now_ms()
@@ -153,10 +157,47 @@ async def usage(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         if b not in GROUPS:
             raise invalid(f"by: {b!r}; choose from {', '.join(GROUPS)}", param="by")
     since = _since(q)
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise invalid(f"format: {fmt!r}; choose json or csv", param="format")
     if g.ledger_enabled:
         await g.ledger.flush()  # a report includes the requests just made
     rep = await g.store.run(g.store.report, by, since)
+    if fmt == "csv":
+        name = f"aistack-usage-by-{'-'.join(by) or 'total'}.csv"
+        await respond(
+            req,
+            200,
+            usage_csv(rep.as_dict()).encode(),
+            CSV_TYPE,
+            [(b"content-disposition", f'attachment; filename="{name}"'.encode())],
+        )
+        return
     await respond_json(req, rep.as_dict())
+
+
+CSV_TYPE = b"text/csv; charset=utf-8"
+_CSV_FIELDS = ("requests", "errors", "tokens_in", "tokens_out", "cost", "cost_unknown",
+               "avg_duration_ms")  # fmt: skip
+
+
+def usage_csv(report: dict[str, Any]) -> str:
+    """A usage report as CSV: the group columns, then the sums, one row per group."""
+    rows: list[dict[str, Any]] = report["rows"]
+    groups = [c for c in rows[0] if c not in _CSV_FIELDS] if rows else list(report["by"])
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow([*groups, *_CSV_FIELDS])
+    for r in rows:
+        w.writerow([*(_cell(r.get(c, "")) for c in groups), *(r[f] for f in _CSV_FIELDS)])
+    return out.getvalue()
+
+
+def _cell(v: object) -> object:
+    """Spreadsheets run a cell that starts with =, +, - or @ as a formula: not ours."""
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@"):
+        return "'" + v
+    return v
 
 
 async def requests(gw: Gateway, req: Request, ctx: RequestContext) -> None:
@@ -166,7 +207,16 @@ async def requests(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     before = _int(q, "before", 2**62, 0, 2**62)
     if g.ledger_enabled:
         await g.ledger.flush()
+    errors = q.get("errors", "") in ("1", "true", "yes")
     rows = await g.store.run(
-        lambda: g.store.requests(limit=limit, before_ms=before, key_id=q.get("key"))
+        lambda: g.store.requests(
+            limit=limit,
+            before_ms=before,
+            key_id=q.get("key") or None,
+            app=q.get("app") or None,
+            model=q.get("model") or None,
+            backend=q.get("backend") or None,
+            errors=errors,
+        )
     )
     await respond_json(req, {"requests": [r._asdict() for r in rows]})

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import orjson
 
 from aistack.access.gate import Gate
+from aistack.console import Console, cross_site
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
@@ -57,6 +58,7 @@ class Route:
     body: bool = False  # read the request body before calling
     public: bool = False  # answered without a key (liveness and version probes)
     admin: bool = False  # manages the gateway (not an admin-dialect route): check_admin
+    viewer: bool = False  # read-only admins may call it too, although it is not a GET
 
     @property
     def name(self) -> str:
@@ -94,6 +96,7 @@ def _routes() -> dict[str, dict[str, Route]]:
         f"{ad.PREFIX}/usage": get(ad.usage, "admin"),
         f"{ad.PREFIX}/requests": get(ad.requests, "admin"),
         f"{ad.PREFIX}/models": get(fl.models, "admin"),
+        f"{ad.PREFIX}/sync": {**get(fl.sync_plan, "admin"), **post(fl.sync_run, "admin")},
         # Model management, admin only: one Ollama instance, by docs/fleet.md's rule.
         "/api/pull": {"POST": Route(fl.pull, "ollama", body=True, admin=True)},
         "/api/delete": {"DELETE": Route(fl.delete, "ollama", body=True, admin=True)},
@@ -180,6 +183,15 @@ class App:
             self.routes["/metrics"] = {"GET": r, "HEAD": r}
         self.tracing = obs is not None and obs.tracer is not None
         self.capture = obs is not None and obs.capture
+        # The web console (/ui): more entries in the table, nothing per API request.
+        self.console: Console | None = None
+        if gateway.config.console.enabled:
+            self.console = Console(gateway, capture=self.capture)
+            for path, specs in self.console.routes().items():
+                self.routes[path] = {
+                    m: Route(r.handler, r.dialect, r.body, r.public, r.admin, r.viewer)
+                    for m, r in specs.items()
+                }
         self.max_body = gateway.config.server.max_body_bytes
         self.cors_origins = set(gateway.config.server.cors_origins)
         self._started = asyncio.Event()
@@ -297,14 +309,14 @@ class App:
         req.extra_headers.append((b"x-request-id", ctx.request_id.encode()))
         if self.tracing:
             ctx.trace_id, ctx.parent_span_id = parse_traceparent(req.header(b"traceparent"))
-            if self.capture:
-                ctx.capture = True
-                ctx.output = []
+        if self.capture:
+            ctx.capture = True
+            ctx.output = []
         watch = _Watch(req, task)
         try:
             gate = self.gateway.gate
             if route.admin or (route.dialect == "admin" and not route.public):
-                self.check_admin(gate, req, ctx)
+                self.check_admin(gate, req, ctx, route)
             elif gate is not None and not route.public:
                 self._authenticate(gate, req, ctx)
             if route.body:
@@ -334,13 +346,17 @@ class App:
             ctx.status = 499 if ctx.error == "CLIENT_CLOSED" else req.status
             self.gateway.finish(ctx)
 
-    def check_admin(self, gate: Gate | None, req: Request, ctx: RequestContext) -> None:
+    def check_admin(
+        self, gate: Gate | None, req: Request, ctx: RequestContext, route: Route | None = None
+    ) -> None:
         """Whether this caller may manage the gateway: the admin API (/admin/api/*) and
         model management (/api/pull, /api/delete, /api/copy). The one place that decides.
 
-        With keys (always under `aistack serve`): the master key, or forward-auth headers
-        from a trusted proxy; virtual keys never manage. A gateway built without a gate
-        (embedded, tests) lets only callers on its own machine (loopback) in.
+        With keys (always under `aistack serve`): the master key, forward-auth headers
+        from a trusted proxy, or a signed-in console session (whose changes carry its
+        CSRF token); virtual keys never manage. Read-only users (`auth.viewer_groups`)
+        may only read (GET), and call routes marked `viewer`. A gateway built without
+        a gate (embedded, tests) lets only callers on its own machine (loopback) in.
         """
         client = req.scope.get("client")
         peer = client[0] if client else None
@@ -358,12 +374,24 @@ class App:
             ctx.app = "admin:local"
             return
         admin = gate.admin(presented_key(req), peer, req.header)
+        if admin is None and self.console is not None:
+            admin = self.console.session_admin(req)
         if admin is None:
             raise GatewayError(
                 ErrorKind.UNAUTHORIZED,
-                "this needs an admin: the master key (Authorization: Bearer) or "
-                "forward-auth headers from a trusted proxy",
+                "this needs an admin: the master key (Authorization: Bearer), "
+                "forward-auth headers from a trusted proxy, or a console session",
             )
+        safe = req.method in ("GET", "HEAD")
+        if admin.read_only and not safe and not (route is not None and route.viewer):
+            raise GatewayError(
+                ErrorKind.FORBIDDEN,
+                f"'{admin.name}' has read-only access: changes need an admin "
+                "(auth.admin_groups or the master key)",
+            )
+        if admin.via == "forward auth" and not safe and cross_site(req):
+            # The identity provider's cookie rides along with any request to the proxy.
+            raise GatewayError(ErrorKind.FORBIDDEN, "a change from another site refused")
         ctx.app = f"admin:{admin.name}"
 
     @staticmethod

@@ -10,7 +10,10 @@ then the one that has the model, then the first). Which one answered is in the
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
@@ -22,7 +25,7 @@ from aistack.core.fleet import PullProgress
 from aistack.core.models import canonical
 from aistack.dialects.ollama import fleet as wire
 from aistack.dialects.ollama.stream import error_line
-from aistack.fleet import inventory, placement
+from aistack.fleet import inventory, placement, sync
 from aistack.http.asgi import (
     JSON_TYPE,
     NDJSON_TYPE,
@@ -155,3 +158,107 @@ async def models(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         aliases=gw.config.aliases,
     )
     await respond_json(req, inv.to_json())
+
+
+# -- declarative sync (docs/fleet.md#sync): the plan, and running it with progress
+
+
+def _sync_scope(gw: Gateway, prune: object, backends: object) -> tuple[bool, list[str]]:
+    if not isinstance(prune, bool):
+        raise GatewayError(ErrorKind.INVALID_REQUEST, "prune: expected true or false")
+    if isinstance(backends, str):
+        backends = [b for b in backends.split(",") if b]
+    if not isinstance(backends, list) or not all(isinstance(b, str) for b in backends):
+        raise GatewayError(ErrorKind.INVALID_REQUEST, "backends: expected a list of names")
+    for b in backends:
+        if b not in gw.backends:
+            raise GatewayError(ErrorKind.NOT_FOUND, f"no backend named {b!r}")
+    return prune, backends
+
+
+async def _plan(gw: Gateway, prune: bool, only: list[str]) -> sync.Plan:
+    return await sync.plan(
+        list(gw.backends.values()),
+        {c.name: c.models for c in gw.config.backends},
+        prune=prune,
+        only=only,
+    )
+
+
+async def sync_plan(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    """GET /admin/api/sync?prune=1&backends=a,b: what a sync would do, changing nothing."""
+    q = parse_qs((req.scope.get("query_string") or b"").decode("latin-1"))
+    prune = q.get("prune", [""])[-1] in ("1", "true", "yes")
+    prune, only = _sync_scope(gw, prune, q.get("backends", [""])[-1])
+    await respond_json(req, (await _plan(gw, prune, only)).to_json())
+
+
+class _Events:
+    """A sync's progress as NDJSON lines, progress throttled to a few a second per step."""
+
+    EVERY = 0.25
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._last: dict[tuple[str, str], float] = {}
+
+    def put(self, event: str, step: sync.Step, **extra: object) -> None:
+        line = {"event": event, **dataclasses.asdict(step), **extra}
+        self.queue.put_nowait(orjson.dumps(line) + b"\n")
+
+    def started(self, step: sync.Step) -> None:
+        self.put("started", step)
+
+    def progress(self, step: sync.Step, p: PullProgress) -> None:
+        now = time.monotonic()
+        k = (step.backend, step.model)
+        if p.total and p.completed < p.total and now - self._last.get(k, 0.0) < self.EVERY:
+            return
+        self._last[k] = now
+        self.put("progress", step, progress=wire.progress_to_wire(p))
+
+    def retrying(self, step: sync.Step, error: str, delay: float) -> None:
+        self.put("retrying", step, retry_error=error, delay=delay)
+
+    def finished(self, step: sync.Step) -> None:
+        self.put("finished", step)
+
+
+async def sync_run(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    """POST /admin/api/sync {"prune": false, "backends": []}: plan, then pull (and with
+    prune delete) step by step, streaming NDJSON events; the last line is `done`."""
+    body = req.json() if req.body.strip() else {}
+    if not isinstance(body, dict):
+        raise GatewayError(ErrorKind.INVALID_REQUEST, "expected a JSON object")
+    unknown = set(body) - {"prune", "backends"}
+    if unknown:
+        raise GatewayError(ErrorKind.INVALID_REQUEST, f"unknown field(s): {sorted(unknown)}")
+    prune, only = _sync_scope(gw, body.get("prune", False), body.get("backends", []))
+    p = await _plan(gw, prune, only)
+    log.info("sync: %d change(s)%s", len(p.changes), " with prune" if prune else "")
+    events = _Events()
+    await start_stream(req, NDJSON_TYPE)
+    await send_chunk(req, orjson.dumps({"event": "plan", **p.to_json()}) + b"\n")
+
+    async def run() -> None:
+        try:
+            await sync.apply(p, gw.backends, events)
+        finally:
+            events.queue.put_nowait(None)
+
+    task = asyncio.create_task(run(), name="admin-sync")
+    try:
+        while (line := await events.queue.get()) is not None:
+            await send_chunk(req, line)
+        await task
+        done: dict[str, object] = {"event": "done", **p.to_json()}
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    except Exception as e:
+        log.exception("sync failed")
+        ctx.error = "INTERNAL"
+        done = {"event": "done", "ok": False, "error": f"sync failed: {e}"}
+    await send_chunk(req, orjson.dumps(done) + b"\n")
+    await end_stream(req)
+    await gw.catalog.refresh()

@@ -32,7 +32,9 @@ class Observability:
         self.metrics = GatewayMetrics(gw, self.tracer) if cfg.metrics.enabled else None
         self.metrics_auth = cfg.metrics.auth
         self.request_log = RequestLog(fmt=cfg.logging.format) if cfg.logging.requests else None
-        self.capture = self.tracer is not None and self.tracer.settings.capture_content
+        # Prompts and answers kept per request: for the spans, and for the console's
+        # request detail (which needs no trace receiver).
+        self.capture = cfg.tracing.enabled and cfg.tracing.capture_content
         self._ps_interval = cfg.metrics.ps_interval
         for observer in (self.metrics, self.request_log, self.tracer):
             if observer is not None:

@@ -497,20 +497,42 @@ class Store:
         return out
 
     def requests(
-        self, *, limit: int = 100, before_ms: int | None = None, key_id: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        before_ms: int | None = None,
+        key_id: str | None = None,
+        app: str | None = None,
+        model: str | None = None,
+        backend: str | None = None,
+        errors: bool = False,
     ) -> list[UsageRow]:
-        """The newest rows first (the console's request log)."""
+        """The newest rows first (the console's request log), optionally filtered."""
         where = ["ts < ?"]
         params: list[Any] = [before_ms if before_ms is not None else 2**62]
-        if key_id is not None:
-            where.append("key_id = ?")
-            params.append(key_id)
+        for column, value in (("key_id", key_id), ("app", app), ("model", model),
+                              ("backend", backend)):  # fmt: skip
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if errors:
+            where.append("(status >= 400 OR error <> '')")
         rows = self._rows(
             f"SELECT {', '.join(USAGE_COLUMNS)} FROM requests WHERE {' AND '.join(where)} "
             "ORDER BY ts DESC, id DESC LIMIT ?",
             (*params, limit),
         )
         return [UsageRow(*r) for r in rows]
+
+    def latency_samples(self, since_ms: int, limit: int = 50_000) -> list[tuple[Any, ...]]:
+        """(ts, model, backend, duration_ms, ttft_ms) of the newest answered requests
+        since `since_ms`: what latency percentiles are computed from."""
+        return self._rows(
+            "SELECT ts, model, backend, duration_ms, ttft_ms FROM requests "
+            "WHERE ts >= ? AND status < 400 AND error = '' AND backend <> '' "
+            "ORDER BY ts DESC LIMIT ?",
+            (since_ms, limit),
+        )
 
     def count_requests(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM requests")[0][0])
