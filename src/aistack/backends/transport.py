@@ -18,7 +18,6 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
@@ -77,10 +76,10 @@ class Endpoint:
     port: int
     path: str  # without a trailing slash
     host_header: bytes
+    key: tuple[str, str, int] = ("", "", 0)  # the connection pool's key
 
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.scheme, self.host, self.port))
 
     @property
     def url(self) -> str:
@@ -107,9 +106,42 @@ def parse_url(url: str) -> Endpoint:
     )
 
 
-def _expire(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
+class _Deadlines:
+    """Timeouts for many waits with one timer, checked every `TICK` seconds.
+
+    A timer per wait (call_at, then cancel, plus the exception made in advance) cost more
+    than the rest of waiting for a response: every request arms one for its first byte,
+    every streamed chunk one for the idle limit. These limits are seconds long, so
+    checking ten times a second is exact enough.
+    """
+
+    TICK = 0.1
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waits: dict[asyncio.Future[None], tuple[float, type[TransportTimeout], str]] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(
+        self, fut: asyncio.Future[None], when: float, kind: type[TransportTimeout], why: str
+    ) -> None:
+        self._waits[fut] = (when, kind, why)
+        if self._handle is None:
+            self._handle = self._loop.call_later(self.TICK, self._tick)
+
+    def discard(self, fut: asyncio.Future[None]) -> None:
+        self._waits.pop(fut, None)
+
+    def _tick(self) -> None:
+        self._handle = None
+        now = self._loop.time()
+        expired = [f for f, (when, _, _) in self._waits.items() if when <= now]
+        for fut in expired:
+            _, kind, why = self._waits.pop(fut)
+            if not fut.done():
+                fut.set_exception(kind(why))
+        if self._waits:
+            self._handle = self._loop.call_later(self.TICK, self._tick)
 
 
 class _Conn(asyncio.Protocol):
@@ -238,7 +270,9 @@ class _Conn(asyncio.Protocol):
 class Response:
     """A response whose body is read at most once: whole, by chunks, lines or SSE events."""
 
-    __slots__ = ("_conn", "_deadline", "_idle", "_loop", "_released", "headers", "status")
+    __slots__ = (
+        "_conn", "_deadline", "_deadlines", "_idle", "_loop", "_released", "headers", "status",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -247,12 +281,14 @@ class Response:
         headers: list[tuple[bytes, bytes]],
         idle: float | None,
         deadline: float | None,
+        deadlines: _Deadlines,
     ) -> None:
         self._conn = conn
         self.status = status
         self.headers = headers
         self._idle = idle
         self._deadline = deadline
+        self._deadlines = deadlines
         self._loop = asyncio.get_running_loop()
         self._released = False
 
@@ -274,12 +310,14 @@ class Response:
             if conn.done:
                 self._release()
                 return None
-            waiter = self._loop.create_future()
+            waiter: asyncio.Future[None] = self._loop.create_future()
             conn.waiter = waiter
-            handle = None
-            when, exc = self._limit()
-            if when is not None:
-                handle = self._loop.call_at(when, _expire, waiter, exc)
+            idle_at = self._loop.time() + self._idle if self._idle is not None else None
+            d = self._deadline
+            if d is not None and (idle_at is None or d < idle_at):
+                self._deadlines.add(waiter, d, TotalTimeout, "the backend did not finish in time")
+            elif idle_at is not None:
+                self._deadlines.add(waiter, idle_at, IdleTimeout, "the backend stopped sending")
             try:
                 await waiter
             except BaseException:
@@ -287,15 +325,7 @@ class Response:
                 raise
             finally:
                 conn.waiter = None
-                if handle is not None:
-                    handle.cancel()
-
-    def _limit(self) -> tuple[float | None, BaseException]:
-        idle_at = self._loop.time() + self._idle if self._idle is not None else None
-        d = self._deadline
-        if d is not None and (idle_at is None or d < idle_at):
-            return d, TotalTimeout("the backend did not finish in time")
-        return idle_at, IdleTimeout("the backend stopped sending")
+                self._deadlines.discard(waiter)
 
     async def read(self) -> bytes:
         parts = []
@@ -402,6 +432,7 @@ class HttpClient:
         self._max_idle = max_idle_per_host
         self._ssl = ssl_context
         self._closed = False
+        self._deadlines: _Deadlines | None = None
 
     def _put_idle(self, key: tuple[str, str, int], conn: _Conn) -> None:
         pool = self._idle.setdefault(key, [])
@@ -509,7 +540,7 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         transport = conn.transport
         assert transport is not None
-        waiter = loop.create_future()
+        waiter: asyncio.Future[None] = loop.create_future()
         conn.head_waiter = waiter
         if body and len(body) < 65536:
             transport.write(head + body)
@@ -518,13 +549,14 @@ class HttpClient:
             if body:
                 transport.write(body)
         fb_at = loop.time() + timeouts.first_byte if timeouts.first_byte is not None else None
-        when: float | None
-        exc: TransportTimeout
+        deadlines = self._deadlines
+        if deadlines is None:
+            deadlines = self._deadlines = _Deadlines(loop)
         if total_at is not None and (fb_at is None or total_at < fb_at):
-            when, exc = total_at, TotalTimeout("the backend did not answer in time")
-        else:
-            when, exc = fb_at, FirstByteTimeout("the backend did not start answering in time")
-        handle = loop.call_at(when, _expire, waiter, exc) if when is not None else None
+            deadlines.add(waiter, total_at, TotalTimeout, "the backend did not answer in time")
+        elif fb_at is not None:
+            why = "the backend did not start answering in time"
+            deadlines.add(waiter, fb_at, FirstByteTimeout, why)
         try:
             await waiter
         except BaseException:
@@ -532,12 +564,11 @@ class HttpClient:
             raise
         finally:
             conn.head_waiter = None
-            if handle is not None:
-                handle.cancel()
+            deadlines.discard(waiter)
         if conn.exc is not None:
             conn.close()
             raise conn.exc
-        return Response(conn, conn._status, conn._headers, timeouts.idle, total_at)
+        return Response(conn, conn._status, conn._headers, timeouts.idle, total_at, deadlines)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -172,6 +172,7 @@ class App:
         self.gateway = gateway
         self.obs = obs
         self.routes = _routes()
+        self._watches = _Watches()
         if obs is not None and obs.metrics is not None:
             metrics = obs.metrics
 
@@ -312,7 +313,7 @@ class App:
         if self.capture:
             ctx.capture = True
             ctx.output = []
-        watch = _Watch(req, task)
+        watch = _Watch(req, task, self._watches)
         try:
             gate = self.gateway.gate
             if route.admin or (route.dialect == "admin" and not route.public):
@@ -414,29 +415,63 @@ class App:
         await respond(req, e.status, error_body(dialect, e), JSON_TYPE, headers)
 
 
-class _Watch:
-    """Cancels a request whose client disconnects before the answer is complete.
+class _Watches:
+    """Cancels requests whose client disconnects before their answer is complete.
 
-    Watching costs a task per request, so it starts only once the request has run for
-    `DELAY` seconds: quick answers never pay for it, and a long generation is cancelled
-    at most that much later than the disconnect.
+    Watching a request costs a task (it must wait on `receive()`), so it starts only once
+    the request has run for `DELAY` seconds: quick answers never pay for it, and a long
+    generation is cancelled at most about that much after its caller leaves. One timer
+    for all requests (not one each) finds those that have run that long: requests start
+    in order, so it stops at the first one that has not.
     """
 
     DELAY = 0.05
-    __slots__ = ("_handle", "_req", "_task", "_watcher", "fired")
 
-    def __init__(self, req: Request, task: asyncio.Task[None]) -> None:
+    def __init__(self) -> None:
+        self._waiting: dict[_Watch, float] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, w: _Watch) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiting[w] = loop.time()
+        if self._handle is None:
+            self._handle = loop.call_later(self.DELAY, self._tick)
+
+    def discard(self, w: _Watch) -> None:
+        self._waiting.pop(w, None)
+
+    def _tick(self) -> None:
+        self._handle = None
+        loop = asyncio.get_running_loop()
+        due = loop.time() - self.DELAY
+        started = []
+        for w, t in self._waiting.items():
+            if t > due:
+                break
+            started.append(w)
+        for w in started:
+            del self._waiting[w]
+            w.start()
+        if self._waiting:
+            self._handle = loop.call_later(self.DELAY / 2, self._tick)
+
+
+class _Watch:
+    """One request's disconnect watch (see `_Watches`)."""
+
+    __slots__ = ("_req", "_task", "_watcher", "_watches", "fired")
+
+    def __init__(self, req: Request, task: asyncio.Task[None], watches: _Watches) -> None:
         self._req = req
         self._task = task
-        self._handle: asyncio.TimerHandle | None = None
+        self._watches = watches
         self._watcher: asyncio.Task[None] | None = None
         self.fired = False
 
     def arm(self) -> None:
-        self._handle = asyncio.get_running_loop().call_later(self.DELAY, self._start)
+        self._watches.add(self)
 
-    def _start(self) -> None:
-        self._handle = None
+    def start(self) -> None:
         if not self._req.finished:
             self._watcher = asyncio.create_task(self._watch())
 
@@ -451,7 +486,6 @@ class _Watch:
                 return
 
     def disarm(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+        self._watches.discard(self)
         if self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()

@@ -182,7 +182,15 @@ def _images_from_wire(v: object, path: str) -> tuple[Image, ...]:
     return tuple(out)
 
 
+_PLAIN_ROLES = {"system", "user", "assistant"}
+
+
 def _message_from_wire(v: object, i: int) -> Message:
+    if type(v) is dict and len(v) == 2:
+        # Most messages are just a role and a text: no need to look for the rest.
+        role, content = v.get("role"), v.get("content")
+        if type(content) is str and role in _PLAIN_ROLES:
+            return Message(role=role, content=content)
     p = f"messages[{i}]"
     m = item_obj(v, p)
     role = opt_str(m, "role", f"{p}.role")

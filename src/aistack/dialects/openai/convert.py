@@ -55,6 +55,7 @@ from aistack.dialects._tools import tool_calls_from_wire, tools_from_wire, tools
 # requests from apps
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+_PLAIN_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 # reasoning_effort -> the core's think value (Ollama's own mapping).
 _EFFORT_IN: dict[str, Think] = {
@@ -141,6 +142,12 @@ def _messages_from_wire(v: object) -> tuple[Message, ...]:
     out: list[Message] = []
     call_names: dict[str, str] = {}
     for i, raw in enumerate(v):
+        if type(raw) is dict and len(raw) == 2:
+            # Most messages are just a role and a text: no need to look for the rest.
+            role, content = raw.get("role"), raw.get("content")
+            if type(content) is str and role in _PLAIN_ROLES:
+                out.append(Message(role=_PLAIN_ROLES[role], content=content))
+                continue
         p = f"messages[{i}]"
         m = item_obj(raw, p)
         role = m.get("role")
@@ -276,6 +283,8 @@ _CHAT_KNOWN = frozenset(
 
 
 def _extra(b: dict[str, Any], known: frozenset[str]) -> JSONObject:
+    if b.keys() <= known:
+        return {}  # the usual case: nothing beyond what the core models
     return {k: v for k, v in b.items() if k not in known}
 
 
