@@ -31,6 +31,10 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
+    # The store's writer thread (and the embedded engine's) take the GIL in turns with
+    # the event loop; at the default 5 ms switch interval a request could wait that long
+    # behind a ledger batch. 1 ms keeps the loop's tail short.
+    sys.setswitchinterval(0.001)
 
 
 def _setup_logging(level: str, fmt: str) -> None:

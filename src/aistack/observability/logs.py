@@ -143,7 +143,7 @@ def _text(f: dict[str, Any]) -> str:
 class RequestLog:
     """The request-log observer: a snapshot per request, lines written in batches."""
 
-    def __init__(self, stream: IO[str] | None = None, fmt: str = "auto", flush: float = 0.2):
+    def __init__(self, stream: IO[str] | None = None, fmt: str = "auto", flush: float = 0.05):
         self.stream = stream or sys.stderr
         isatty = getattr(self.stream, "isatty", lambda: False)()
         self.json = fmt == "json" or (fmt == "auto" and not isatty)

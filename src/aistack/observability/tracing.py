@@ -141,6 +141,7 @@ def parse_traceparent(v: bytes | None) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
+_SLICE = 64  # requests' spans encoded between two yields to the event loop
 _dumps = orjson.dumps
 _KEYS: dict[str, bytes] = {}
 # Encoded attributes whose values repeat (operation, model, backend, path, app, status):
@@ -317,10 +318,11 @@ class Tracer:
         if len(self.pending) >= self.settings.batch_size:
             self._wake.set()
 
-    def _encode_pending(self) -> None:
+    def _encode_pending(self, limit: int) -> None:
         pending = self.pending
         queue = self.queue
-        while pending:
+        while pending and limit > 0:
+            limit -= 1
             op, ctx = pending.popleft()
             trace_id = ctx.trace_id or _hex(128)
             server_id = _hex(64)
@@ -497,7 +499,12 @@ class Tracer:
             await self.export()
 
     async def export(self) -> None:
-        self._encode_pending()
+        # In slices, letting requests run in between: a whole second's spans encoded in
+        # one go would hold the event loop for milliseconds, which requests see as a tail.
+        while self.pending:
+            self._encode_pending(_SLICE)
+            if self.pending:
+                await asyncio.sleep(0)
         while self.queue:
             n = min(len(self.queue), self.settings.batch_size)
             batch = [self.queue.popleft() for _ in range(n)]
