@@ -37,6 +37,17 @@ def body_object(body: object) -> dict[str, Any]:
     return body
 
 
+def as_int(v: object) -> int:
+    """A count a backend sent: an integer (or a float), anything else 0."""
+    if isinstance(v, bool):
+        return 0
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return int(v)
+    return 0
+
+
 def opt_str(obj: Mapping[str, Any], key: str, path: str = "") -> str | None:
     v = obj.get(key)
     if v is None or isinstance(v, str):

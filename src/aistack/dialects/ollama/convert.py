@@ -35,6 +35,7 @@ from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.core.events import Chunk, FinishReason, Timings, Usage
 from aistack.core.models import LoadedModel, ModelCard, ModelDetails, ModelShow
 from aistack.dialects._fields import (
+    as_int,
     body_object,
     item_obj,
     opt_bool,
@@ -637,14 +638,14 @@ def chunk_from_wire(obj: JSONObject, backend: str = "") -> Chunk:
         tool_calls=calls,
         finish=finish,
         usage=Usage(
-            prompt_tokens=_int(obj.get("prompt_eval_count")),
-            completion_tokens=_int(obj.get("eval_count")),
+            prompt_tokens=as_int(obj.get("prompt_eval_count")),
+            completion_tokens=as_int(obj.get("eval_count")),
         ),
         timings=Timings(
-            total_ns=_int(obj.get("total_duration")),
-            load_ns=_int(obj.get("load_duration")),
-            prompt_eval_ns=_int(obj.get("prompt_eval_duration")),
-            eval_ns=_int(obj.get("eval_duration")),
+            total_ns=as_int(obj.get("total_duration")),
+            load_ns=as_int(obj.get("load_duration")),
+            prompt_eval_ns=as_int(obj.get("prompt_eval_duration")),
+            eval_ns=as_int(obj.get("eval_duration")),
         ),
         model=obj.get("model") or "",
     )
@@ -661,9 +662,9 @@ def embed_result_from_wire(obj: JSONObject, model: str) -> EmbedResult:
     return EmbedResult(
         model=model,
         embeddings=embs,
-        prompt_tokens=_int(obj.get("prompt_eval_count")),
-        total_ns=_int(obj.get("total_duration")),
-        load_ns=_int(obj.get("load_duration")),
+        prompt_tokens=as_int(obj.get("prompt_eval_count")),
+        total_ns=as_int(obj.get("total_duration")),
+        load_ns=as_int(obj.get("load_duration")),
     )
 
 
@@ -704,7 +705,7 @@ def tags_from_wire(obj: JSONObject, backend: str) -> list[ModelCard]:
             ModelCard(
                 name=name,
                 backend=backend,
-                size=_int(m.get("size")),
+                size=as_int(m.get("size")),
                 digest=str(m.get("digest") or ""),
                 modified_at=parse_time(m.get("modified_at")),
                 details=details_from_wire(m.get("details")),
@@ -728,11 +729,11 @@ def ps_from_wire(obj: JSONObject, backend: str) -> list[LoadedModel]:
             LoadedModel(
                 name=name,
                 backend=backend,
-                size=_int(m.get("size")),
-                size_vram=_int(m.get("size_vram")),
+                size=as_int(m.get("size")),
+                size_vram=as_int(m.get("size_vram")),
                 digest=str(m.get("digest") or ""),
                 expires_at=exp or None,
-                context_length=_int(m.get("context_length")) or None,
+                context_length=as_int(m.get("context_length")) or None,
                 details=details_from_wire(m.get("details")),
             )
         )
@@ -766,16 +767,6 @@ def show_from_wire(obj: JSONObject, card: ModelCard) -> ModelShow:
         system=str(obj.get("system") or ""),
         extra={k: v for k, v in obj.items() if k not in known},
     )
-
-
-def _int(v: object) -> int:
-    if isinstance(v, bool):
-        return 0
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float):
-        return int(v)
-    return 0
 
 
 def error_to_wire(e: GatewayError) -> JSONObject:

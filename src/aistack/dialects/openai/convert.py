@@ -37,6 +37,7 @@ from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.core.events import Chunk, FinishReason, Usage
 from aistack.core.models import ModelCard
 from aistack.dialects._fields import (
+    as_int,
     body_object,
     item_obj,
     opt_bool,
@@ -676,11 +677,11 @@ def usage_from_wire(v: object) -> Usage | None:
     ctd = v.get("completion_tokens_details")
     cost = v.get("cost")
     return Usage(
-        prompt_tokens=_int(v.get("prompt_tokens")),
-        completion_tokens=_int(v.get("completion_tokens")),
+        prompt_tokens=as_int(v.get("prompt_tokens")),
+        completion_tokens=as_int(v.get("completion_tokens")),
         cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
-        cached_tokens=_int(ptd.get("cached_tokens")) if isinstance(ptd, dict) else None,
-        reasoning_tokens=_int(ctd.get("reasoning_tokens")) if isinstance(ctd, dict) else None,
+        cached_tokens=as_int(ptd.get("cached_tokens")) if isinstance(ptd, dict) else None,
+        reasoning_tokens=as_int(ctd.get("reasoning_tokens")) if isinstance(ctd, dict) else None,
     )
 
 
@@ -757,7 +758,7 @@ def embed_result_from_wire(obj: JSONObject, model: str) -> EmbedResult:
             f"backend answered embeddings data of type {type_name(data)}",
             status=502,
         )
-    ordered = sorted((d for d in data if isinstance(d, dict)), key=lambda d: _int(d.get("index")))
+    ordered = sorted((d for d in data if isinstance(d, dict)), key=lambda d: as_int(d.get("index")))
     embs: list[list[float]] = []
     for d in ordered:
         e = d.get("embedding")
@@ -767,7 +768,7 @@ def embed_result_from_wire(obj: JSONObject, model: str) -> EmbedResult:
         elif isinstance(e, list):
             embs.append(e)
     usage = obj.get("usage")
-    tokens = _int(usage.get("prompt_tokens")) if isinstance(usage, dict) else 0
+    tokens = as_int(usage.get("prompt_tokens")) if isinstance(usage, dict) else 0
     return EmbedResult(model=model, embeddings=embs, prompt_tokens=tokens)
 
 
@@ -784,22 +785,12 @@ def models_from_wire(obj: JSONObject, backend: str) -> list[ModelCard]:
             ModelCard(
                 name=m["id"],
                 backend=backend,
-                modified_at=float(_int(m.get("created"))),
+                modified_at=float(as_int(m.get("created"))),
                 owned_by=str(m.get("owned_by") or backend),
                 context_length=ctx if isinstance(ctx, int) else None,
             )
         )
     return cards
-
-
-def _int(v: object) -> int:
-    if isinstance(v, bool):
-        return 0
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float):
-        return int(v)
-    return 0
 
 
 _ERROR_TYPES = {
