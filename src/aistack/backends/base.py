@@ -236,11 +236,19 @@ class HttpBackend(Backend):
     async def get_json(
         self, path: str, body: object | None = None, *, probe: bool = True
     ) -> dict[str, Any]:
-        """A small request whose answer must be a JSON object with status 200."""
+        """A request (GET, or POST with a body) whose answer must be a JSON object with
+        status 200. `probe`: the short timeouts for listing and probing."""
         resp = await self.send("POST" if body is not None else "GET", path, body, probe=probe)
         obj = await self.read_json(resp)
         if resp.status != 200:
             raise self.error_for(resp, obj)
+        return self.object_of(obj, path)
+
+    async def read_object(self, resp: Response, path: str) -> dict[str, Any]:
+        """A 200 answer's body, which must be a JSON object."""
+        return self.object_of(await self.read_json(resp), path)
+
+    def object_of(self, obj: object, path: str) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise GatewayError(
                 ErrorKind.UPSTREAM_ERROR,

@@ -39,6 +39,7 @@ from aistack.core.chat import (
     Message,
     Sampling,
     ToolCall,
+    unit,
 )
 from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.core.events import Chunk, FinishReason, Timings, Usage
@@ -537,7 +538,7 @@ class LocalBackend(Backend):
         if req.dimensions:
             vectors = [v[: req.dimensions] for v in vectors]
         if req.normalize:
-            vectors = [_unit(v) for v in vectors]
+            vectors = [unit(v) for v in vectors]
         end = time.monotonic_ns()
         return EmbedResult(
             model=model,
@@ -629,11 +630,6 @@ def _sampling_kwargs(s: Sampling) -> dict[str, Any]:
     return kw
 
 
-def _unit(v: list[float]) -> list[float]:
-    norm = sum(x * x for x in v) ** 0.5
-    return [x / norm for x in v] if norm else v
-
-
 def _number(v: str) -> object:
     try:
         return int(v)
@@ -656,8 +652,8 @@ def _seconds(v: float | str) -> float:
 
     total = 0.0
     sign = -1.0 if v.startswith("-") else 1.0
-    for num, unit in re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", v):
-        total += float(num) * _UNITS[unit]
+    for num, suffix in re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", v):
+        total += float(num) * _UNITS[suffix]
     return sign * total
 
 

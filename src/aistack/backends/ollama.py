@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 
@@ -64,9 +63,7 @@ class OllamaBackend(HttpBackend):
         resp = await self.send("POST", path, body)
         await self.check_status(resp)
         if not stream:
-            obj = await self.read_json(resp)
-            if not isinstance(obj, dict):
-                raise self.status_error(502, obj)
+            obj = await self.read_object(resp, path)
             return single(convert.chunk_from_wire(obj, self.name))
         return ChunkStream(self._stream(resp), resp)
 
@@ -91,32 +88,25 @@ class OllamaBackend(HttpBackend):
 
     async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
         if req.normalize:
-            obj = await self._post("/api/embed", convert.embed_request_to_wire(req, model))
+            body = convert.embed_request_to_wire(req, model)
+            obj = await self.get_json("/api/embed", body, probe=False)
             return convert.embed_result_from_wire(obj, model)
         # Legacy, unnormalized vectors: one /api/embeddings call per input.
         vectors: list[list[float]] = []
         for text in req.inputs:
-            body: dict[str, object] = {"model": model, "prompt": text}
+            legacy: dict[str, object] = {"model": model, "prompt": text}
             if req.options:
-                body["options"] = req.options
+                legacy["options"] = req.options
             if req.keep_alive is not None:
-                body["keep_alive"] = req.keep_alive
-            obj = await self._post("/api/embeddings", body)
+                legacy["keep_alive"] = req.keep_alive
+            obj = await self.get_json("/api/embeddings", legacy, probe=False)
             emb = obj.get("embedding")
             vectors.append(emb if isinstance(emb, list) else [])
         return EmbedResult(model=model, embeddings=vectors)
 
-    async def _post(self, path: str, body: dict[str, object]) -> dict[str, Any]:
-        resp = await self.send("POST", path, body)
-        obj = await self.read_json(resp)
-        if resp.status != 200:
-            raise self.error_for(resp, obj)
-        if not isinstance(obj, dict):
-            raise self.status_error(502, obj)
-        return obj
-
     async def unload(self, model: str) -> None:
-        await self._post("/api/generate", {"model": model, "prompt": "", "keep_alive": 0})
+        body = {"model": model, "prompt": "", "keep_alive": 0}
+        await self.get_json("/api/generate", body, probe=False)
 
     # -- model management: /api/pull, /api/delete, /api/copy
 

@@ -18,7 +18,7 @@ from aistack.backends.base import (
     single,
 )
 from aistack.backends.transport import Endpoint, HttpClient, Response, TransportError
-from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
+from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest, unit
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
 from aistack.core.models import ModelCard, ModelShow
@@ -119,9 +119,7 @@ class OpenAIBackend(HttpBackend):
         resp = await self.send("POST", path, body)
         await self.check_status(resp)
         if not stream:
-            obj = await self.read_json(resp)
-            if not isinstance(obj, dict):
-                raise self.status_error(502, obj)
+            obj = await self.read_object(resp, path)
             return single(convert.chat_chunk_from_response(obj, self.name))
         return ChunkStream(self._stream(resp, kind), resp)
 
@@ -148,25 +146,16 @@ class OpenAIBackend(HttpBackend):
     async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
         if not req.inputs:
             return EmbedResult(model=model, embeddings=[])
-        resp = await self.send("POST", "/embeddings", convert.embed_request_to_wire(req, model))
-        obj = await self.read_json(resp)
-        if resp.status != 200:
-            raise self.error_for(resp, obj)
-        if not isinstance(obj, dict):
-            raise self.status_error(502, obj)
+        body = convert.embed_request_to_wire(req, model)
+        obj = await self.get_json("/embeddings", body, probe=False)
         result = convert.embed_result_from_wire(obj, model)
         if not req.normalize:
             return result
         return EmbedResult(
             model=result.model,
-            embeddings=[_unit(v) for v in result.embeddings],
+            embeddings=[unit(v) for v in result.embeddings],
             prompt_tokens=result.prompt_tokens,
         )
-
-
-def _unit(v: list[float]) -> list[float]:
-    norm = sum(x * x for x in v) ** 0.5
-    return [x / norm for x in v] if norm else v
 
 
 def synthetic_digest(backend: str, name: str) -> str:

@@ -179,3 +179,9 @@ class EmbedResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 InferenceRequest = ChatRequest | GenerateRequest
+
+
+def unit(v: list[float]) -> list[float]:
+    """A vector scaled to length 1 (embeddings are compared by angle); zero stays zero."""
+    norm = sum(x * x for x in v) ** 0.5
+    return [x / norm for x in v] if norm else v

@@ -610,6 +610,11 @@ def chat_request_to_wire(
     if effort is not None:
         out["reasoning_effort"] = effort
     _sampling_to_wire(out, r.sampling, sampling_extras)
+    return _carry(out, r)
+
+
+def _carry(out: JSONObject, r: ChatRequest | GenerateRequest) -> JSONObject:
+    """What passes through as the caller sent it: `user`, and its OpenAI-only fields."""
     if r.user:
         out["user"] = r.user
     if r.extra_dialect == "openai":
@@ -636,12 +641,7 @@ def completion_request_to_wire(
     if r.format is not None:
         out["response_format"] = _format_to_wire(r.format)
     _sampling_to_wire(out, r.sampling, sampling_extras)
-    if r.user:
-        out["user"] = r.user
-    if r.extra_dialect == "openai":
-        for k, v in r.extra.items():
-            out.setdefault(k, v)
-    return out
+    return _carry(out, r)
 
 
 def embed_request_to_wire(r: EmbedRequest, model: str) -> JSONObject:
