@@ -91,8 +91,7 @@ def test_sigterm_during_load_loses_no_row(tmp_path: Path, backend: FaultServer, 
         gw.proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(30)
-        # uvicorn re-raises the signal once it has shut down cleanly.
-        assert gw.proc.wait(30) in (0, -signal.SIGTERM), gw.output()[-3000:]
+        assert gw.proc.wait(30) == 0, gw.output()[-3000:]
         assert answered < 800, "the load ended before the signal: nothing was tested"
         assert count_rows(url) == answered
         assert "rows written, 0 dropped" in gw.output()

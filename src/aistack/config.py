@@ -34,6 +34,11 @@ class ServerConfig(_Strict):
     port: int = 8434
     # Requests above this size get a 413; images in base64 make chat bodies large.
     max_body_bytes: int = 64 * 1024 * 1024
+    # Seconds an idle keep-alive connection stays open. Longer than the idle timeout of
+    # a reverse proxy's upstream pool (nginx 60 s, Traefik 90 s with its default
+    # transport: set it lower there), so the proxy, not aistack, closes idle connections
+    # and never sends a request on one aistack is closing.
+    keepalive_timeout: float = 100.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Extra origins allowed for browser clients, beyond Ollama's local defaults.
     cors_origins: list[str] = msgspec.field(default_factory=list)
@@ -363,6 +368,8 @@ def parse(text: str, where: str, env: Mapping[str, str] | None = None) -> Config
 def _check(cfg: Config, where: str) -> None:
     if not (0 < cfg.server.port < 65536):
         raise ConfigError(f"{where}: server.port: must be between 1 and 65535")
+    if not cfg.server.keepalive_timeout > 0:
+        raise ConfigError(f"{where}: server.keepalive_timeout: must be more than 0 seconds")
     pub = cfg.server.public_url
     if pub is not None:
         if not re.match(r"^https?://[^/\s]+", pub):

@@ -7,8 +7,8 @@ one transaction (rows, daily sums, last use). When the database is down, rows wa
 are retried with backoff; when the queue is full, new rows are dropped and counted
 (`dropped`, shown by the admin API and logged), never blocking a request.
 
-Shutdown (SIGTERM: uvicorn finishes the requests in flight, then the lifespan calls
-`close`) writes every row still queued. A SIGKILL loses what was queued: at most
+Shutdown (SIGTERM: the server finishes the requests in flight, then the gateway's
+`close` runs) writes every row still queued. A SIGKILL loses what was queued: at most
 `flush_interval` seconds of requests.
 """
 

@@ -1,4 +1,4 @@
-"""`aistack serve`: load the config, build the gateway, run it on uvicorn (uvloop, httptools)."""
+"""`aistack serve`: load the config, build the gateway, serve it (aistack.http.server)."""
 
 from __future__ import annotations
 
@@ -137,11 +137,14 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     loaded = Loaded(cfg, loaded.source)
 
-    import uvicorn
+    import asyncio
+
+    import uvloop
 
     from aistack.backends.registry import build
     from aistack.backends.transport import HttpClient
     from aistack.http.app import App
+    from aistack.http.server import Server
     from aistack.observability import Observability
     from aistack.service import Gateway
 
@@ -167,24 +170,13 @@ def serve(args: argparse.Namespace) -> int:
     if not backends:
         log.warning("no backends configured: every model request will answer 404")
     log.info("Ollama API at %s/api, OpenAI API at %s/v1", base, base)
-    config = uvicorn.Config(
-        App(gateway, obs),
-        host=server.host,
-        port=server.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,  # one request line comes from observability/logs.py instead
-        log_config=None,  # uvicorn's records go through the handler set up above
-        log_level=server.log_level,
-        server_header=False,
-        # Forwarded headers are read where they matter (trusted proxies), not per request;
-        # the TCP peer must stay the peer, since forward-auth headers are trusted by it.
-        proxy_headers=False,
-        date_header=False,
-        timeout_graceful_shutdown=10,
+    # Our own HTTP/1.1 server, not an ASGI one: see aistack/http/server.py and
+    # docs/performance.md. Forwarded headers are read where they matter (trusted
+    # proxies), not per request: the TCP peer stays the peer, since forward-auth headers
+    # are trusted by it. One JSON request line comes from observability/logs.py.
+    srv = Server(
+        App(gateway, obs), server.host, server.port, keepalive=server.keepalive_timeout, graceful=10
     )
     _tune_gc()
-    srv = uvicorn.Server(config)
-    srv.run()
-    return 0 if srv.started else 1
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(srv.serve())

@@ -128,7 +128,7 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def _query(req: Request) -> dict[str, str]:
-    qs = req.scope.get("query_string", b"").decode("latin-1")
+    qs = req.query.decode("latin-1")
     return {k: v[-1] for k, v in parse_qs(qs).items()}
 
 
@@ -222,7 +222,7 @@ class Console:
         gate = self.gw.gate
         if gate is not None and (gate.has_master or not gate.open):
             return False
-        client = req.scope.get("client")
+        client = req.client
         if not client or not _loopback(str(client[0])):
             return False
         if req.header(b"x-forwarded-for") or req.header(b"forwarded"):
@@ -237,12 +237,12 @@ class Console:
         gate = self.gw.gate
         if gate is None:
             return None
-        client = req.scope.get("client")
+        client = req.client
         who = gate.admin(None, client[0] if client else None, req.header)
         return who if who is not None and who.via == "forward auth" else None
 
     def _secure(self, req: Request) -> bool:
-        if req.scope.get("scheme") == "https":
+        if req.scheme == "https":
             return True
         fwd = req.header(b"x-forwarded-proto")
         return fwd == b"https" and self._forwarded(req) is not None
@@ -402,7 +402,7 @@ class Console:
 
     def _identity(self, req: Request) -> Admin:
         gate = self.gw.gate
-        client = req.scope.get("client")
+        client = req.client
         peer = client[0] if client else None
         if gate is not None:
             from aistack.http.app import presented_key
@@ -581,7 +581,7 @@ class Console:
         base = gw.config.server.public_url
         if not base:
             host = (req.header(b"host") or b"127.0.0.1").decode("latin-1")
-            base = f"{req.scope.get('scheme', 'http')}://{host}"
+            base = f"{req.scheme}://{host}"
         gate = gw.gate
         key = KEY_PLACEHOLDER if gate is not None and not gate.open else None
         try:

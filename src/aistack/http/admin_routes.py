@@ -29,7 +29,7 @@ def _gate(gw: Gateway) -> Gate:
 
 
 def _query(req: Request) -> dict[str, str]:
-    qs = req.scope.get("query_string", b"").decode("latin-1")
+    qs = req.query.decode("latin-1")
     return {k: v[-1] for k, v in parse_qs(qs).items()}
 
 

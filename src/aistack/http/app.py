@@ -34,11 +34,13 @@ from aistack.http import openai_routes as oa
 from aistack.http.asgi import (
     JSON_TYPE,
     TEXT_TYPE,
+    AsgiRequest,
     ClientGone,
     Receive,
     Request,
     Scope,
     Send,
+    Watches,
     respond,
 )
 from aistack.observability import Observability
@@ -172,7 +174,7 @@ class App:
         self.gateway = gateway
         self.obs = obs
         self.routes = _routes()
-        self._watches = _Watches()
+        self._watches = Watches()
         if obs is not None and obs.metrics is not None:
             metrics = obs.metrics
 
@@ -198,34 +200,45 @@ class App:
         self._started = asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point (ASGI test clients, ASGI servers); `aistack serve` runs
+        `aistack.http.server` instead, which calls `handle` directly."""
         kind = scope["type"]
         if kind == "http":
-            await self.http(scope, receive, send)
+            await self.handle(AsgiRequest(scope, receive, send, self._watches))
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
     # -- lifespan
 
+    async def startup(self) -> str | None:
+        """Start the gateway; why it could not, or None."""
+        try:
+            await self.gateway.start()
+        except StoreError as e:
+            # Expected and actionable ("run aistack db upgrade"): one line.
+            log.error("startup failed: %s", e)
+            return str(e)
+        except Exception as e:
+            log.exception("startup failed")
+            return str(e) or type(e).__name__
+        self._started.set()
+        return None
+
+    async def shutdown(self) -> None:
+        await self.gateway.close()
+
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
-                try:
-                    await self.gateway.start()
-                except StoreError as e:
-                    # Expected and actionable ("run aistack db upgrade"): one line.
-                    log.error("startup failed: %s", e)
-                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                failed = await self.startup()
+                if failed is not None:
+                    await send({"type": "lifespan.startup.failed", "message": failed})
                     return
-                except Exception as e:
-                    log.exception("startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(e)})
-                    return
-                self._started.set()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 try:
-                    await self.gateway.close()
+                    await self.shutdown()
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -261,9 +274,10 @@ class App:
             return True
         return False
 
-    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        table, path = self._find(scope["path"])
-        req = Request(scope, receive, send, path)
+    async def handle(self, req: Request) -> None:
+        """Answer one request, whichever server carried it."""
+        table, path = self._find(req.path)
+        req.path = path
         dialect = _dialect_of(path)
         allowed = self._cors(req)
         if req.method == "OPTIONS" and req.header(b"access-control-request-method"):
@@ -313,7 +327,7 @@ class App:
         if self.capture:
             ctx.capture = True
             ctx.output = []
-        watch = _Watch(req, task, self._watches)
+        watch = req.watch(task)
         try:
             gate = self.gateway.gate
             if route.admin or (route.dialect == "admin" and not route.public):
@@ -359,8 +373,7 @@ class App:
         may only read (GET), and call routes marked `viewer`. A gateway built without
         a gate (embedded, tests) lets only callers on its own machine (loopback) in.
         """
-        client = req.scope.get("client")
-        peer = client[0] if client else None
+        peer = req.client[0] if req.client else None
         if gate is None:
             try:
                 local = ipaddress.ip_address((peer or "").split("%", 1)[0]).is_loopback
@@ -413,79 +426,3 @@ class App:
         level = logging.WARNING if e.status >= 500 else logging.INFO
         log.log(level, "%s %s -> %d %s", req.method, req.path, e.status, e.message)
         await respond(req, e.status, error_body(dialect, e), JSON_TYPE, headers)
-
-
-class _Watches:
-    """Cancels requests whose client disconnects before their answer is complete.
-
-    Watching a request costs a task (it must wait on `receive()`), so it starts only once
-    the request has run for `DELAY` seconds: quick answers never pay for it, and a long
-    generation is cancelled at most about that much after its caller leaves. One timer
-    for all requests (not one each) finds those that have run that long: requests start
-    in order, so it stops at the first one that has not.
-    """
-
-    DELAY = 0.05
-
-    def __init__(self) -> None:
-        self._waiting: dict[_Watch, float] = {}
-        self._handle: asyncio.TimerHandle | None = None
-
-    def add(self, w: _Watch) -> None:
-        loop = asyncio.get_running_loop()
-        self._waiting[w] = loop.time()
-        if self._handle is None:
-            self._handle = loop.call_later(self.DELAY, self._tick)
-
-    def discard(self, w: _Watch) -> None:
-        self._waiting.pop(w, None)
-
-    def _tick(self) -> None:
-        self._handle = None
-        loop = asyncio.get_running_loop()
-        due = loop.time() - self.DELAY
-        started = []
-        for w, t in self._waiting.items():
-            if t > due:
-                break
-            started.append(w)
-        for w in started:
-            del self._waiting[w]
-            w.start()
-        if self._waiting:
-            self._handle = loop.call_later(self.DELAY / 2, self._tick)
-
-
-class _Watch:
-    """One request's disconnect watch (see `_Watches`)."""
-
-    __slots__ = ("_req", "_task", "_watcher", "_watches", "fired")
-
-    def __init__(self, req: Request, task: asyncio.Task[None], watches: _Watches) -> None:
-        self._req = req
-        self._task = task
-        self._watches = watches
-        self._watcher: asyncio.Task[None] | None = None
-        self.fired = False
-
-    def arm(self) -> None:
-        self._watches.add(self)
-
-    def start(self) -> None:
-        if not self._req.finished:
-            self._watcher = asyncio.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        while True:
-            msg = await self._req.receive()
-            if msg["type"] == "http.disconnect":
-                # uvicorn also says "disconnect" once the response is complete.
-                if not self._req.complete and not self._req.finished:
-                    self.fired = True
-                    self._task.cancel()
-                return
-
-    def disarm(self) -> None:
-        self._watches.discard(self)
-        if self._watcher is not None and not self._watcher.done():
-            self._watcher.cancel()

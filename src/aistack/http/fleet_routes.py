@@ -45,7 +45,7 @@ def _explicit(req: Request) -> str | None:
     h = req.header(b"x-aistack-backend")
     if h:
         return h.decode("latin-1").strip()
-    qs = req.scope.get("query_string") or b""
+    qs = req.query
     if qs:
         values: list[str] = parse_qs(qs.decode("latin-1")).get("backend", [])
         if values:
@@ -187,7 +187,7 @@ async def _plan(gw: Gateway, prune: bool, only: list[str]) -> sync.Plan:
 
 async def sync_plan(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     """GET /admin/api/sync?prune=1&backends=a,b: what a sync would do, changing nothing."""
-    q = parse_qs((req.scope.get("query_string") or b"").decode("latin-1"))
+    q = parse_qs(req.query.decode("latin-1"))
     prune = q.get("prune", [""])[-1] in ("1", "true", "yes")
     prune, only = _sync_scope(gw, prune, q.get("backends", [""])[-1])
     await respond_json(req, (await _plan(gw, prune, only)).to_json())
