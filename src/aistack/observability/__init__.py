@@ -53,7 +53,7 @@ class Observability:
         if self.tracer is not None:
             await self.tracer.close()
         if self.request_log is not None:
-            self.request_log.flush()
+            self.request_log.flush(everything=True)
 
 
 __all__ = ["GatewayMetrics", "Observability", "RequestLog", "Tracer"]

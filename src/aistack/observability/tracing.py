@@ -141,7 +141,9 @@ def parse_traceparent(v: bytes | None) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-_SLICE = 64  # requests' spans encoded between two yields to the event loop
+# Seconds of span encoding between two turns of the event loop: a request that arrives
+# meanwhile waits at most about this long (c=1 p99 in docs/performance.md).
+_SLICE_S = 0.00005
 _dumps = orjson.dumps
 _KEYS: dict[str, bytes] = {}
 # Encoded attributes whose values repeat (operation, model, backend, path, app, status):
@@ -318,11 +320,12 @@ class Tracer:
         if len(self.pending) >= self.settings.batch_size:
             self._wake.set()
 
-    def _encode_pending(self, limit: int) -> None:
+    def _encode_pending(self, until: float) -> None:
+        """Encode waiting requests' spans until `until` (perf_counter), at least one."""
         pending = self.pending
         queue = self.queue
-        while pending and limit > 0:
-            limit -= 1
+        clock = time.perf_counter
+        while pending:
             op, ctx = pending.popleft()
             trace_id = ctx.trace_id or _hex(128)
             server_id = _hex(64)
@@ -331,6 +334,8 @@ class Tracer:
                 queue.append(self._failed_span(ctx, a, op, trace_id, server_id))
             if ctx.deployment is not None and ctx.attempt_ns:
                 queue.append(self._answer_span(ctx, op, trace_id, server_id))
+            if clock() >= until:
+                return
 
     def _static(self, key: tuple[object, ...], attrs: Mapping[str, object]) -> bytes:
         """The encoded attributes a span shares with every span of the same shape."""
@@ -502,7 +507,7 @@ class Tracer:
         # In slices, letting requests run in between: a whole second's spans encoded in
         # one go would hold the event loop for milliseconds, which requests see as a tail.
         while self.pending:
-            self._encode_pending(_SLICE)
+            self._encode_pending(time.perf_counter() + _SLICE_S)
             if self.pending:
                 await asyncio.sleep(0)
         while self.queue:
