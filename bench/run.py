@@ -847,7 +847,7 @@ class Bench:
         py = "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))"
         if AISTACK_BIN.exists():
             venv_py = str(AISTACK_BIN.parent / "python")
-            for pkg in ("aistack", "uvicorn", "uvloop"):
+            for pkg in ("aistack", "uvloop", "httptools", "orjson", "msgspec"):
                 versions[pkg] = run([venv_py, "-c", py, pkg]).splitlines()[-1]
         if LITELLM_BIN.exists():
             versions["litellm"] = run([str(LITELLM_BIN.parent / "python"), "-c", py, "litellm"])
