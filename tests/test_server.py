@@ -275,3 +275,24 @@ def test_a_head_trickled_in_small_packets_is_still_bounded(gw: Proc) -> None:
             pass  # refused and closed before the client finished
         got, headers, _ = r.answer()
         assert got == 431 and headers["connection"] == "close"
+
+
+def test_a_stream_to_an_http_1_0_client_is_plain_and_ends_with_the_connection(
+    gw_url: str,
+) -> None:
+    """HTTP/1.0 has no chunked encoding: the lines come as they are, then the close."""
+    body = json.dumps(
+        {"model": "smollm2:135m", "prompt": "Hi", "options": {"num_predict": 3}}
+    ).encode()
+    host, port = gw_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(
+            b"POST /api/generate HTTP/1.0\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        )
+        raw = b""
+        while data := s.recv(65536):
+            raw += data
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
+    lines = [json.loads(line) for line in rest.splitlines() if line]
+    assert lines[-1]["done"] is True and len(lines) >= 2

@@ -62,7 +62,7 @@ class ServerRequest(Request):
 
     __slots__ = (
         "_body_waiter", "_conn", "_continue", "_parts", "_size", "_task", "body_done",
-        "fired", "keep_alive", "over", "watched",
+        "fired", "http10", "keep_alive", "over", "watched",
     )  # fmt: skip
 
     def __init__(
@@ -73,10 +73,12 @@ class ServerRequest(Request):
         query: bytes,
         headers: dict[bytes, bytes],
         keep_alive: bool,
+        http10: bool = False,
     ) -> None:
         super().__init__(method, path, query, headers, conn.client)
         self._conn = conn
         self.keep_alive = keep_alive
+        self.http10 = http10
         self._parts: list[bytes] = []
         self._size = 0
         self.over = False  # the body passed the server's limit: the rest is dropped
@@ -164,6 +166,10 @@ class ServerRequest(Request):
         conn.answered(self, close)
 
     async def send_head(self, status: int, headers: Headers) -> None:
+        if self.http10:  # no chunked encoding in HTTP/1.0: the stream ends with the connection
+            self.keep_alive = False
+            self._conn.write(b"".join(_head(status, headers, True)))
+            return
         close = not self.keep_alive or self._conn.stopping
         self.keep_alive = not close
         parts = _head(status, [*headers, (b"transfer-encoding", b"chunked")], close)
@@ -173,13 +179,13 @@ class ServerRequest(Request):
         if not data or self.method == "HEAD":
             return
         conn = self._conn
-        conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+        conn.write(data if self.http10 else b"%x\r\n%b\r\n" % (len(data), data))
         if conn.paused:
             await conn.drained()
 
     async def send_end(self) -> None:
         conn = self._conn
-        if self.method != "HEAD":
+        if self.method != "HEAD" and not self.http10:
             conn.write(b"0\r\n\r\n")
         conn.answered(self, not self.keep_alive or conn.stopping)
 
@@ -294,7 +300,13 @@ class Connection(asyncio.Protocol):
         if "%" in path:
             path = unquote(path)
         req = ServerRequest(
-            self, p.get_method().decode("ascii"), path, query, self._headers, p.should_keep_alive()
+            self,
+            p.get_method().decode("ascii"),
+            path,
+            query,
+            self._headers,
+            p.should_keep_alive(),
+            p.get_http_version() == "1.0",
         )
         self.reading = req
         if self.current is None:
