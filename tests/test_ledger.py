@@ -117,6 +117,35 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
     store.close()
 
 
+def test_a_flush_writes_what_was_queued_and_leaves_later_rows_for_the_next(
+    tmp_path: Path,
+) -> None:
+    """Under a steady load, chasing the rows that arrive during a write kept the writer
+    committing a few rows at a time without pause; a flush takes what it found."""
+    store = open_store(str(tmp_path / "l.db"))
+    store.migrate()
+
+    async def main() -> tuple[Ledger, int]:
+        led = Ledger(store, flush_interval=60)
+        row = UsageRow(1, "", "", "", "", "openai", "chat", "m", "", "", 0, 200, "", 0, 0, 0,
+                       None, 1.0, 0.0, "", 1)  # fmt: skip
+        for _ in range(10):
+            led.append(row)
+        flushing = asyncio.create_task(led.flush())
+        await asyncio.sleep(0)  # the flush has taken its rows and waits on the store
+        for _ in range(5):
+            led.append(row)  # requests answered meanwhile
+        assert await flushing
+        left = len(led)
+        await led.close()
+        return led, left
+
+    led, left = asyncio.run(main())
+    assert left == 5  # waiting for the next flush, not written by this one
+    assert led.written == 15 and store.count_requests() == 15  # and none lost at close
+    store.close()
+
+
 def test_usage_totals_equal_the_requests_made(tmp_path: Path, backend: FaultServer) -> None:
     cfg: dict[str, object] = {
         "backends": [{"name": "fake", "kind": "openai", "url": f"{backend.url}/v1"}],

@@ -77,7 +77,7 @@ class Ledger:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="aistack-ledger")
 
-    async def _write_some(self) -> bool:
+    async def _write_some(self, limit: int) -> bool:
         """Write up to one batch; False (rows put back) when the database refused.
 
         The rows leave the queue before the write and the write runs as its own task,
@@ -85,7 +85,7 @@ class Ledger:
         neither lose them nor have them written twice.
         """
         q = self._queue
-        n = min(len(q), self.batch_size)
+        n = min(len(q), self.batch_size, limit)
         if not n:
             return True
         batch = [q.popleft() for _ in range(n)]
@@ -122,11 +122,20 @@ class Ledger:
         return True
 
     async def flush(self) -> bool:
-        """Write everything queued now; False if the database refused."""
+        """Write every row queued now; False if the database refused.
+
+        Only the rows queued when it starts: rows that arrive during the writes wait for
+        the next flush. (Chasing them kept the writer committing a few rows at a time
+        without pause under a steady load: hundreds of commits a second, most of the
+        store thread's CPU, and the event loop's tail with it.)
+        """
         async with self._lock:
-            while self._queue:
-                if not await self._write_some():
+            left = len(self._queue)
+            while left > 0 and self._queue:
+                n = min(left, self.batch_size)
+                if not await self._write_some(n):
                     return False
+                left -= n
         return True
 
     async def _run(self) -> None:
