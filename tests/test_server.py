@@ -296,3 +296,13 @@ def test_a_stream_to_an_http_1_0_client_is_plain_and_ends_with_the_connection(
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
     lines = [json.loads(line) for line in rest.splitlines() if line]
     assert lines[-1]["done"] is True and len(lines) >= 2
+
+
+def test_a_malformed_chunked_body_gets_a_400_in_the_dialect_and_a_close(gw: Proc) -> None:
+    with connect(gw) as s:
+        r = Reader(s)
+        s.sendall(CHUNKED_HEAD + b"5\r\nhello\r\nZZZ\r\n")  # not a chunk size
+        status, headers, answer = r.answer()
+        assert status == 400 and headers["connection"] == "close"
+        assert "malformed HTTP request" in json.loads(answer)["error"]
+        assert r.closed()

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from aistack.core.errors import ErrorKind, GatewayError
 from aistack.http.app import App
 from aistack.http.asgi import JSON_TYPE, ClientGone, Headers, Request, Watch, too_large
 
@@ -62,7 +63,7 @@ class ServerRequest(Request):
 
     __slots__ = (
         "_body_waiter", "_conn", "_continue", "_parts", "_size", "_task", "body_done",
-        "fired", "http10", "keep_alive", "over", "watched",
+        "broken", "fired", "http10", "keep_alive", "over", "watched",
     )  # fmt: skip
 
     def __init__(
@@ -82,6 +83,7 @@ class ServerRequest(Request):
         self._parts: list[bytes] = []
         self._size = 0
         self.over = False  # the body passed the server's limit: the rest is dropped
+        self.broken = ""  # why the body could not be parsed (bad chunked framing)
         self.body_done = False
         self._body_waiter: asyncio.Future[None] | None = None
         self._continue = headers.get(b"expect", b"").lower() == b"100-continue"
@@ -106,6 +108,12 @@ class ServerRequest(Request):
         w = self._body_waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    def fail_body(self, why: str) -> None:
+        """The body could not be parsed: read_body answers 400, then the connection closes."""
+        self.broken = why
+        self.keep_alive = False
+        self.end_body()
 
     def gone(self) -> None:
         """The connection closed under this request."""
@@ -134,6 +142,8 @@ class ServerRequest(Request):
                 await self._body_waiter
             finally:
                 self._body_waiter = None
+        if self.broken:
+            raise GatewayError(ErrorKind.INVALID_REQUEST, self.broken)
         if self.over or self._size > limit:
             self.keep_alive = False
             raise too_large(limit)
@@ -149,6 +159,10 @@ class ServerRequest(Request):
 
     def arm(self) -> None:
         self.watched = True
+        if self._conn.closed and self._task is not None:
+            # Gone while its body was read or its key checked: stop before the model runs.
+            self.fired = True
+            self._task.cancel()
 
     def disarm(self) -> None:
         self.watched = False
@@ -202,6 +216,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.current: ServerRequest | None = None  # being answered
+        self.task: asyncio.Task[None] | None = None  # answering it
         self.reading: ServerRequest | None = None  # whose body is being parsed
         self.queue: deque[ServerRequest] = deque()  # pipelined, waiting their turn
         self.closed = False
@@ -334,7 +349,8 @@ class Connection(asyncio.Protocol):
 
     def _start(self, req: ServerRequest) -> None:
         self.current = req
-        self.loop.create_task(self._run(req))
+        # The loop holds tasks weakly: the connection keeps the one it runs.
+        self.task = self.loop.create_task(self._run(req))
 
     async def _run(self, req: ServerRequest) -> None:
         try:
@@ -400,11 +416,13 @@ class Connection(asyncio.Protocol):
             self.write(b"".join(_head(status, head, True)) + body)
             self._linger()
         else:
-            # Answer the request in flight, then close; nothing more is read.
+            # Answer the request in flight, then close; nothing more is read. If it was
+            # its own body that could not be parsed, that answer is a 400.
             self.current.keep_alive = False
             self.queue.clear()
-            if self.reading is not None and self.reading is not self.current:
-                self.reading = None
+            if self.reading is self.current:
+                self.current.fail_body(why)
+            self.reading = None
             assert self.transport is not None
             self.transport.pause_reading()
 
