@@ -34,10 +34,10 @@ class ServerConfig(_Strict):
     port: int = 8434
     # Requests above this size get a 413; images in base64 make chat bodies large.
     max_body_bytes: int = 64 * 1024 * 1024
-    # Seconds an idle keep-alive connection stays open. Longer than the idle timeout of
-    # a reverse proxy's upstream pool (nginx 60 s, Traefik 90 s with its default
-    # transport: set it lower there), so the proxy, not aistack, closes idle connections
-    # and never sends a request on one aistack is closing.
+    # Seconds an idle keep-alive connection stays open. Keep it longer than the idle
+    # timeout of a reverse proxy's upstream pool (nginx's keepalive_timeout 60 s,
+    # Traefik's idleConnTimeout 90 s), so the proxy, not aistack, closes idle
+    # connections and never sends a request on one aistack is closing.
     keepalive_timeout: float = 100.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Extra origins allowed for browser clients, beyond Ollama's local defaults.

@@ -474,8 +474,13 @@ class Server:
         self._reaper: asyncio.TimerHandle | None = None
 
     def should_stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
+        """Stop gracefully; asked a second time (a second Ctrl-C), cut what is in flight."""
+        if self._stop is None:
+            return
+        if self._stop.is_set():
+            for c in list(self.connections):
+                c.close()
+        self._stop.set()
 
     async def serve(self, ready: asyncio.Event | None = None) -> int:
         """Run until SIGTERM/SIGINT (or `should_stop`); the process's exit status."""
