@@ -306,3 +306,20 @@ def test_a_malformed_chunked_body_gets_a_400_in_the_dialect_and_a_close(gw: Proc
         assert status == 400 and headers["connection"] == "close"
         assert "malformed HTTP request" in json.loads(answer)["error"]
         assert r.closed()
+
+
+def test_a_second_stop_signal_cuts_what_is_in_flight(tmp_path: Path) -> None:
+    """The first SIGINT waits for requests in flight; a second one (Ctrl-C again) does not."""
+    gw = start_gateway(tmp_path, {"backends": []})
+    try:
+        with connect(gw) as busy:
+            busy.sendall(post("/api/show", SHOW)[: -len(SHOW)])  # the head; the body never comes
+            time.sleep(0.2)
+            gw.proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            assert gw.proc.poll() is None  # still waiting for that request
+            gw.proc.send_signal(signal.SIGINT)
+            assert Reader(busy).closed()  # cut, without an answer
+        assert gw.proc.wait(15) == 0
+    finally:
+        gw.stop()

@@ -507,10 +507,10 @@ class Server:
             ready.set()
         try:
             await self._stop.wait()
+            await self._shut(listener)  # still listening for a second signal meanwhile
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.remove_signal_handler(sig)
-            await self._shut(listener)
         return 0
 
     async def _shut(self, listener: asyncio.Server) -> None:
