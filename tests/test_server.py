@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults import chunk
 from tests.procs import Proc, running, start_gateway
 
 LIMIT = 4096
@@ -142,7 +143,7 @@ def test_pipelined_requests_are_answered_in_order(gw: Proc) -> None:
 def test_a_chunked_request_body_is_read_whole(gw: Proc) -> None:
     half = len(SHOW) // 2
     chunks = [SHOW[:half], SHOW[half:]]
-    body = b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    body = b"".join(chunk(c) for c in chunks) + chunk(b"")
     with connect(gw) as s:
         r = Reader(s)
         s.sendall(CHUNKED_HEAD)
@@ -199,7 +200,7 @@ def test_a_declared_body_over_the_limit_is_refused_whole_before_closing(
 
 def test_a_chunked_body_over_the_limit_is_refused(gw: Proc) -> None:
     part = b"x" * 1000
-    body = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for _ in range(8)) + b"0\r\n\r\n"
+    body = chunk(part) * 8 + chunk(b"")
     with connect(gw) as s:
         r = Reader(s)
         s.sendall(
