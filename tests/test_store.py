@@ -157,6 +157,19 @@ def test_usage_rows_keep_every_field_and_update_last_use(store: Store) -> None:
     assert store.list_keys()[0].last_used_at == T0 + 10
 
 
+def test_a_large_batch_is_written_whole_in_order_and_summed_once(store: Store) -> None:
+    # Written a few dozen rows at a time (the writer steps aside for the event loop in
+    # between), still one transaction: every row once, the daily sums exact.
+    rows = [row(T0 + i, request_id=f"r{i}", cost=0.001 * (i % 7)) for i in range(203)]
+    store.write_usage(rows)
+    assert store.count_requests() == 203
+    assert store.requests(limit=500) == rows[::-1]
+    total = store.report([], T0 - DAY).total
+    assert (total.requests, total.tokens_in) == (203, 2030)
+    assert total.cost == pytest.approx(sum(r.cost or 0 for r in rows))
+    assert store.report(["day"], 0).total.requests == 203  # the daily sums agree
+
+
 def test_reports_group_and_total_exactly(store: Store) -> None:
     store.write_usage(
         [

@@ -32,10 +32,14 @@ log = logging.getLogger("aistack.store")
 
 T = TypeVar("T")
 
-# Rows summed between two releases of the GIL in write_usage. The sums are pure Python:
-# 500 rows in one go would hold the GIL for about a millisecond, and a request arriving
-# meanwhile would wait for it (the interpreter only forces a switch after 1 ms).
-_YIELD_EVERY = 64
+# Rows write_usage handles between two offers of the core and the GIL to the event
+# loop's thread (os.sched_yield releases both). A ledger batch is ~5 us of CPU a row on
+# SQLite, ~2.8 ms for 500; on a core it shares with the loop, the kernel let such a burst
+# run on for a while after a request arrived, even at nice 19. Measured at c=1 (p99 of
+# the whole round trip, OpenAI -> openai): 1.2-1.5 ms with one insert per batch,
+# 0.87-0.94 ms yielding every 16, 32 or 64 rows. Where the loop is not waiting, the
+# yield returns at once (~1 us).
+_YIELD_EVERY = 32
 
 # How much the store's thread defers to the event loop's (a nice value). Measured at c=1:
 # p99 1.5-1.8 ms at 10, 1.2-1.4 ms at 19; at 19 it still kept up with a saturated core
@@ -51,11 +55,17 @@ def _background() -> None:
     Both share the process's cores, and on a busy core the kernel lets a running thread
     finish its slice (milliseconds) before a waking one runs: a ledger batch would then
     delay the requests that arrive meanwhile. At a lower priority the loop's thread
-    preempts it at once; the batch still runs whenever the loop waits, which is most of
-    the time, and keeps a share of a saturated core.
+    preempts it sooner (and write_usage steps aside every _YIELD_EVERY rows); the batch
+    still runs whenever the loop waits, which is most of the time, and keeps a share of
+    a saturated core.
     """
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
+# Offers the core and the GIL to the event loop's thread (see _YIELD_EVERY); where there
+# is no sched_yield (Windows), sleep(0) offers the GIL.
+_yield: Callable[[], None] = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 
 
 Period = Literal["day", "week", "month"]
@@ -474,7 +484,7 @@ class Store:
         dated = []
         for i, r in enumerate(rows):
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
-                time.sleep(0)  # let the event loop's thread take the GIL (see _YIELD_EVERY)
+                _yield()
             day = day_of(r.ts)
             dated.append((day, *r))
             k = (day, r.key_id, r.model, r.backend)
@@ -495,11 +505,12 @@ class Store:
         cols = ", ".join(("day", *USAGE_COLUMNS))
         marks = ", ".join("?" * (len(USAGE_COLUMNS) + 1))
         sums = ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in _DAILY_SUMS)
+        insert = self._sql(f"INSERT INTO requests ({cols}) VALUES ({marks})")
         with self._transaction() as cur:
-            cur.executemany(
-                self._sql(f"INSERT INTO requests ({cols}) VALUES ({marks})"),
-                dated,
-            )
+            for i in range(0, len(dated), _YIELD_EVERY):
+                if i:
+                    _yield()
+                cur.executemany(insert, dated[i : i + _YIELD_EVERY])
             cur.executemany(
                 self._sql(
                     "INSERT INTO usage_daily (day, key_id, model, backend, app, "
