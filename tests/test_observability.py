@@ -32,6 +32,7 @@ class Receiver:
     """Records OTLP/HTTP JSON posts: their path, headers and spans."""
 
     posts: list[tuple[str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # body bytes of each post
 
     async def __call__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes
@@ -41,6 +42,7 @@ class Receiver:
         path = lines[0].split(" ")[1]
         headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
         self.posts.append((path, headers, json.loads(body or b"{}")))
+        self.sizes.append(len(body))
         writer.write(faults.response_head(200, b"application/json", length=2) + b"{}")
         await writer.drain()
 
@@ -307,6 +309,37 @@ def test_with_the_receiver_down_requests_still_succeed(tmp_path: Path) -> None:
             assert "trace export to" in gw.output()
     finally:
         srv.stop()
+
+
+def test_trace_posts_stay_small_however_many_spans_wait(tmp_path: Path) -> None:
+    # A POST goes out in one write on the event loop's thread: at most 32 KB of spans
+    # each (one span alone may be larger), however many wait (docs/performance.md).
+    receiver = Receiver()
+    rsrv = faults.FaultServer(receiver).start()
+    srv = faults.FaultServer(faults.OpenAIStub("stub-model")).start()
+    cfg = {
+        "backends": [{"name": "stub", "kind": "openai", "url": f"{srv.url}/v1"}],
+        "tracing": {"capture_content": True},  # a 10 KB prompt makes a 10 KB span
+    }
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rsrv.url}
+    try:
+        with running(start_gateway(tmp_path, cfg, env=env)) as gw:
+            client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+            for i in range(12):  # well within the exporter's 1 s round
+                client.chat.completions.create(
+                    model="stub-model",
+                    messages=[{"role": "user", "content": f"{i} " + "x" * 10_000}],
+                )
+            wait_for(lambda: len(receiver.spans()) >= 24)
+    finally:
+        rsrv.stop()
+        srv.stop()
+    spans = receiver.spans()
+    assert len(spans) == 24 and len({s["spanId"] for s in spans}) == 24  # each once
+    assert len(receiver.posts) >= 6
+    for (_, _, body), size in zip(receiver.posts, receiver.sizes, strict=True):
+        n = sum(len(ss["spans"]) for rs in body["resourceSpans"] for ss in rs["scopeSpans"])
+        assert size <= 33 * 1024 or n == 1, (size, n)
 
 
 def test_langfuse_mode_posts_to_its_endpoint_with_usage_and_cost(tmp_path: Path) -> None:
