@@ -55,8 +55,9 @@ _OPERATIONS = {
 # Encoded spans per POST at most (~64 spans of ~500 bytes). The body goes out in one write
 # on the event loop's thread, and on loopback the kernel delivers it to the receiver in
 # that same call: the 512 spans (250 KB) of OpenTelemetry's default batch held the loop
-# for long enough to show in the c=1 tail (p99 1.0-1.2 ms against 0.55-0.65 ms with 64
-# spans a POST or with tracing off; 4,096 spans a POST: 3.4 ms). See docs/performance.md.
+# for long enough to show in the c=1 tail (p99 0.84-1.68 ms against 0.52-0.80 ms with 64
+# spans a POST and 0.52-0.66 ms with tracing off; 4,096 spans a POST: 2.1-3.8 ms).
+# See docs/performance.md.
 _BATCH_BYTES = 32 * 1024
 
 

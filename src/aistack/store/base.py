@@ -36,8 +36,8 @@ T = TypeVar("T")
 # loop's thread (os.sched_yield releases both). A ledger batch is ~5 us of CPU a row on
 # SQLite, ~2.8 ms for 500; on a core it shares with the loop, the kernel let such a burst
 # run on for a while after a request arrived, even at nice 19. Measured at c=1 (p99 of
-# the whole round trip, OpenAI -> openai): 1.2-1.5 ms with one insert per batch,
-# 0.87-0.94 ms yielding every 16, 32 or 64 rows. Where the loop is not waiting, the
+# the whole round trip, OpenAI -> openai): 1.3-1.5 ms with one insert per batch,
+# 0.87-1.01 ms yielding every 16, 32 or 64 rows. Where the loop is not waiting, the
 # yield returns at once (~1 us).
 _YIELD_EVERY = 32
 
