@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from aistack.access.sessions import COOKIE, Sessions, cookie_value
 from aistack.config import ConfigError, parse
-from aistack.console.sessions import COOKIE, Sessions, cookie_value
 from aistack.http.admin_routes import usage_csv
 from tests.fake_ollama import FakeOllama
 from tests.procs import Proc, running, start_gateway
@@ -363,15 +363,15 @@ def test_without_a_master_key_only_local_callers_sign_in_while_open(
 
 def test_the_console_costs_api_requests_nothing(gw: Gw) -> None:
     """API routes are found by one dictionary lookup; the console's are more entries."""
+    from aistack import rooms
     from aistack.config import Config
-    from aistack.http.app import App
     from aistack.service import Gateway
 
     class _NoClient:
         async def aclose(self) -> None: ...
 
-    app = App(Gateway(Config(), [], _NoClient()))  # type: ignore[arg-type]
-    table, path = app._find("/v1/chat/completions")
-    assert table is app.routes["/v1/chat/completions"]
-    assert path == "/v1/chat/completions"
-    assert "/ui/playground" in app.routes and "/admin/api/overview" in app.routes
+    app = rooms.app(Gateway(Config(), [], _NoClient()))  # type: ignore[arg-type]
+    methods, path, params = app.table.find("/v1/chat/completions")
+    assert methods is app.table.fixed["/v1/chat/completions"]
+    assert path == "/v1/chat/completions" and not params
+    assert "/ui/playground" in app.table.fixed and "/admin/api/overview" in app.table.fixed

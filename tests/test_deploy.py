@@ -16,7 +16,8 @@ import yaml
 
 from aistack.cli.main import build_parser
 from aistack.config import parse
-from aistack.http.app import _routes
+from aistack.http.routes import table
+from aistack.http.table import PUBLIC, RouteTable
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ENV = {
@@ -60,12 +61,13 @@ def test_kustomize_lists_files_that_exist() -> None:
 
 
 def test_the_probes_are_public_routes_and_the_ports_match() -> None:
-    routes = _routes()
+    routes = RouteTable(table())
     pod = k8s("Deployment")["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         path = c[probe]["httpGet"]["path"]
-        assert path in routes and routes[path]["GET"].public, path
+        methods, _, _ = routes.find(path)
+        assert methods is not None and methods["GET"].access is PUBLIC, path
     assert c["ports"][0]["containerPort"] == 8434
     assert c["args"] == ["serve", "--host", "0.0.0.0", "--port", "8434"]
     svc = k8s("Service")["spec"]["ports"][0]

@@ -180,6 +180,15 @@ def test_percent_encoded_paths_are_decoded(gw: Proc) -> None:
         assert r.answer()[0] == 200
 
 
+def test_a_path_is_matched_whatever_its_query_string(gw: Proc) -> None:
+    with connect(gw) as s:
+        r = Reader(s)
+        s.sendall(post("/v1/chat/completions?beta=true", b"{}") + get("/api/version?x=1&y"))
+        status, _, answer = r.answer()
+        assert status == 400 and "model" in json.loads(answer)["error"]["message"]
+        assert r.answer()[0] == 200
+
+
 @pytest.mark.parametrize(
     ("path", "dialect"), [("/api/chat", "ollama"), ("/v1/chat/completions", "openai")]
 )

@@ -18,7 +18,7 @@ from typing import Protocol
 from msgspec.structs import replace
 
 from aistack import __version__
-from aistack.access.gate import Gate, KeyInfo
+from aistack.access.gate import Admin, Gate, KeyInfo
 from aistack.backends.base import Backend, ChunkStream
 from aistack.backends.transport import HttpClient
 from aistack.config import Config
@@ -26,6 +26,7 @@ from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRe
 from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.core.events import Chunk, Timings, Usage, collect
 from aistack.core.models import LoadedModel, ModelShow, canonical, check_name
+from aistack.core.operations import Operation
 from aistack.limits.base import Ticket
 from aistack.routing.catalog import Catalog, Deployment, Listed
 from aistack.routing.health import HealthMonitor
@@ -47,8 +48,9 @@ class RequestContext:
     metrics, logs) read it there. Filling it costs a few attribute writes, nothing more.
     """
 
-    dialect: str  # "ollama" | "openai" | "admin"
-    route: str  # "chat" | "generate" | "embed" | "tags" | ...
+    dialect: str  # the route's: "ollama" | "openai" | "anthropic" | "qdrant" | "plain"
+    route: str  # the route's name: "chat" | "chat_completions" | "tags" | ...
+    operation: Operation = Operation.NONE  # what the route does (the ledger, metrics...)
     request_id: str = ""
     started_ns: int = field(default_factory=time.monotonic_ns)
     method: str = ""
@@ -60,11 +62,13 @@ class RequestContext:
     capture: bool = False
     request: object = None
     output: list[str] | None = None
-    # Who asked: a key, the app it belongs to, the end user an app forwarded.
+    # Who asked: a key, the app it belongs to, the end user an app forwarded; or the
+    # admin managing the gateway.
     key: KeyInfo | None = None
     key_id: str = ""
     app: str = ""
     end_user: str = ""
+    admin: Admin | None = None
     # What the limits granted (a concurrency slot, tokens to charge), given back at the end.
     ticket: Ticket | None = None
     # What was asked, and who answered.

@@ -36,16 +36,12 @@ from aistack.access.pricing import Prices
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Usage
 from aistack.core.models import canonical
+from aistack.core.operations import Operation
 from aistack.limits.base import Denied, Limiter, Quota, Ticket
 from aistack.store import KeyRecord, Store, StoreError, UsageRow
 from aistack.store.base import Period, iso, now_ms, period_end_ms, period_start
 
 log = logging.getLogger("aistack.auth")
-
-# Routes whose requests are written to the ledger: the ones that name a model.
-METERED_ROUTES = frozenset(
-    {"chat", "generate", "embed", "embeddings", "chat_completions", "completions"}
-)
 
 
 class KeyInfo:
@@ -105,6 +101,7 @@ class Finished(Protocol):
 
     dialect: str
     route: str
+    operation: Operation
     request_id: str
     key_id: str
     app: str
@@ -374,8 +371,8 @@ class Gate:
         ticket = ctx.ticket
         if ticket is not None:
             self.limiter.done(ticket, usage.total_tokens if usage is not None else 0)
-        if ctx.route not in METERED_ROUTES or not self.ledger_enabled:
-            return
+        if ctx.operation is Operation.NONE or not self.ledger_enabled:
+            return  # the ledger records model work
         backend = ctx.backend
         upstream = ctx.upstream_model
         cost, source = self.prices.cost(backend, upstream, ctx.model, usage)

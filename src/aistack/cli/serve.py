@@ -143,9 +143,9 @@ def serve(args: argparse.Namespace) -> int:
 
     from aistack.backends.registry import build
     from aistack.backends.transport import HttpClient
-    from aistack.http.app import App
     from aistack.http.server import Server
     from aistack.observability import Observability
+    from aistack.rooms import app
     from aistack.service import Gateway
 
     client = HttpClient()
@@ -175,7 +175,7 @@ def serve(args: argparse.Namespace) -> int:
     # proxies), not per request: the TCP peer stays the peer, since forward-auth headers
     # are trusted by it. One JSON request line comes from observability/logs.py.
     srv = Server(
-        App(gateway, obs), server.host, server.port, keepalive=server.keepalive_timeout, graceful=10
+        app(gateway, obs), server.host, server.port, keepalive=server.keepalive_timeout, graceful=10
     )
     _tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -1,8 +1,9 @@
 """The admin API under /admin/api: keys, usage reports, the request log, the gate's state.
 
-JSON in, JSON out, errors in OpenAI's envelope. Every route needs an admin: the master
-key (`Authorization: Bearer`), or forward-auth headers from a trusted proxy (see
-access/gate.py). docs/admin-api.md describes each route for the console.
+JSON in, JSON out, errors in OpenAI's envelope (the plain dialect). Every route needs
+an admin (http/auth.py): the master key (`Authorization: Bearer`), forward-auth
+headers from a trusted proxy, or a console session. docs/admin-api.md describes each
+route; the console's own views are in admin_views.py.
 """
 
 from __future__ import annotations
@@ -10,27 +11,19 @@ from __future__ import annotations
 import csv
 import io
 from typing import Any
-from urllib.parse import parse_qs
 
 from aistack.access.gate import Gate, new_record
 from aistack.access.keys import SpecError, parse_budget, parse_expiry, parse_since
 from aistack.core.errors import ErrorKind, GatewayError, invalid
-from aistack.http.asgi import Request, respond, respond_json
+from aistack.http.asgi import Request, query_of, respond, respond_json
 from aistack.service import Gateway, RequestContext
 from aistack.store.base import GROUPS, now_ms
-
-PREFIX = "/admin/api"
 
 
 def _gate(gw: Gateway) -> Gate:
     if gw.gate is None:
         raise GatewayError(ErrorKind.NOT_FOUND, "the admin API is not enabled")
     return gw.gate
-
-
-def _query(req: Request) -> dict[str, str]:
-    qs = req.query.decode("latin-1")
-    return {k: v[-1] for k, v in parse_qs(qs).items()}
 
 
 def _int(q: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -68,7 +61,7 @@ async def list_keys(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     if g.ledger_enabled:
         await g.ledger.flush()  # so last_used_at includes the requests just made
     records = await g.store.run(g.store.list_keys)
-    show_all = _query(req).get("all", "") in ("1", "true", "yes")
+    show_all = query_of(req).get("all", "") in ("1", "true", "yes")
     now = now_ms()
     out = []
     for r in records:
@@ -135,7 +128,7 @@ async def create_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
 
 async def revoke_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     g = _gate(gw)
-    ident = req.path[len(f"{PREFIX}/keys/") :]
+    ident = req.params["id"]
     done = await g.revoke_key(ident)
     if not done:
         raise GatewayError(ErrorKind.NOT_FOUND, f"no live key with id or name {ident!r}")
@@ -151,7 +144,7 @@ def _since(q: dict[str, str]) -> int:
 
 async def usage(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     g = _gate(gw)
-    q = _query(req)
+    q = query_of(req)
     by = [b for b in q.get("by", "key").split(",") if b]
     for b in by:
         if b not in GROUPS:
@@ -202,7 +195,7 @@ def _cell(v: object) -> object:
 
 async def requests(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     g = _gate(gw)
-    q = _query(req)
+    q = query_of(req)
     limit = _int(q, "limit", 100, 1, 1000)
     before = _int(q, "before", 2**62, 0, 2**62)
     if g.ledger_enabled:

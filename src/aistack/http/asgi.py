@@ -17,8 +17,10 @@ throughput here (docs/performance.md), and the routes need none of it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from types import MappingProxyType
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -34,6 +36,7 @@ JSON_TYPE = b"application/json; charset=utf-8"
 NDJSON_TYPE = b"application/x-ndjson"
 SSE_TYPE = b"text/event-stream"
 TEXT_TYPE = b"text/plain; charset=utf-8"
+NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 class ClientGone(Exception):
@@ -55,7 +58,7 @@ class Request:
 
     __slots__ = (
         "_headers", "body", "client", "complete", "extra_headers", "finished", "method",
-        "path", "query", "responded", "scheme", "status",
+        "params", "path", "query", "responded", "scheme", "status",
     )  # fmt: skip
 
     def __init__(
@@ -70,6 +73,7 @@ class Request:
         self.method = method
         self.path = path
         self.query = query  # the raw query string, without '?'
+        self.params: Mapping[str, str] = NO_PARAMS  # the route's path parameters
         self._headers = headers  # lower-case names; None: built on first use
         self.client = client  # the TCP peer (host, port)
         self.scheme = scheme
@@ -182,6 +186,11 @@ class AsgiRequest(Request):
 
     async def send_end(self) -> None:
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def query_of(req: Request) -> dict[str, str]:
+    """The query string's parameters, the last value of each."""
+    return {k: v[-1] for k, v in parse_qs(req.query.decode("latin-1")).items()}
 
 
 def too_large(limit: int) -> GatewayError:

@@ -1,5 +1,5 @@
 """Model management over HTTP: Ollama's /api/pull, /api/delete, /api/copy, and the
-fleet inventory at GET /admin/api/models. Admin only (see `App.check_admin`).
+fleet inventory at GET /admin/api/models. Admin only (see `http.auth.check_admin`).
 
 Each call goes to one Ollama instance, chosen by `aistack.fleet.placement` (the
 `X-Aistack-Backend` header or `?backend=` names one; otherwise the declaring instance,

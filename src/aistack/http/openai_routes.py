@@ -26,7 +26,7 @@ async def models(gw: Gateway, req: Request, ctx: RequestContext) -> None:
 
 
 async def model(gw: Gateway, req: Request, ctx: RequestContext) -> None:
-    name = req.path[len("/v1/models/") :]
+    name = req.params["id"]
     gw.check_visible(ctx, name)
     deps = gw.catalog.resolve(name)
     if not deps:

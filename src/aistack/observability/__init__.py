@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 
 from aistack.config import Config
+from aistack.observability.content import ContentLog
 from aistack.observability.gateway_metrics import GatewayMetrics
 from aistack.observability.logs import RequestLog
 from aistack.observability.tracing import Tracer, settings_from_env
@@ -35,8 +36,9 @@ class Observability:
         # Prompts and answers kept per request: for the spans, and for the console's
         # request detail (which needs no trace receiver).
         self.capture = cfg.tracing.enabled and cfg.tracing.capture_content
+        self.contents = ContentLog() if self.capture else None
         self._ps_interval = cfg.metrics.ps_interval
-        for observer in (self.metrics, self.request_log, self.tracer):
+        for observer in (self.metrics, self.request_log, self.tracer, self.contents):
             if observer is not None:
                 gw.observers.append(observer.observe)
         gw.components.append(self)
@@ -56,4 +58,4 @@ class Observability:
             self.request_log.flush(everything=True)
 
 
-__all__ = ["GatewayMetrics", "Observability", "RequestLog", "Tracer"]
+__all__ = ["ContentLog", "GatewayMetrics", "Observability", "RequestLog", "Tracer"]

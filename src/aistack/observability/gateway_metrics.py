@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from aistack.core.errors import GatewayError
 from aistack.core.models import canonical
+from aistack.core.operations import Operation
 from aistack.observability.metrics import Registry
 from aistack.routing.health import report
 from aistack.service import Gateway, RequestContext
@@ -33,9 +34,6 @@ LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
 )  # fmt: skip
 RATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
-INFERENCE = frozenset(
-    {"chat", "generate", "embed", "embeddings", "chat_completions", "completions"}
-)
 STATES = ("ok", "busy", "half-open", "cooldown", "down")
 
 
@@ -157,7 +155,7 @@ class GatewayMetrics:
         model = self._model(ctx)
         backend = ctx.backend
         self.requests.inc((ctx.dialect, ctx.route, model, backend, ctx.app, str(ctx.status)))
-        if ctx.route not in INFERENCE:
+        if ctx.operation is Operation.NONE:
             return
         self.duration.observe((ctx.dialect, ctx.route, model), (ctx.end_ns - ctx.started_ns) / 1e9)
         if ctx.failed:

@@ -34,6 +34,7 @@ import orjson
 
 from aistack import __version__
 from aistack.backends.transport import HttpClient, Timeouts, TransportError, parse_url
+from aistack.core.operations import Operation
 from aistack.routing.router import Attempt
 from aistack.service import RequestContext
 
@@ -42,13 +43,12 @@ log = logging.getLogger("aistack.tracing")
 SERVER, CLIENT = 2, 3  # OTLP span kinds
 OK, ERROR = 1, 2  # OTLP status codes
 
+# The GenAI semantic conventions' operation names (gen_ai.operation.name).
 _OPERATIONS = {
-    "chat": "chat",
-    "chat_completions": "chat",
-    "generate": "text_completion",
-    "completions": "text_completion",
-    "embed": "embeddings",
-    "embeddings": "embeddings",
+    Operation.CHAT: "chat",
+    Operation.COMPLETION: "text_completion",
+    Operation.EMBED: "embeddings",
+    Operation.IMAGE: "generate_content",
 }
 
 
@@ -317,7 +317,7 @@ class Tracer:
         measured here, that costs half of encoding each request as it ends, and the
         request's own task is done sooner.
         """
-        op = _OPERATIONS.get(ctx.route)
+        op = _OPERATIONS.get(ctx.operation)
         if op is None or not ctx.model:
             return  # traces are for model requests, not model lists or probes
         ratio = self.settings.sample_ratio

@@ -723,7 +723,7 @@
         let tFirst = null, chunks = 0, usage = null, answer = "";
         fill(meter, h("span", {}, "waiting for the first token…"));
         try {
-          const r = await request("/ui/api/chat", { method: "POST", body: {
+          const r = await request("/v1/chat/completions", { method: "POST", body: {
             model: model.value, messages: history, stream: true, max_tokens: maxTokens,
             stream_options: { include_usage: true } } });
           if (!r.ok) throw await failure(r);

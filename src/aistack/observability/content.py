@@ -1,4 +1,5 @@
-"""Prompts and answers of recent requests, for the console's request detail view.
+"""Prompts and answers of recent requests, for the console's request detail view
+(GET /admin/api/content).
 
 Kept only when `tracing.capture_content` is on (they can hold anything a user typed),
 in memory, for the newest `size` model requests of this replica; never written to the
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from aistack.access.gate import METERED_ROUTES
+from aistack.core.operations import Operation
 from aistack.service import RequestContext
 
 MAX_CHARS = 20_000  # per message, so a huge prompt cannot fill the memory
@@ -49,7 +50,7 @@ class ContentLog:
         self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def observe(self, ctx: RequestContext) -> None:
-        if not ctx.capture or ctx.route not in METERED_ROUTES or not ctx.request_id:
+        if not ctx.capture or ctx.operation is Operation.NONE or not ctx.request_id:
             return
         self._items[ctx.request_id] = {
             "request": ctx.request,

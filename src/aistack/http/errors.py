@@ -1,0 +1,44 @@
+"""An error as the body each dialect's clients expect (see table.Dialect).
+
+A dialect's issue adds its renderer here; until then its routes answer in the plain
+envelope, which is OpenAI's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+
+from aistack.core.errors import ErrorKind, GatewayError
+from aistack.dialects.ollama.convert import error_to_wire as ollama_error
+from aistack.dialects.openai.convert import error_to_wire as openai_error
+from aistack.http.asgi import JSON_TYPE, TEXT_TYPE, Request, respond
+from aistack.http.table import Dialect
+
+_RENDER: dict[str, Callable[[GatewayError], object]] = {
+    "ollama": ollama_error,
+    "openai": openai_error,
+    "plain": openai_error,
+}
+
+
+def error_body(dialect: Dialect, e: GatewayError) -> bytes:
+    return orjson.dumps(_RENDER.get(dialect, openai_error)(e))
+
+
+async def not_found(req: Request, dialect: Dialect) -> None:
+    if dialect == "ollama":
+        # gin's wording: what clients with a wrong base URL have learned to recognise.
+        await respond(req, 404, b"404 page not found", TEXT_TYPE)
+        return
+    e = GatewayError(ErrorKind.NOT_FOUND, f"Unknown request URL: {req.method} {req.path}")
+    await respond(req, 404, error_body(dialect, e), JSON_TYPE)
+
+
+async def not_allowed(req: Request, dialect: Dialect, allow: bytes) -> None:
+    if dialect == "ollama":
+        await respond(req, 405, b"405 method not allowed", TEXT_TYPE, [(b"allow", allow)])
+        return
+    e = GatewayError(ErrorKind.INVALID_REQUEST, f"method {req.method} not allowed")
+    await respond(req, 405, error_body(dialect, e), JSON_TYPE, [(b"allow", allow)])
