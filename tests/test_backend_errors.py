@@ -8,9 +8,9 @@ from email.utils import formatdate
 
 import pytest
 
-from aistack.backends.base import parse_retry_after
-from aistack.core.errors import ErrorKind
-from aistack.dialects.ollama.convert import upstream_error
+from aistack.backends.errors import upstream_error
+from aistack.backends.http import parse_retry_after
+from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.openai.convert import error_code_from_wire
 
 TOO_LONG = [
@@ -46,6 +46,51 @@ def test_every_wording_of_a_prompt_too_long_is_marked(status: int, message: str)
 )
 def test_other_errors_are_not_mistaken_for_a_prompt_too_long(status: int, message: str) -> None:
     assert upstream_error(status, message, "box").code is None
+
+
+@pytest.mark.parametrize(
+    ("upstream", "kind", "status"),
+    [
+        (400, ErrorKind.INVALID_REQUEST, 400),
+        (404, ErrorKind.NOT_FOUND, 404),
+        (413, ErrorKind.PAYLOAD_TOO_LARGE, 413),
+        (422, ErrorKind.INVALID_REQUEST, 400),
+        (429, ErrorKind.UPSTREAM_RATE_LIMITED, 429),
+        # Our key refused, a method it lacks: the backend's trouble, never the caller's 4xx.
+        (401, ErrorKind.UPSTREAM_FAILED, 502),
+        (403, ErrorKind.UPSTREAM_FAILED, 502),
+        (405, ErrorKind.UPSTREAM_FAILED, 502),
+        (500, ErrorKind.UPSTREAM_FAILED, 502),
+        (502, ErrorKind.UPSTREAM_FAILED, 502),
+        (503, ErrorKind.UPSTREAM_ERROR, 503),
+        (504, ErrorKind.UPSTREAM_TIMEOUT, 504),
+        (200, ErrorKind.UPSTREAM_FAILED, 502),  # an error body on a 200
+    ],
+)
+def test_a_backend_status_maps_to_one_kind_and_the_kind_decides_the_callers_status(
+    upstream: int, kind: ErrorKind, status: int
+) -> None:
+    e = upstream_error(upstream, "no", "box", retry_after=3.0)
+    assert (e.kind, e.status, e.upstream_status) == (kind, status, upstream)
+    assert e.backend == "box" and e.retry_after == 3.0
+    assert (e.status < 500) == (kind in (ErrorKind.INVALID_REQUEST, ErrorKind.NOT_FOUND,
+                                         ErrorKind.PAYLOAD_TOO_LARGE,
+                                         ErrorKind.UPSTREAM_RATE_LIMITED))  # fmt: skip
+
+
+def test_an_error_is_immutable_and_a_changed_one_is_another() -> None:
+    e = GatewayError(ErrorKind.UPSTREAM_ERROR, "busy", backend="box")
+    with pytest.raises(AttributeError, match="immutable"):
+        e.retry_after = 5  # type: ignore[misc]
+    later = e.but(retry_after=5.0)
+    assert later is not e and later.retry_after == 5.0 and e.retry_after is None
+    assert (later.kind, later.message, later.backend) == (e.kind, e.message, e.backend)
+    # Python's own bookkeeping (tracebacks, causes, notes) still works.
+    try:
+        raise e from ValueError("x")
+    except GatewayError as caught:
+        caught.add_note("seen")
+        assert caught.__cause__ is not None and caught.__notes__ == ["seen"]
 
 
 def test_an_openai_error_code_is_read_from_the_body() -> None:

@@ -65,6 +65,17 @@ def test_secrets_come_from_the_environment(text: str, env: dict[str, str], expec
             "backends: [{name: a, kind: openai, url: 'http://x/v1', api_key: '${NOPE}'}]",
             "f.yaml: backends[0].api_key: environment variable NOPE is not set",
         ),
+        # Each kind's schema has its own keys: the embedded engine's are not Ollama's.
+        (
+            "backends: [{name: a, kind: ollama, url: 'http://x', n_ctx: 2048}]",
+            "f.yaml: backends[0]: object contains unknown field 'n_ctx'",
+        ),
+        (
+            "backends: [{name: a, kind: local, sampling_extras: true}]",
+            "f.yaml: backends[0]: object contains unknown field 'sampling_extras'",
+        ),
+        ("backends: [{name: a, kind: local, n_ctx: big}]", "f.yaml: backends[0].n_ctx: expected"),
+        ("backends: {a: 1}", "f.yaml: backends: expected a list of backends"),
         ("aliases: {a: A}", "f.yaml: aliases.a: an alias cannot point at itself"),
         ("server: [1, 2", "f.yaml: line 1: invalid YAML"),
         ("- 1\n- 2", "f.yaml: (top level): expected a mapping"),
@@ -145,3 +156,33 @@ def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load(str(tmp_path / "nope.yaml"), env={})
     assert "nope.yaml: cannot read" in str(e.value)
+
+
+def test_each_kind_declares_its_schema_in_its_own_module_and_is_listed_once() -> None:
+    """A kind is its module's `KIND` (schema and class) plus one entry in the registry."""
+    import importlib
+    import pkgutil
+
+    import aistack.backends
+    from aistack.backends.base import BackendConfig, Kind
+    from aistack.backends.registry import KINDS
+
+    declared = {}
+    for m in pkgutil.iter_modules(aistack.backends.__path__):
+        kind = getattr(importlib.import_module(f"aistack.backends.{m.name}"), "KIND", None)
+        if isinstance(kind, Kind):
+            declared[kind.name] = kind
+    assert declared == KINDS
+    assert all(issubclass(k.config, BackendConfig) for k in KINDS.values())
+    cfg = parse(
+        "backends:\n"
+        "  - {name: box, kind: ollama, url: 'http://box:11434', weight: 2}\n"
+        "  - {name: router, kind: openai, url: 'https://openrouter.ai/api/v1',"
+        " sampling_extras: false}\n"
+        "  - {name: tiny, kind: local, n_ctx: 2048}\n",
+        "f.yaml",
+    )
+    types = [type(b) for b in cfg.backends]
+    assert types == [KINDS["ollama"].config, KINDS["openai"].config, KINDS["local"].config]
+    assert [b.billed_as for b in cfg.backends] == ["local", "metered", "local"]
+    assert cfg.backends[0].weight == 2

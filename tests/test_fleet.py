@@ -13,7 +13,7 @@ import json
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +21,10 @@ import httpx
 import ollama
 import pytest
 
-from aistack.backends.base import Backend, ChunkStream
-from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
+from aistack.backends.base import Backend
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.fleet import PullProgress
-from aistack.core.models import ModelCard, ModelShow
+from aistack.core.models import ModelCard
 from aistack.fleet.placement import choose, resolve_alias
 from aistack.fleet.progress import PullMeter, human_bytes, human_duration
 from tests.cli import aistack, popen, write_config
@@ -512,29 +511,26 @@ def test_sync_with_an_unreachable_backend_fails(tmp_path: Path) -> None:
 # -- units: placement and the progress meter
 
 
-class Box(Backend):
-    kind = "ollama"
-    manages_models = True
+class Cloud(Backend):
+    """A backend with no model store: only the required core."""
+
+    kind = "openai"
 
     async def list_models(self) -> list[ModelCard]:
         return []
 
-    async def show(self, card: ModelCard) -> ModelShow:
-        raise NotImplementedError
 
-    async def chat(self, req: ChatRequest, model: str) -> ChunkStream:
-        raise NotImplementedError
+class Box(Cloud):
+    """A backend with a model store (the ModelStore protocol)."""
 
-    async def generate(self, req: GenerateRequest, model: str) -> ChunkStream:
-        raise NotImplementedError
+    kind = "ollama"
 
-    async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
-        raise NotImplementedError
+    async def pull(self, model: str, *, insecure: bool = False) -> AsyncIterator[PullProgress]:
+        yield PullProgress(status="success")
 
+    async def delete(self, model: str) -> None: ...
 
-class Cloud(Box):
-    kind = "openai"
-    manages_models = False
+    async def copy(self, source: str, destination: str) -> None: ...
 
 
 def test_placement_rule() -> None:

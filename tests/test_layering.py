@@ -1,7 +1,8 @@
 """Dependencies flow one way, with no circles.
 
-core <- dialects, config <- backends, store, limits <- routing, fleet <- access <- service,
-doctor <- observability <- http <- the rooms (console, ...) <- rooms.py <- cli.
+core <- dialects <- backends, store, limits <- config <- routing, fleet <- access <- service,
+doctor <- observability <- http <- the rooms (console, ...) <- rooms.py <- cli. (The config
+sits above the backends: each kind declares the schema of its entries.)
 
 Every import in src/aistack (including ones inside functions and under TYPE_CHECKING) is
 checked against the layer of the module doing the importing: a package may import from
@@ -23,22 +24,22 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "aistack"
 LAYERS: dict[str, int] = {
     "core": 0,
     "dialects": 1,
-    "config": 1,
     "backends": 2,
     "store": 2,
     "limits": 2,
-    "routing": 3,
-    "fleet": 3,
-    "access": 4,
-    "service": 5,
-    "doctor": 5,
-    "observability": 6,
-    "http": 7,
+    "config": 3,
+    "routing": 4,
+    "fleet": 4,
+    "access": 5,
+    "service": 6,
+    "doctor": 6,
+    "observability": 7,
+    "http": 8,
     # The rooms: each declares its own routes (http/table.py) and knows no other room.
-    "console": 8,
+    "console": 9,
     # The house: the app with every room's routes.
-    "rooms": 9,
-    "cli": 10,
+    "rooms": 10,
+    "cli": 11,
 }
 
 # Imports allowed between packages of the same layer: (importer, imported).

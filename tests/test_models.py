@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from aistack.backends.base import Backend, ChunkStream
-from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
+from aistack.backends.base import Backend
 from aistack.core.errors import ErrorKind, GatewayError
-from aistack.core.models import ModelCard, ModelShow, canonical, check_name, close_matches
+from aistack.core.models import ModelCard, canonical, check_name, close_matches
 from aistack.routing.catalog import Catalog
 
 
@@ -65,18 +64,6 @@ class Listing(Backend):
         if self.fail:
             raise GatewayError(ErrorKind.UPSTREAM_UNREACHABLE, "down")
         return [ModelCard(name=m, backend=self.name) for m in self.models]
-
-    async def show(self, card: ModelCard) -> ModelShow:
-        raise NotImplementedError
-
-    async def chat(self, req: ChatRequest, model: str) -> ChunkStream:
-        raise NotImplementedError
-
-    async def generate(self, req: GenerateRequest, model: str) -> ChunkStream:
-        raise NotImplementedError
-
-    async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
-        raise NotImplementedError
 
 
 def test_catalog_resolves_aliases_declared_and_discovered_models() -> None:

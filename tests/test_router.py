@@ -24,7 +24,7 @@ from aistack.service import Gateway, RequestContext
 
 UNREACHABLE = GatewayError(ErrorKind.UPSTREAM_UNREACHABLE, "refused")
 TIMEOUT = GatewayError(ErrorKind.UPSTREAM_TIMEOUT, "timed out (first byte)")
-OVERLOADED = GatewayError(ErrorKind.UPSTREAM_ERROR, "busy", status=503)
+OVERLOADED = GatewayError(ErrorKind.UPSTREAM_ERROR, "busy", upstream_status=503)
 TOO_LONG = GatewayError(
     ErrorKind.INVALID_REQUEST, "exceeds the context length", code="context_length_exceeded"
 )
@@ -33,7 +33,9 @@ MISSING = GatewayError(ErrorKind.NOT_FOUND, "model not found")
 
 
 def rate_limited(after: float) -> GatewayError:
-    return GatewayError(ErrorKind.UPSTREAM_ERROR, "slow down", status=429, retry_after=after)
+    return GatewayError(
+        ErrorKind.UPSTREAM_RATE_LIMITED, "slow down", upstream_status=429, retry_after=after
+    )
 
 
 class Scripted(Backend):

@@ -1,5 +1,8 @@
 """The configuration file: YAML, `${ENV}` interpolation for secrets, strict keys.
 
+Each part's schema is its own: a backend entry is validated by its kind's (declared
+with the kind in backends/, listed in backends/registry.py), the rest here.
+
 Where it comes from, in order: `--config FILE`, `$AISTACK_CONFIG`, `./aistack.yaml`,
 else the embedded default (the local model, nothing else). A mistake stops startup with
 one line naming the file, the key and the problem; unknown keys are mistakes too (a
@@ -18,11 +21,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import msgspec
 import yaml
 
+from aistack.backends.base import BackendConfig
+from aistack.backends.registry import KINDS
+from aistack.core.errors import ConfigError as ConfigError  # where callers find it
 from aistack.core.models import canonical
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased as `file: key: problem`."""
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -45,54 +47,6 @@ class ServerConfig(_Strict):
     # The URL apps reach the gateway at (http://aistack.lan:8434): what `aistack
     # snippet` puts in their config. Default: built from host and port.
     public_url: str | None = None
-
-
-class TimeoutsConfig(_Strict):
-    """Seconds; null means no limit. Defaults suit slow local models: a 20B model can take
-    a minute to load before its first token, and a non-streamed answer's first byte is
-    the whole answer. Connecting is quick on any network, so a dead box costs 5 s once
-    before its breaker or the health probe takes it out of rotation."""
-
-    connect: float = 5.0
-    first_token: float | None = 600.0
-    idle: float | None = 300.0
-    total: float | None = None
-
-
-class BackendConfig(_Strict):
-    name: str
-    kind: Literal["ollama", "openai", "local"]
-    url: str | None = None
-    api_key: str | None = None
-    # Models this backend should have: listed even when it is down, and the desired
-    # state for `aistack models sync`.
-    models: list[str] = msgspec.field(default_factory=list)
-    # Ask the backend what it has (OpenRouter lists hundreds; say false and declare).
-    discover: bool = True
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-    timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
-    # openai: send top_k, min_p, repeat_penalty (OpenAI itself rejects them).
-    sampling_extras: bool | None = None
-    # local: the GGUF file and engine settings.
-    model_path: str | None = None
-    model_name: str | None = None
-    n_ctx: int = 4096
-    n_threads: int | None = None
-    keep_alive: float | None = None
-    # Routing defaults for every model this backend serves (routing.models can override
-    # them per model): a share for `weighted`, a rank for `priority` (lower goes first),
-    # and how many requests one model here may have in flight (null: no cap).
-    weight: float = 1.0
-    priority: int = 0
-    max_in_flight: int | None = None
-
-    # How its requests are costed when no price matches: "local" at 0, "metered" as
-    # unknown. Default: local for the `local` and `ollama` kinds, metered for `openai`.
-    billing: Literal["local", "metered"] | None = None
-
-    @property
-    def billed_as(self) -> str:
-        return self.billing or ("metered" if self.kind == "openai" else "local")
 
 
 Strategy = Literal["least-in-flight", "latency", "weighted", "priority"]
@@ -356,13 +310,40 @@ def parse(text: str, where: str, env: Mapping[str, str] | None = None) -> Config
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: (top level): expected a mapping of settings")
     raw = _interpolate(raw, "", os.environ if env is None else env, where)
+    entries = raw.pop("backends", None)
     try:
         cfg = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
         key, problem = _pinpoint(raw, Config, "") or _msgspec_problem(e)
         raise ConfigError(f"{where}: {key}: {problem}") from None
+    cfg.backends = _backends(entries, where)
     _check(cfg, where)
     return cfg
+
+
+def _backends(entries: object, where: str) -> list[BackendConfig]:
+    """Each `backends:` entry, validated by its kind's schema."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: backends: expected a list of backends")
+    out = []
+    for i, raw in enumerate(entries):
+        key = f"backends[{i}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: {key}: expected a mapping (name, kind, ...)")
+        kind = KINDS.get(raw.get("kind"))  # type: ignore[arg-type]
+        if kind is None:
+            kinds = ", ".join(repr(k) for k in sorted(KINDS))
+            raise ConfigError(
+                f"{where}: {key}.kind: expected one of {kinds}, got {raw.get('kind')!r}"
+            )
+        try:
+            out.append(msgspec.convert(raw, kind.config, strict=False))
+        except msgspec.ValidationError as e:
+            sub, problem = _pinpoint(raw, kind.config, key) or _msgspec_problem(e)
+            raise ConfigError(f"{where}: {sub}: {problem}") from None
+    return out
 
 
 def _check(cfg: Config, where: str) -> None:
@@ -389,22 +370,12 @@ def _check(cfg: Config, where: str) -> None:
         if b.name in seen:
             raise ConfigError(f"{where}: {key}.name: duplicate backend name {b.name!r}")
         seen.add(b.name)
-        if b.kind in ("ollama", "openai"):
-            if not b.url:
-                raise ConfigError(f"{where}: {key}.url: required for an {b.kind} backend")
-            if not re.match(r"^https?://[^/\s]+", b.url):
-                raise ConfigError(
-                    f"{where}: {key}.url: {b.url!r} is not an http:// or https:// URL"
-                )
+        for sub, problem in b.problems():
+            raise ConfigError(f"{where}: {key}.{sub}: {problem}")
         for j, m in enumerate(b.models):
             if not m or not isinstance(m, str):
                 raise ConfigError(f"{where}: {key}.models[{j}]: must be a model name")
         _check_deployment(where, key, b.weight, b.max_in_flight)
-        t = b.timeouts
-        for name in ("connect", "first_token", "idle", "total"):
-            v = getattr(t, name)
-            if v is not None and v <= 0:
-                raise ConfigError(f"{where}: {key}.timeouts.{name}: must be above 0 (or null)")
     _check_access(cfg, where)
     for alias, target in cfg.aliases.items():
         if not target:

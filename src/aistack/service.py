@@ -19,11 +19,11 @@ from msgspec.structs import replace
 
 from aistack import __version__
 from aistack.access.gate import Admin, Gate, KeyInfo
-from aistack.backends.base import Backend, ChunkStream
+from aistack.backends.base import Backend, ChunkStream, loaded_models
 from aistack.backends.transport import HttpClient
 from aistack.config import Config
 from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
-from aistack.core.errors import ErrorKind, GatewayError, invalid
+from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk, Timings, Usage, collect
 from aistack.core.models import LoadedModel, ModelShow, canonical, check_name
 from aistack.core.operations import Operation
@@ -178,9 +178,8 @@ class Answer:
                 self._seen(c)
                 yield c
             raise GatewayError(
-                ErrorKind.UPSTREAM_ERROR,
+                ErrorKind.UPSTREAM_FAILED,
                 f"backend '{self.deployment.backend.name}' ended the answer without finishing",
-                status=502,
                 backend=self.deployment.backend.name,
             )
         except GatewayError as e:
@@ -397,9 +396,8 @@ class Gateway:
             except StopAsyncIteration:
                 await stream.aclose()
                 raise GatewayError(
-                    ErrorKind.UPSTREAM_ERROR,
+                    ErrorKind.UPSTREAM_FAILED,
                     f"backend '{dep.backend.name}' answered nothing",
-                    status=502,
                     backend=dep.backend.name,
                 ) from None
             except BaseException:
@@ -438,8 +436,6 @@ class Gateway:
         t = time.monotonic_ns()
 
         async def call(dep: Deployment) -> EmbedResult:
-            if not dep.backend.supports_embeddings:
-                raise invalid(f'"{req.model}" does not support embeddings')
             return await dep.backend.embed(req, dep.model)
 
         slot, result = await self.router.run(route, call, ctx)
@@ -469,7 +465,7 @@ class Gateway:
 
         async def one(b: Backend) -> list[LoadedModel]:
             try:
-                return await b.ps()
+                return await loaded_models(b)
             except GatewayError as e:
                 log.warning("cannot list loaded models of backend %s: %s", b.name, e.message)
                 return []

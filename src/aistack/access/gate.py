@@ -504,7 +504,6 @@ def _denied(key: KeyInfo, d: Denied) -> GatewayError:
         return GatewayError(
             ErrorKind.UPSTREAM_ERROR,
             "rate limits are unavailable (Redis is down) and limits.on_redis_error is reject",
-            status=503,
             retry_after=d.retry_after,
         )
     return GatewayError(

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from aistack.backends.base import Backend, ChunkStream
+from aistack.backends.base import Backend, BackendConfig, ChunkStream, Kind
 from aistack.core.chat import (
     ChatRequest,
     EmbedRequest,
@@ -41,7 +41,7 @@ from aistack.core.chat import (
     ToolCall,
     unit,
 )
-from aistack.core.errors import ErrorKind, GatewayError, invalid
+from aistack.core.errors import ConfigError, ErrorKind, GatewayError, invalid
 from aistack.core.events import Chunk, FinishReason, Timings, Usage
 from aistack.core.models import LoadedModel, ModelCard, ModelDetails, ModelShow
 
@@ -243,9 +243,6 @@ class LocalBackend(Backend):
         self._unload_timer = None
         self._expires_at = None
         self._submit_nowait(lambda job: self._free())
-
-    async def unload(self, model: str) -> None:
-        await self._call(lambda job: self._free())
 
     # -- listing
 
@@ -663,3 +660,30 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+class LocalConfig(BackendConfig):
+    """The keys of the embedded engine: the GGUF file and engine settings."""
+
+    model_path: str | None = None
+    model_name: str | None = None
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    keep_alive: float | None = None
+
+
+def _build(c: LocalConfig, client: object) -> LocalBackend:
+    try:
+        return LocalBackend(
+            c.name,
+            model_path=c.model_path,
+            model_name=c.model_name or DEFAULT_MODEL,
+            n_ctx=c.n_ctx,
+            n_threads=c.n_threads,
+            keep_alive=c.keep_alive,
+        )
+    except RuntimeError as e:
+        raise ConfigError(f"backend '{c.name}': {e}") from None
+
+
+KIND = Kind("local", LocalConfig, _build)

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from aistack.backends.base import ChunkStream, HttpBackend, mid_stream_error, single
-from aistack.backends.transport import Response, Timeouts, TransportError
+from aistack.backends.base import ChunkStream, Kind, single
+from aistack.backends.errors import upstream_error
+from aistack.backends.http import HttpBackend, HttpConfig, http_settings, mid_stream_error
+from aistack.backends.transport import HttpClient, Response, Timeouts, TransportError, parse_url
 from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
@@ -20,20 +22,25 @@ from aistack.dialects.ollama.fleet import progress_from_wire
 class OllamaBackend(HttpBackend):
     kind = "ollama"
 
-    def status_error(self, status: int, body: object) -> GatewayError:
-        if isinstance(body, dict) and "error" in body:
-            return convert.error_from_wire(body, status, self.name)
+    def status_error(
+        self, status: int, body: object, retry_after: float | None = None
+    ) -> GatewayError:
+        message = convert.error_message_from_wire(body)
+        if message is not None:
+            return upstream_error(status, message, self.name, retry_after=retry_after)
         text = body if isinstance(body, str) else "no details"
         if status == 404 and isinstance(body, str) and "page not found" in body:
             # gin's plain-text 404: the URL is wrong, not the model.
             return GatewayError(
-                ErrorKind.UPSTREAM_ERROR,
+                ErrorKind.UPSTREAM_FAILED,
                 f"backend '{self.name}' has no Ollama API at {self.settings.url} "
                 "(404 page not found); its url must be the server root, without /api or /v1",
-                status=502,
                 backend=self.name,
+                upstream_status=status,
             )
-        return convert.upstream_error(status, f"status {status}: {text}", self.name)
+        return upstream_error(
+            status, f"status {status}: {text}", self.name, retry_after=retry_after
+        )
 
     async def list_models(self) -> list[ModelCard]:
         return convert.tags_from_wire(await self.get_json("/api/tags"), self.name)
@@ -104,13 +111,7 @@ class OllamaBackend(HttpBackend):
             vectors.append(emb if isinstance(emb, list) else [])
         return EmbedResult(model=model, embeddings=vectors)
 
-    async def unload(self, model: str) -> None:
-        body = {"model": model, "prompt": "", "keep_alive": 0}
-        await self.get_json("/api/generate", body, probe=False)
-
-    # -- model management: /api/pull, /api/delete, /api/copy
-
-    manages_models = True
+    # -- model management (a ModelStore): /api/pull, /api/delete, /api/copy
 
     def _pull_timeouts(self) -> Timeouts:
         # A pull lasts as long as the download: no total limit, but a stalled one fails.
@@ -148,10 +149,9 @@ class OllamaBackend(HttpBackend):
             resp.close()
         if not finished:
             raise GatewayError(
-                ErrorKind.UPSTREAM_ERROR,
+                ErrorKind.UPSTREAM_FAILED,
                 f"backend '{self.name}' ended the pull of '{model}' before it finished; "
                 "pull again to resume",
-                status=502,
                 backend=self.name,
             )
 
@@ -170,3 +170,11 @@ class OllamaBackend(HttpBackend):
             await resp.read()
         except TransportError as e:
             raise self.unreachable(e) from None
+
+
+def _build(c: HttpConfig, client: HttpClient) -> OllamaBackend:
+    s = http_settings(c)
+    return OllamaBackend(c.name, parse_url(s.url), client, s)
+
+
+KIND = Kind("ollama", HttpConfig, _build)

@@ -6,23 +6,23 @@ and requests go to `{url}/chat/completions`, as every OpenAI SDK does it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import ClassVar, Literal
 
-from aistack.backends.base import (
-    ChunkStream,
+from aistack.backends.base import ChunkStream, Kind, single
+from aistack.backends.errors import upstream_error
+from aistack.backends.http import (
     HttpBackend,
+    HttpConfig,
     HttpSettings,
+    http_settings,
     mid_stream_error,
-    single,
 )
-from aistack.backends.transport import Endpoint, HttpClient, Response, TransportError
+from aistack.backends.transport import Endpoint, HttpClient, Response, TransportError, parse_url
 from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest, unit
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
-from aistack.core.models import ModelCard, ModelShow
-from aistack.dialects.ollama.convert import upstream_error
+from aistack.core.models import ModelCard
 from aistack.dialects.openai import convert
 from aistack.dialects.openai.stream import StreamDecoder
 
@@ -49,23 +49,21 @@ class OpenAIBackend(HttpBackend):
             sampling_extras if sampling_extras is not None else endpoint.host != "api.openai.com"
         )
 
-    def status_error(self, status: int, body: object) -> GatewayError:
+    def status_error(
+        self, status: int, body: object, retry_after: float | None = None
+    ) -> GatewayError:
         msg = convert.error_message_from_wire(body) if body is not None else "no details"
         if status == 404 and isinstance(body, str | type(None)):
             return GatewayError(
-                ErrorKind.UPSTREAM_ERROR,
+                ErrorKind.UPSTREAM_FAILED,
                 f"backend '{self.name}' has no OpenAI API at {self.settings.url} (404); "
                 "its url must be the API base, usually ending in /v1",
-                status=502,
                 backend=self.name,
+                upstream_status=status,
             )
-        err = upstream_error(status, msg, self.name)
-        if status == 429:
-            err.kind = ErrorKind.UPSTREAM_ERROR
+        # llama.cpp, vLLM and OpenAI say context_length_exceeded; the router falls back on it.
         code = convert.error_code_from_wire(body)
-        if code == "context_length_exceeded":
-            err.code = code  # llama.cpp, vLLM and OpenAI say so; the router falls back on it
-        return err
+        return upstream_error(status, msg, self.name, code=code, retry_after=retry_after)
 
     async def list_models(self) -> list[ModelCard]:
         return convert.models_from_wire(await self.get_json("/models"), self.name)
@@ -78,18 +76,6 @@ class OpenAIBackend(HttpBackend):
             raise self.unreachable(e) from None
         if resp.status != 200:
             raise self.error_for(resp, body.decode("utf-8", "replace")[:500])
-
-    async def show(self, card: ModelCard) -> ModelShow:
-        # OpenAI-compatible servers say little about a model; describe what we know.
-        arch = "unknown"
-        info: dict[str, object] = {"general.architecture": arch, "general.basename": card.name}
-        if card.context_length:
-            info[f"{arch}.context_length"] = card.context_length
-        return ModelShow(
-            card=card,
-            model_info=info,
-            capabilities=card.capabilities or ("completion", "tools"),
-        )
 
     async def chat(self, req: ChatRequest, model: str) -> ChunkStream:
         if not req.messages:
@@ -158,6 +144,19 @@ class OpenAIBackend(HttpBackend):
         )
 
 
-def synthetic_digest(backend: str, name: str) -> str:
-    """OpenAI servers have no digests; a stable one keeps clients that index by it happy."""
-    return hashlib.sha256(f"{backend}/{name}".encode()).hexdigest()
+class OpenAIConfig(HttpConfig):
+    """The keys of an OpenAI-compatible server: the API base as `url` (with /v1)."""
+
+    # Send top_k, min_p, repeat_penalty (OpenAI itself rejects them). Default: yes,
+    # except to api.openai.com.
+    sampling_extras: bool | None = None
+
+    BILLING: ClassVar[str] = "metered"
+
+
+def _build(c: OpenAIConfig, client: HttpClient) -> OpenAIBackend:
+    s = http_settings(c)
+    return OpenAIBackend(c.name, parse_url(s.url), client, s, sampling_extras=c.sampling_extras)
+
+
+KIND = Kind("openai", OpenAIConfig, _build)

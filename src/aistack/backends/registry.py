@@ -1,57 +1,29 @@
-"""Backends from configuration: one constructor per kind, all through the same table."""
+"""The backend kinds, and backends built from their config entries.
+
+A kind is declared in its own module (its config schema, its class, `KIND`) and
+listed here, once: config.py validates each `backends:` entry with its kind's schema,
+`build` makes the backend. See docs/architecture.md, "Add a backend kind".
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
 
-from aistack.backends.base import Backend, HttpSettings
-from aistack.backends.ollama import OllamaBackend
-from aistack.backends.openai_compat import OpenAIBackend
-from aistack.backends.transport import HttpClient, Timeouts, parse_url
-from aistack.config import BackendConfig, ConfigError
+from aistack.backends import local, ollama, openai_compat
+from aistack.backends.base import Backend, BackendConfig, Kind
+from aistack.backends.transport import HttpClient
 
-Factory = Callable[[BackendConfig, HttpClient], Backend]
-
-
-def _http_settings(c: BackendConfig) -> HttpSettings:
-    t = c.timeouts
-    assert c.url is not None
-    return HttpSettings(
-        url=c.url.rstrip("/"),
-        api_key=c.api_key or None,
-        headers=tuple(c.headers.items()),
-        timeouts=Timeouts(connect=t.connect, first_byte=t.first_token, idle=t.idle, total=t.total),
-    )
+KINDS: dict[str, Kind[Any]] = {k.name: k for k in (ollama.KIND, openai_compat.KIND, local.KIND)}
 
 
-def _ollama(c: BackendConfig, client: HttpClient) -> Backend:
-    s = _http_settings(c)
-    return OllamaBackend(c.name, parse_url(s.url), client, s)
-
-
-def _openai(c: BackendConfig, client: HttpClient) -> Backend:
-    s = _http_settings(c)
-    return OpenAIBackend(c.name, parse_url(s.url), client, s, sampling_extras=c.sampling_extras)
-
-
-def _local(c: BackendConfig, client: HttpClient) -> Backend:
-    from aistack.backends.local import DEFAULT_MODEL, LocalBackend
-
-    try:
-        return LocalBackend(
-            c.name,
-            model_path=c.model_path,
-            model_name=c.model_name or DEFAULT_MODEL,
-            n_ctx=c.n_ctx,
-            n_threads=c.n_threads,
-            keep_alive=c.keep_alive,
-        )
-    except RuntimeError as e:
-        raise ConfigError(f"backend '{c.name}': {e}") from None
-
-
-KINDS: dict[str, Factory] = {"ollama": _ollama, "openai": _openai, "local": _local}
-
-
-def build(configs: list[BackendConfig], client: HttpClient) -> list[Backend]:
-    return [KINDS[c.kind](c, client) for c in configs]
+def build(configs: Sequence[BackendConfig], client: HttpClient) -> list[Backend]:
+    """Each entry's backend; nothing connects until started. An entry must have been
+    validated by its kind's schema (config.parse does it)."""
+    out = []
+    for c in configs:
+        kind = KINDS[c.kind]
+        if not isinstance(c, kind.config):
+            raise TypeError(f"backend '{c.name}': a {type(c).__name__}, not {kind.config}")
+        out.append(kind.build(c, client))
+    return out

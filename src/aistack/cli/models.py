@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from aistack.backends.base import Backend
+from aistack.backends.base import Backend, store_of
 from aistack.cli._common import backends_of, config_arg, load_config, table
 from aistack.config import ConfigError, Loaded
 from aistack.core.errors import ErrorKind, GatewayError
@@ -327,15 +327,15 @@ async def _manage(args: argparse.Namespace, loaded: Loaded) -> int:
                 print(f"pulling {model} onto {_where(b)}", flush=True)
                 printer = ProgressPrinter()
                 try:
-                    async for p in b.pull(model, insecure=args.insecure):
+                    async for p in store_of(b, "pull").pull(model, insecure=args.insecure):
                         printer.update(p)
                 finally:
                     printer.close()
             elif cmd == "delete":
-                await b.delete(model)
+                await store_of(b, "delete").delete(model)
                 print(f"deleted {model} from {_where(b)}")
             else:
-                await b.copy(args.source, args.destination)
+                await store_of(b, "copy").copy(args.source, args.destination)
                 print(f"copied {args.source} to {args.destination} on {_where(b)}")
         except GatewayError as e:
             hint = ""

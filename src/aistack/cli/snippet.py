@@ -77,10 +77,12 @@ def default_model(cfg: Config) -> str:
     for b in cfg.backends:
         if b.models:
             return b.models[0]
+    from aistack.backends.local import DEFAULT_MODEL, LocalConfig
+
     for b in cfg.backends:
-        if b.kind == "local":
-            return b.model_name or "smollm2:135m"
-    return "smollm2:135m"
+        if isinstance(b, LocalConfig):
+            return b.model_name or DEFAULT_MODEL
+    return DEFAULT_MODEL
 
 
 def create_key(args: argparse.Namespace) -> str:

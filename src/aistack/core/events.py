@@ -54,14 +54,6 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
     # The model that actually answered, as the backend named it (empty if unknown).
     model: str = ""
 
-    @property
-    def is_final(self) -> bool:
-        return self.finish is not None
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.content or self.thinking or self.tool_calls) and self.finish is None
-
 
 def collect(chunks: Iterable[Chunk]) -> Chunk:
     """Fold a stream into one chunk: text concatenated, tool calls appended, last finish wins.

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from aistack.backends.base import Backend
+from aistack.backends.base import Backend, BackendConfig
+from aistack.backends.http import HttpConfig
 from aistack.backends.transport import HttpClient
-from aistack.config import BackendConfig, Config
+from aistack.config import Config
 from aistack.core.chat import ChatRequest, EmbedRequest, Message, Sampling
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import collect
@@ -65,10 +66,13 @@ class Options:
     embedded: bool = True
 
 
-async def _dialect_hint(client: HttpClient, c: BackendConfig) -> tuple[str, str] | None:
+def _url(c: BackendConfig) -> str | None:
+    return c.url if isinstance(c, HttpConfig) else None
+
+
+async def _dialect_hint(client: HttpClient, c: BackendConfig, url: str) -> tuple[str, str] | None:
     """When a backend answers, but not in its kind's dialect: what it is, and the fix."""
-    assert c.url is not None
-    url = c.url.rstrip("/")
+    url = url.rstrip("/")
     if c.kind == "ollama":
         r = await services.get(client, url + "/v1/models")
         if r is not None and r[0] == 200 and services.is_json_with(r[1], "data"):
@@ -119,7 +123,7 @@ async def _answers(b: Backend, card: ModelCard, opts: Options) -> Finding:
             since(t),
         )
     except GatewayError as e:
-        if e.kind is ErrorKind.INVALID_REQUEST and b.supports_embeddings:
+        if e.kind is ErrorKind.INVALID_REQUEST:
             return await _embeds(b, card, opts, t, chat_error=e.message)
         return failed(
             "answers",
@@ -186,8 +190,9 @@ async def _backend(
     seen: dict[str, set[str]],
 ) -> list[Finding]:
     out: list[Finding] = []
-    if c.url:
-        p = url_problem(c.kind, c.url)
+    url = _url(c)
+    if url:
+        p = url_problem(c.kind, url)
         if p is not None:
             return [failed("url", b.name, p.detail, p.fix)]
     cards: list[ModelCard] = []
@@ -202,15 +207,15 @@ async def _backend(
         except GatewayError as e:
             took = since(t)
             hint = (
-                await _dialect_hint(client, c)
-                if c.url and e.kind is not ErrorKind.UPSTREAM_UNREACHABLE
+                await _dialect_hint(client, c, url)
+                if url and e.kind is not ErrorKind.UPSTREAM_UNREACHABLE
                 else None
             )
             if hint is not None:
                 return [failed("url", b.name, hint[0], hint[1], took)]
-            where = f"backends[{index}].url" if c.url else "the backend"
+            where = f"backends[{index}].url" if url else "the backend"
             fix = (
-                f"start it, or correct {where} ({c.url})"
+                f"start it, or correct {where} ({url})"
                 if e.kind in (ErrorKind.UPSTREAM_UNREACHABLE, ErrorKind.UPSTREAM_TIMEOUT)
                 else "see the error; check the url, kind and api_key"
             )

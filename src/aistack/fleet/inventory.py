@@ -18,7 +18,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
-from aistack.backends.base import Backend
+from aistack.backends.base import Backend, loaded_models, manages_models
 from aistack.core.errors import GatewayError
 from aistack.core.models import LoadedModel, ModelCard, canonical
 from aistack.fleet.placement import resolve_alias
@@ -172,7 +172,7 @@ async def _one(
         kind=b.kind,
         url=str(desc.get("url", "")),
         reachable=True,
-        manages_models=b.manages_models,
+        manages_models=manages_models(b),
         declared=list(declared),
         discover=discover,
     )
@@ -188,7 +188,7 @@ async def _one(
     loaded: list[LoadedModel] = []
     if report.reachable and discover:
         try:
-            loaded = await b.ps()
+            loaded = await loaded_models(b)
         except GatewayError:
             loaded = []
         if details:

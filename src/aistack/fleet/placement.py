@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Literal
 
-from aistack.backends.base import Backend
+from aistack.backends.base import Backend, manages_models
 from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.core.models import canonical
 
@@ -41,7 +41,7 @@ def resolve_alias(name: str, aliases: Mapping[str, str]) -> str:
 
 
 def managed(backends: Sequence[Backend]) -> list[Backend]:
-    return [b for b in backends if b.manages_models]
+    return [b for b in backends if manages_models(b)]
 
 
 def _none_can(action: Action, backends: Sequence[Backend]) -> GatewayError:
@@ -52,7 +52,7 @@ def _none_can(action: Action, backends: Sequence[Backend]) -> GatewayError:
 def explicit_backend(action: Action, name: str, backends: Sequence[Backend]) -> Backend:
     for b in backends:
         if b.name == name:
-            if not b.manages_models:
+            if not manages_models(b):
                 raise b.cannot(action)
             return b
     names = ", ".join(b.name for b in backends) or "none"
@@ -85,10 +85,9 @@ def choose(
         if len(having) > 1:
             names = ", ".join(b.name for b in having)
             raise GatewayError(
-                ErrorKind.INVALID_REQUEST,
+                ErrorKind.CONFLICT,
                 f"model '{model}' is on several backends ({names}); say which one "
                 "(--instance NAME, or the X-Aistack-Backend header)",
-                status=409,
                 param="model",
             )
         if having:

@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from aistack.backends.base import Backend
+from aistack.backends.base import Backend, manages_models, store_of
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.fleet import PullProgress
 from aistack.core.models import canonical
@@ -98,7 +98,7 @@ async def plan(
             continue
         if not declared.get(b.name):
             p.skipped[b.name] = "declares no models (models: []), so sync leaves it alone"
-        elif not b.manages_models:
+        elif not manages_models(b):
             p.skipped[b.name] = f"cannot pull: {b.unmanaged_reason}"
         else:
             todo.append(b)
@@ -121,7 +121,7 @@ class Reporter(Protocol):
 
 
 async def pull_one(b: Backend, step: Step, reporter: Reporter) -> None:
-    async for p in b.pull(step.model):
+    async for p in store_of(b, "pull").pull(step.model):
         reporter.progress(step, p)
 
 
@@ -144,7 +144,7 @@ async def apply(
                     await pull_one(b, step, reporter)
                 else:
                     try:
-                        await b.delete(step.model)
+                        await store_of(b, "delete").delete(step.model)
                     except GatewayError as e:
                         if e.kind is not ErrorKind.NOT_FOUND:  # gone already is fine
                             raise

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from aistack.access.keys import SpecError, parse_since
+from aistack.backends.base import loaded_models
 from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.core.models import LoadedModel
 from aistack.doctor import snippets
@@ -78,7 +79,7 @@ class AdminViews:
             async def one(name: str) -> tuple[str, list[LoadedModel] | str]:
                 try:
                     async with asyncio.timeout(3):
-                        return name, await gw.backends[name].ps()
+                        return name, await loaded_models(gw.backends[name])
                 except TimeoutError:
                     return name, "no answer in 3 s"
                 except GatewayError as e:

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from aistack.backends.base import Backend
+from aistack.backends.base import Backend, store_of
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.fleet import PullProgress
 from aistack.core.models import canonical
@@ -88,13 +88,13 @@ async def pull(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     model = placement.resolve_alias(r.model, gw.config.aliases)
     b = await _choose(gw, req, "pull", model)
     log.info("pull %s on backend %s", model, b.name)
-    it = b.pull(model, insecure=r.insecure)
+    it = store_of(b, "pull").pull(model, insecure=r.insecure)
     try:
         # The first step before the first byte: a refusal still gets its real status.
         first = await it.__anext__()
     except StopAsyncIteration:
         raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR, f"backend '{b.name}' answered nothing", status=502
+            ErrorKind.UPSTREAM_FAILED, f"backend '{b.name}' answered nothing", backend=b.name
         ) from None
     except BaseException:
         await _aclose(it)
@@ -134,7 +134,7 @@ async def delete(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     ctx.model = model
     b = await _choose(gw, req, "delete", model)
     log.info("delete %s on backend %s", model, b.name)
-    await b.delete(model)
+    await store_of(b, "delete").delete(model)
     await gw.catalog.refresh()
     # As Ollama: 200 with an empty body.
     await respond(req, 200, b"", JSON_TYPE, _backend_header(b))
@@ -145,7 +145,7 @@ async def copy(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     ctx.model = source
     b = await _choose(gw, req, "copy", source)
     log.info("copy %s to %s on backend %s", source, destination, b.name)
-    await b.copy(source, destination)
+    await store_of(b, "copy").copy(source, destination)
     await gw.catalog.refresh()
     await respond(req, 200, b"", JSON_TYPE, _backend_header(b))
 

@@ -18,6 +18,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from aistack.backends.base import loaded_models
 from aistack.core.errors import GatewayError
 from aistack.core.models import canonical
 from aistack.core.operations import Operation
@@ -248,7 +249,7 @@ class GatewayMetrics:
         now = time.time()
         for b in self.gw.backends.values():
             try:
-                models = await b.ps()
+                models = await loaded_models(b)
             except GatewayError:
                 continue
             except Exception:

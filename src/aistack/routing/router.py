@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from aistack.backends.base import Backend
-from aistack.config import BackendConfig, ModelRoutingConfig, RoutingConfig
+from aistack.backends.base import Backend, BackendConfig
+from aistack.config import ModelRoutingConfig, RoutingConfig
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.models import canonical
 from aistack.routing.catalog import Catalog, Deployment
@@ -51,18 +51,22 @@ _FAIL = 3  # the deployment's fault: counts against its circuit, try elsewhere
 _DEPLOYMENT_FAULTS = (
     ErrorKind.UPSTREAM_UNREACHABLE,
     ErrorKind.UPSTREAM_TIMEOUT,
+    ErrorKind.UPSTREAM_FAILED,
     ErrorKind.UPSTREAM_ERROR,
+    ErrorKind.UPSTREAM_RATE_LIMITED,
     ErrorKind.INTERNAL,
 )
 
 
 def _again(e: GatewayError) -> bool:
     """Worth asking the same deployment again after a pause: it could not be reached,
-    or said it is briefly unable. Not a timeout (it already cost the caller that long),
-    not a 429 (its cooldown says when)."""
-    return e.kind is ErrorKind.UPSTREAM_UNREACHABLE or (
-        e.kind is ErrorKind.UPSTREAM_ERROR and e.status in (500, 502, 503, 504)
-    )
+    answered nonsense, or said it is briefly unable (a 5xx). Not our timeout (it already
+    cost the caller that long), not a 429 (its cooldown says when)."""
+    if e.kind is ErrorKind.UPSTREAM_UNREACHABLE:
+        return True
+    if e.upstream_status is None:
+        return e.kind is ErrorKind.UPSTREAM_FAILED
+    return e.kind.upstream and e.upstream_status in (500, 502, 503, 504)
 
 
 def _verdict(e: GatewayError) -> int:
@@ -73,6 +77,14 @@ def _verdict(e: GatewayError) -> int:
     if e.kind is ErrorKind.NOT_FOUND:
         return _SKIP
     return _FATAL
+
+
+# The kind of "nothing is available" by the status its deployments failed with.
+_UNAVAILABLE = {
+    429: ErrorKind.UPSTREAM_RATE_LIMITED,
+    502: ErrorKind.UPSTREAM_UNREACHABLE,
+    504: ErrorKind.UPSTREAM_TIMEOUT,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +194,6 @@ class Router:
             key = canonical(target)
             hops.append(key)
         return hops
-
-    def settings(self, name: str) -> ModelRoutingConfig | None:
-        """routing.models for a name: the most specific entry (the name, then each alias
-        step, then the model) wins whole."""
-        for hop in self._hops(name):
-            m = self.models.get(hop)
-            if m is not None:
-                return m
-        return None
 
     def _build_route(self, name: str) -> Route | None:
         hops = self._hops(name)
@@ -386,7 +389,6 @@ class Router:
             ErrorKind.UPSTREAM_ERROR,
             f"every deployment of '{route.name}' is busy (max_in_flight); "
             f"waited {self.queue_timeout:g}s for a free one",
-            status=503,
             retry_after=1,
         )
         loop = asyncio.get_running_loop()
@@ -427,7 +429,7 @@ class Router:
                 slot.key,
                 slot.dep.backend.name,
                 e.kind.name,
-                e.status,
+                e.upstream_status or e.status,
                 e.message,
                 started_ns,
                 time.monotonic_ns(),
@@ -448,7 +450,7 @@ class Router:
         slot.last_error = e.message
         slot.last_status = e.status
         slot.last_error_at = time.time()
-        rate_limited = e.status == 429
+        rate_limited = e.kind is ErrorKind.UPSTREAM_RATE_LIMITED
         if slot.circuit.failure(
             time.monotonic(),
             self.policy,
@@ -520,9 +522,9 @@ class Router:
         status = statuses.pop() if len(statuses) == 1 else 503
         if status < 429 or status == 501:
             status = 503
+        kind = _UNAVAILABLE.get(status, ErrorKind.UPSTREAM_ERROR)
         return GatewayError(
-            ErrorKind.UPSTREAM_TIMEOUT if status == 504 else ErrorKind.UPSTREAM_ERROR,
+            kind,
             f"no deployment of '{name}' is available: {detail}",
-            status=status,
             retry_after=max(1.0, retry_at - now) if retry_at != math.inf else None,
         )

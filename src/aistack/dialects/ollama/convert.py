@@ -564,46 +564,12 @@ def embed_request_to_wire(r: EmbedRequest, model: str) -> JSONObject:
 # client side: what an Ollama backend answers
 
 
-def error_from_wire(obj: JSONObject, status: int, backend: str) -> GatewayError:
-    msg = obj.get("error")
-    text = msg if isinstance(msg, str) else str(msg)
-    return upstream_error(status, text, backend)
-
-
-# How servers say a prompt does not fit: Ollama and aistack ("the input length exceeds
-# the context length"), llama.cpp ("exceed context window"), vLLM and OpenAI ("maximum
-# context length"), OpenRouter, Anthropic ("prompt is too long").
-_CONTEXT_OVERFLOW = re.compile(
-    r"context (length|window)|maximum context|prompt is too long|too many tokens",
-    re.IGNORECASE,
-)
-
-
-def upstream_error(status: int, message: str, backend: str) -> GatewayError:
-    """Map a backend's error status to the kind the caller should see.
-
-    404 and 400 are about the request (the model, a capability) and keep their status;
-    anything else is the backend's trouble. A prompt too long for the model is marked
-    `context_length_exceeded` whatever the backend's wording, so the router can send it
-    to a model with a longer context.
-    """
-    if status == 404:
-        return GatewayError(ErrorKind.NOT_FOUND, message, backend=backend)
-    if status in (400, 413, 422) and _CONTEXT_OVERFLOW.search(message):
-        return GatewayError(
-            ErrorKind.INVALID_REQUEST, message, backend=backend, code="context_length_exceeded"
-        )
-    if status in (400, 422):
-        return GatewayError(ErrorKind.INVALID_REQUEST, message, backend=backend)
-    if status == 413:
-        return GatewayError(ErrorKind.PAYLOAD_TOO_LARGE, message, backend=backend)
-    return GatewayError(
-        ErrorKind.UPSTREAM_ERROR,
-        f"backend '{backend}' failed: {message}" if backend else message,
-        # A backend's own 500 is a bad gateway from the caller's side, not our crash.
-        status=502 if status < 400 or status == 500 else status,
-        backend=backend,
-    )
+def error_message_from_wire(body: object) -> str | None:
+    """The message of an Ollama error body (`{"error": "..."}`), or None if it is not one."""
+    if not isinstance(body, dict) or "error" not in body:
+        return None
+    msg = body["error"]
+    return msg if isinstance(msg, str) else str(msg)
 
 
 _FINISH: dict[str, FinishReason] = {
@@ -616,8 +582,13 @@ _FINISH: dict[str, FinishReason] = {
 
 def chunk_from_wire(obj: JSONObject, backend: str = "") -> Chunk:
     """One native chunk (chat or generate) as a core chunk; an error line raises."""
-    if "error" in obj:
-        raise error_from_wire(obj, 500, backend)
+    failed = error_message_from_wire(obj)
+    if failed is not None:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_FAILED,
+            f"backend '{backend}' failed: {failed}" if backend else failed,
+            backend=backend,
+        )
     msg = obj.get("message")
     if isinstance(msg, dict):
         content = msg.get("content") or ""
@@ -655,9 +626,7 @@ def embed_result_from_wire(obj: JSONObject, model: str) -> EmbedResult:
     embs = obj.get("embeddings")
     if not isinstance(embs, list):
         raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR,
-            f"backend answered embeddings of type {type_name(embs)}",
-            status=502,
+            ErrorKind.UPSTREAM_FAILED, f"backend answered embeddings of type {type_name(embs)}"
         )
     return EmbedResult(
         model=model,

@@ -30,9 +30,8 @@ def progress_from_wire(obj: JSONObject, backend: str) -> PullProgress:
         err = obj.get("error")
         msg = err if isinstance(err, str) else str(err)
         raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR,
+            ErrorKind.UPSTREAM_FAILED,
             f"backend '{backend}' failed: {msg}" if backend else msg,
-            status=502,
             backend=backend,
         )
     status = obj.get("status")

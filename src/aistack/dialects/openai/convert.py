@@ -717,17 +717,15 @@ def chat_chunk_from_response(obj: JSONObject, backend: str = "") -> Chunk:
     """A whole chat.completion (or text_completion) as one final core chunk."""
     if "error" in obj and not obj.get("choices"):
         raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR,
+            ErrorKind.UPSTREAM_FAILED,
             f"backend '{backend}' failed: {error_message_from_wire(obj)}",
-            status=502,
             backend=backend,
         )
     choices = obj.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR,
+            ErrorKind.UPSTREAM_FAILED,
             f"backend '{backend}' answered without choices",
-            status=502,
             backend=backend,
         )
     ch = choices[0]
@@ -754,9 +752,8 @@ def embed_result_from_wire(obj: JSONObject, model: str) -> EmbedResult:
     data = obj.get("data")
     if not isinstance(data, list):
         raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR,
+            ErrorKind.UPSTREAM_FAILED,
             f"backend answered embeddings data of type {type_name(data)}",
-            status=502,
         )
     ordered = sorted((d for d in data if isinstance(d, dict)), key=lambda d: as_int(d.get("index")))
     embs: list[list[float]] = []

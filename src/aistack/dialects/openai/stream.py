@@ -134,9 +134,8 @@ class StreamDecoder:
     def feed(self, obj: JSONObject) -> Chunk | None:
         if "error" in obj and not obj.get("choices"):
             raise GatewayError(
-                ErrorKind.UPSTREAM_ERROR,
+                ErrorKind.UPSTREAM_FAILED,
                 f"backend '{self._backend}' failed mid-stream: {error_message_from_wire(obj)}",
-                status=502,
                 backend=self._backend,
             )
         if not self._model and isinstance(obj.get("model"), str):
@@ -214,9 +213,8 @@ class StreamDecoder:
                 self._finish = "tool_calls"
                 return Chunk(tool_calls=self._take_calls(), finish="tool_calls", usage=self._usage)
             raise GatewayError(
-                ErrorKind.UPSTREAM_ERROR,
+                ErrorKind.UPSTREAM_FAILED,
                 f"backend '{self._backend}' ended the stream before finishing",
-                status=502,
                 backend=self._backend,
             )
         return Chunk(finish=self._finish, usage=self._usage, model=self._model)
