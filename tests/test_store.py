@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aistack.store import KeyRecord, Store, StoreError, UsageRow, open_store
-from aistack.store.base import day_start_ms, period_end_ms, period_start
+from aistack.store.calendar import day_start_ms, period_end_ms, period_start
 from aistack.store.migrations import MIGRATIONS
 
 DAY = 86_400_000

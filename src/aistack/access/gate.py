@@ -39,7 +39,7 @@ from aistack.core.models import canonical
 from aistack.core.operations import Operation
 from aistack.limits.base import Denied, Limiter, Quota, Ticket
 from aistack.store import KeyRecord, Store, StoreError, UsageRow
-from aistack.store.base import Period, iso, now_ms, period_end_ms, period_start
+from aistack.store.calendar import Period, iso, now_ms, period_end_ms, period_start
 
 log = logging.getLogger("aistack.auth")
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aistack.store.base import Period
+from aistack.store.calendar import Period
 
 PREFIX = "sk-aistack-"
 _PERIODS: dict[str, Period] = {

@@ -15,7 +15,7 @@ from aistack.access.gate import new_record
 from aistack.access.keys import SpecError, parse_budget, parse_expiry
 from aistack.cli.db import run_store_command
 from aistack.store import KeyRecord, Store
-from aistack.store.base import iso, now_ms
+from aistack.store.calendar import iso, now_ms
 
 
 def keys(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ from aistack.access.keys import SpecError, parse_since
 from aistack.cli.db import run_store_command
 from aistack.cli.keys import print_table
 from aistack.store import Store
-from aistack.store.base import GROUPS, iso
+from aistack.store.calendar import iso
+from aistack.store.records import GROUPS
 
 
 def usage(args: argparse.Namespace) -> int:

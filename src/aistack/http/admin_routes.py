@@ -17,7 +17,8 @@ from aistack.access.keys import SpecError, parse_budget, parse_expiry, parse_sin
 from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.http.asgi import Request, query_of, respond, respond_json
 from aistack.service import Gateway, RequestContext
-from aistack.store.base import GROUPS, now_ms
+from aistack.store.calendar import now_ms
+from aistack.store.records import GROUPS
 
 
 def _gate(gw: Gateway) -> Gate:

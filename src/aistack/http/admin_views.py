@@ -20,7 +20,7 @@ from aistack.http.asgi import Request, query_of, respond_json
 from aistack.observability.content import ContentLog
 from aistack.routing.health import report
 from aistack.service import Gateway, RequestContext
-from aistack.store.base import day_of, day_start_ms, now_ms
+from aistack.store.calendar import day_of, day_start_ms, now_ms
 
 KEY_PLACEHOLDER = "YOUR_AISTACK_KEY"
 

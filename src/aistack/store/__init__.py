@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from aistack.store.base import KeyRecord, Report, ReportRow, Store, StoreError, UsageRow
+from aistack.store.base import Store
+from aistack.store.records import KeyRecord, Report, ReportRow, StoreError, UsageRow
 
 __all__ = [
     "KeyRecord",

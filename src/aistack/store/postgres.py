@@ -12,7 +12,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from aistack.store.base import Store, StoreError
+from aistack.store.base import Store
+from aistack.store.records import StoreError
 
 # pg_advisory_lock key: the ASCII of "aistack" as a number, fixed for ever.
 _MIGRATION_LOCK = 0x61697374_61636B

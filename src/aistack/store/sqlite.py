@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aistack.store.base import Store, StoreError
+from aistack.store.base import Store
+from aistack.store.records import StoreError
 
 
 class SqliteStore(Store):
