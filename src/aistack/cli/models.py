@@ -15,18 +15,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from aistack.backends.base import Backend, store_of
 from aistack.cli._common import backends_of, config_arg, load_config, table
+from aistack.cli.progress import ProgressPrinter
 from aistack.config import ConfigError, Loaded
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.fleet import PullProgress
 from aistack.core.models import canonical
 from aistack.fleet import inventory, placement, sync
-from aistack.fleet.progress import PullMeter, human_bytes
+from aistack.fleet.progress import human_bytes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -222,69 +223,6 @@ def render_inventory(data: dict[str, Any]) -> str:
 
 
 # -- pull, delete, copy
-
-
-class ProgressPrinter:
-    """Draws Ollama's progress: a redrawn bar on a terminal, sparse lines in a log."""
-
-    def __init__(self, out: IO[str] | None = None, *, prefix: str = "") -> None:
-        self.out = out or sys.stdout
-        self.tty = self.out.isatty()
-        self.meter = PullMeter()
-        self.prefix = prefix
-        self._digest = ""
-        self._status = ""
-        self._width = 0
-        self._drawn_at = 0.0
-        self._logged_pct = -1
-
-    def update(self, p: PullProgress) -> None:
-        m = self.meter
-        m.update(p)
-        if p.digest and p.total:
-            if p.digest != self._digest:
-                self._end_line()
-                self._digest = p.digest
-                self._logged_pct = -1
-            self._status = p.status
-            self._bar(final=p.completed >= p.total)
-            return
-        if p.status != self._status:
-            self._end_line()
-            self._digest = ""
-            self._status = p.status
-            self._print(self.prefix + p.status)
-
-    def _bar(self, *, final: bool) -> None:
-        now = time.monotonic()
-        text = self.prefix + self.meter.line()
-        if self.tty:
-            if final or now - self._drawn_at >= 0.1:
-                self._drawn_at = now
-                pad = max(0, self._width - len(text))
-                self.out.write("\r" + text + " " * pad)
-                self.out.flush()
-                self._width = len(text)
-            return
-        pct = int(self.meter.fraction * 10)  # a line per 10% in a log
-        if pct != self._logged_pct or final:
-            if final and self._logged_pct == 10:
-                return
-            self._logged_pct = 10 if final else pct
-            self._print(text)
-
-    def _end_line(self) -> None:
-        if self.tty and self._width:
-            self.out.write("\n")
-            self.out.flush()
-        self._width = 0
-
-    def _print(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    def close(self) -> None:
-        self._end_line()
 
 
 async def _present(bs: Sequence[Backend]) -> dict[str, set[str]]:
