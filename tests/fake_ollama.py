@@ -1,12 +1,23 @@
-"""A stand-in for an Ollama server's model store: tags, show, ps, pull, delete, copy.
+"""A stand-in for an Ollama server: its model store and its memory.
 
-Ollama's store (a registry to pull from, blobs on disk) is a part this machine does
-not have, so this small server plays Ollama's documented answers
+Ollama's store (a registry to pull from, blobs on disk) and a GPU are parts this
+machine does not have, so this small server plays Ollama's documented answers
 (shared/reference/ollama-api.md 2.10-2.17): `/api/pull` streams `pulling manifest`,
 then per layer `pulling <digest12>` with `total`/`completed`, then `verifying sha256
 digest`, `writing manifest`, `success`; an error mid-pull is an `{"error": ...}` line;
 a pull that stops keeps its bytes, so the next pull of the same model resumes there
 (as Ollama's partial blobs do). Delete and copy answer 200 with an empty body, or 404.
+
+Memory (section 2.4-2.6, 2.12): `/api/chat` and `/api/generate` load a cold model
+first (counted in `loads`; it takes `load_time`, or until `open_loads()` while
+`hold_loads` is set), evicting the least recently used models when it does not fit in
+`vram`; `/api/ps` lists what is loaded with its size and keep-alive. An empty request
+loads (`done_reason: load`), with `keep_alive: 0` unloads (`unload`). Unlike Ollama,
+which waits for a model's requests to end before evicting it, this one swaps at once
+(as llama-swap does) and records each eviction under a running request in
+`evicted_running`, so a scheduler that lets that happen is caught. Answers take
+`answer_time`, or wait for `release()` while `hold_answers` is set; `busy` answers the
+next requests with 503 (or `busy_status`) and `Retry-After: busy_retry_after`.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 
 from tests.faults import FaultServer, chunk, response_head
@@ -56,13 +68,67 @@ class FakeOllama:
     # (model, offset the pull started from) for every pull
     pulls: list[tuple[str, int]] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)
+    # Memory: bytes of VRAM (0: everything fits), load/answer times, what happened.
+    vram: int = 0
+    load_time: float = 0.0
+    answer_time: float = 0.0
+    hold_loads: bool = False
+    hold_answers: bool = False
+    loads: list[str] = field(default_factory=list)  # every model load, in order
+    evicted: list[str] = field(default_factory=list)
+    evicted_running: list[tuple[str, str]] = field(default_factory=list)  # (evicted, for)
+    running: dict[str, int] = field(default_factory=dict)
+    served: list[tuple[str, str]] = field(default_factory=list)  # (model, last user message)
+    busy: int = 0  # answer the next this many chat/generate requests as busy
+    busy_status: int = 503
+    busy_retry_after: str | None = "1"
+    busy_answered: int = 0
     steps: int = 20  # progress lines per layer
     delay: float = 0.0  # seconds between progress lines
     requests: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
     server: FaultServer | None = None
 
+    _used: dict[str, float] = field(default_factory=dict)  # model -> last use (monotonic)
+    _gates: list[asyncio.Future[None]] = field(default_factory=list)
+    _answer_gates: list[asyncio.Future[None]] = field(default_factory=list)
+
     def add(self, name: str, size: int = 1_000_000, **kw: str) -> None:
         self.models[canonical(name)] = Stored(canonical(name), size, _digest(name), **kw)
+
+    # -- controls, from the test's thread
+
+    def _soon(self, fn: object) -> None:
+        assert self.server is not None and self.server._loop is not None
+        self.server._loop.call_soon_threadsafe(fn)  # type: ignore[arg-type]
+
+    def open_loads(self) -> None:
+        """Let every load waiting on `hold_loads` finish (and later ones not wait)."""
+        self.hold_loads = False
+
+        def go() -> None:
+            for f in self._gates:
+                if not f.done():
+                    f.set_result(None)
+            self._gates.clear()
+
+        self._soon(go)
+
+    def release(self, n: int = 1) -> None:
+        """Let the `n` oldest answers waiting on `hold_answers` finish."""
+
+        def go() -> None:
+            for _ in range(n):
+                while self._answer_gates:
+                    f = self._answer_gates.pop(0)
+                    if not f.done():
+                        f.set_result(None)
+                        break
+
+        self._soon(go)
+
+    def held(self) -> int:
+        """Answers waiting on `hold_answers` now."""
+        return sum(1 for f in list(self._answer_gates) if not f.done())
 
     # -- server
 
@@ -100,6 +166,8 @@ class FakeOllama:
             await self._send(writer, status, payload)
         elif (method, path) == ("POST", "/api/pull"):
             await self._pull(writer, body)
+        elif (method, path) in (("POST", "/api/chat"), ("POST", "/api/generate")):
+            await self._answer(writer, path, body)
         else:
             await self._send(writer, 404, b"404 page not found", ctype=b"text/plain")
 
@@ -161,7 +229,118 @@ class FakeOllama:
             for m in self.models.values()
             if m.name in self.loaded
         ]
+        models.sort(key=lambda m: -self._used.get(str(m["name"]), 0.0))
         return 200, {"models": models}
+
+    # -- memory: load, evict, answer
+
+    async def _load(self, name: str) -> None:
+        if name in self.loaded:
+            self._used[name] = time.monotonic()
+            return
+        need = self.models[name].size
+        if self.vram:
+            # Least recently used first, as Ollama picks; this one does not wait for a
+            # model's requests to end (see the module's docstring).
+            for other in sorted(self.loaded, key=lambda m: self._used.get(m, 0.0)):
+                if sum(self.models[m].size for m in self.loaded) + need <= self.vram:
+                    break
+                self.loaded.discard(other)
+                self.evicted.append(other)
+                if self.running.get(other):
+                    self.evicted_running.append((other, name))
+        if self.hold_loads:
+            gate = asyncio.get_running_loop().create_future()
+            self._gates.append(gate)
+            await gate
+        elif self.load_time:
+            await asyncio.sleep(self.load_time)
+        self.loads.append(name)
+        self.loaded.add(name)
+        self._used[name] = time.monotonic()
+
+    async def _answer(
+        self, writer: asyncio.StreamWriter, path: str, body: dict[str, object]
+    ) -> None:
+        chat = path == "/api/chat"
+        name = canonical(str(body.get("model") or ""))
+        stream = body.get("stream", True) is not False
+        m = self.models.get(name)
+        if m is None:
+            await self._send(writer, 404, {"error": f"model '{body.get('model')}' not found"})
+            return
+        if self.busy:
+            self.busy -= 1
+            self.busy_answered += 1
+            extra = b"retry-after: %s\r\n" % self.busy_retry_after.encode() if (
+                self.busy_retry_after is not None) else b""  # fmt: skip
+            data = json.dumps({"error": "server busy, please try again"}).encode()
+            writer.write(response_head(self.busy_status, b"application/json", extra,
+                                       length=len(data)) + data)  # fmt: skip
+            await writer.drain()
+            return
+        messages = body.get("messages") if chat else None
+        prompt = "" if chat else str(body.get("prompt") or "")
+        empty = (not messages) if chat else not prompt
+        if empty and body.get("keep_alive") in (0, "0", "0s"):
+            self.loaded.discard(name)
+            await self._final(writer, chat, name, stream, "", "unload")
+            return
+        self.running[name] = self.running.get(name, 0) + 1
+        try:
+            await self._load(name)
+            if empty:
+                await self._final(writer, chat, name, stream, "", "load")
+                return
+            last = ""
+            if isinstance(messages, list):
+                users = [x for x in messages if isinstance(x, dict) and x.get("role") == "user"]
+                last = str(users[-1].get("content", "")) if users else ""
+            else:
+                last = prompt
+            self.served.append((name, last))
+            if self.hold_answers:
+                gate = asyncio.get_running_loop().create_future()
+                self._answer_gates.append(gate)
+                await gate
+            elif self.answer_time:
+                await asyncio.sleep(self.answer_time)
+            if name not in self.loaded:
+                # Evicted under this very request: what a scheduler must never allow.
+                self.evicted_running.append((name, "?"))
+            self._used[name] = time.monotonic()
+            await self._final(writer, chat, name, stream, f"answer from {name}", "stop")
+        finally:
+            self.running[name] -= 1
+
+    async def _final(
+        self, writer: asyncio.StreamWriter, chat: bool, name: str, stream: bool, text: str,
+        reason: str,
+    ) -> None:  # fmt: skip
+        created = "2025-10-26T17:21:21.196249Z"
+        out: dict[str, object] = {"model": name, "created_at": created}
+        if chat:
+            out["message"] = {"role": "assistant", "content": text}
+        else:
+            out["response"] = text
+        out.update({"done": True, "done_reason": reason, "total_duration": 1000,
+                    "load_duration": 10, "prompt_eval_count": 3, "prompt_eval_duration": 100,
+                    "eval_count": 3, "eval_duration": 100})  # fmt: skip
+        if not stream:
+            await self._send(writer, 200, out)
+            return
+        first: dict[str, object] = {"model": name, "created_at": created, "done": False}
+        if chat:
+            first["message"] = {"role": "assistant", "content": text}
+            out["message"] = {"role": "assistant", "content": ""}
+        else:
+            first["response"] = text
+            out["response"] = ""
+        writer.write(response_head(200, b"application/x-ndjson"))
+        for obj in (first, out) if text else (out,):
+            writer.write(chunk(json.dumps(obj).encode() + b"\n"))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
 
     def _show(self, body: dict[str, object]) -> tuple[int, object]:
         m = self.models.get(canonical(str(body.get("model") or body.get("name"))))

@@ -191,8 +191,9 @@ def test_a_too_long_prompt_jumps_to_the_context_chain() -> None:
 
 
 def test_a_429_cools_a_deployment_for_its_retry_after_and_the_caller_hears_why() -> None:
+    # A Retry-After longer than the request may wait (queue_timeout) is not waited out.
     a = Scripted("a", "m", script=[rate_limited(30)])
-    gw = gateway(FAST, a)
+    gw = gateway(FAST + "  queue_timeout: 5\n", a)
     with pytest.raises(GatewayError) as e:
         run(ask(gw))
     assert e.value.status == 429 and a.calls == 1

@@ -60,6 +60,28 @@ class DeploymentConfig(_Strict):
     max_in_flight: int | None = None
 
 
+class ModelDefaults(_Strict):
+    """Request fields the gateway sets for a model when the client did not (docs/routing.md)."""
+
+    keep_alive: float | str | None = None
+    think: bool | Literal["low", "medium", "high", "max"] | None = None
+    # A system message for requests without one; with `force`, put before the client's.
+    system: str | None = None
+    num_ctx: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+    # Other backend options (Ollama's num_batch, num_gpu, ...), passed through.
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class ModelRoutingConfig(_Strict):
     """How one public name (a model or an alias) is routed."""
 
@@ -70,6 +92,17 @@ class ModelRoutingConfig(_Strict):
     context_fallbacks: list[str] = msgspec.field(default_factory=list)
     # Per backend: weight, priority, max_in_flight of this model there.
     deployments: dict[str, DeploymentConfig] = msgspec.field(default_factory=dict)
+    # Waiting when every deployment is busy: how many requests may wait, and how long
+    # each waits at most (unset: routing.queue_depth, routing.queue_timeout).
+    queue_depth: int | None = None
+    queue_timeout: float | None = None
+    # Send the turns of one conversation to the same instance while it can take them
+    # (its prompt cache is reused): by the X-Aistack-Session header, else a hash of the
+    # key and the conversation's first messages.
+    sticky: bool = False
+    # Request fields filled in when the client left them out; `force`: always.
+    defaults: ModelDefaults | None = None
+    force: bool = False
 
 
 class CooldownConfig(_Strict):
@@ -95,8 +128,15 @@ class RoutingConfig(_Strict):
     # Jittered exponential backoff before trying the same deployment again (seconds).
     backoff: float = 0.25
     backoff_max: float = 2.0
-    # How long a request waits for a free slot when every deployment is at its cap.
+    # Waiting when every deployment that could answer is busy (at its max_in_flight,
+    # answering 429/503, or its GPU taken by another model): how long a request waits at
+    # most before a 503, and how many may wait per model (more get a 503 at once).
     queue_timeout: float = 30.0
+    queue_depth: int = 100
+    # A loaded model keeps its GPU against a switch to another model until it has had no
+    # request for this long, or the request for the other model has waited this long
+    # (the starvation bound). Only where the GPU's memory is known (vram, or learned).
+    switch_after: float = 5.0
     cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     models: dict[str, ModelRoutingConfig] = msgspec.field(default_factory=dict)
@@ -392,6 +432,10 @@ def _check_deployment(where: str, key: str, weight: float | None, cap: int | Non
         raise ConfigError(f"{where}: {key}.max_in_flight: must be at least 1 (or null)")
 
 
+# A Go duration, as Ollama reads keep_alive strings: "5m", "1h30m", "-1s", "0".
+_DURATION = re.compile(r"^(0|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)$")
+
+
 def _check_routing(cfg: Config, where: str) -> None:
     r = cfg.routing
     if not 0 <= r.retries <= 10:
@@ -402,6 +446,10 @@ def _check_routing(cfg: Config, where: str) -> None:
         )
     if r.queue_timeout < 0:
         raise ConfigError(f"{where}: routing.queue_timeout: must be at least 0")
+    if r.queue_depth < 0:
+        raise ConfigError(f"{where}: routing.queue_depth: must be at least 0 (0: no waiting)")
+    if r.switch_after < 0:
+        raise ConfigError(f"{where}: routing.switch_after: must be at least 0 seconds")
     c = r.cooldown
     if c.failures < 1:
         raise ConfigError(f"{where}: routing.cooldown.failures: must be at least 1")
@@ -441,6 +489,24 @@ def _check_routing(cfg: Config, where: str) -> None:
             if b not in backends:
                 raise ConfigError(f"{where}: {key}.deployments.{b}: no backend named {b!r}")
             _check_deployment(where, f"{key}.deployments.{b}", d.weight, d.max_in_flight)
+        if m.queue_depth is not None and m.queue_depth < 0:
+            raise ConfigError(f"{where}: {key}.queue_depth: must be at least 0 (0: no waiting)")
+        if m.queue_timeout is not None and m.queue_timeout < 0:
+            raise ConfigError(f"{where}: {key}.queue_timeout: must be at least 0")
+        if m.force and m.defaults is None:
+            raise ConfigError(f"{where}: {key}.force: there are no defaults to force")
+        md = m.defaults
+        if md is not None:
+            ka = md.keep_alive
+            if isinstance(ka, str) and not _DURATION.match(ka.strip()):
+                raise ConfigError(
+                    f"{where}: {key}.defaults.keep_alive: {md.keep_alive!r} is not a "
+                    "duration (seconds as a number, or like 5m, 24h, -1m)"
+                )
+            if md.num_ctx is not None and md.num_ctx < 1:
+                raise ConfigError(f"{where}: {key}.defaults.num_ctx: must be at least 1")
+            if md.max_tokens is not None and md.max_tokens < 1:
+                raise ConfigError(f"{where}: {key}.defaults.max_tokens: must be at least 1")
 
 
 def _check_access(cfg: Config, where: str) -> None:

@@ -9,6 +9,7 @@ and Ollama's durations (measured here when the backend does not give them).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,9 +21,10 @@ from msgspec.structs import replace
 from aistack import __version__
 from aistack.access.gate import Admin, Gate, KeyInfo
 from aistack.backends.base import Backend, ChunkStream, loaded_models
+from aistack.backends.ollama import OllamaConfig
 from aistack.backends.transport import HttpClient
 from aistack.config import Config
-from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
+from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest, Message
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk, Timings, Usage, collect
 from aistack.core.models import LoadedModel, ModelShow, canonical, check_name
@@ -81,6 +83,10 @@ class RequestContext:
     fallbacks: int = 0
     failed: list[Attempt] | None = None
     attempt_ns: int = 0
+    # A conversation the client named (X-Aistack-Session), for sticky models, and the
+    # time the request spent waiting in line for a deployment.
+    session: str = ""
+    queued_ns: int = 0
     # How it went. `status` is the HTTP status sent (499: the client went away);
     # `error` the kind of failure, also for a stream that failed after its first byte.
     status: int = 0
@@ -250,6 +256,18 @@ def _chars_of_chat(req: ChatRequest) -> int:
     return sum(len(m.content) for m in req.messages)
 
 
+def conversation(key: str, messages: tuple[Message, ...]) -> str:
+    """Which conversation a request continues, for sticky models: its key and its first
+    messages (the system prompt and the first user turn stay the same turn after turn)."""
+    h = hashlib.blake2b(key.encode(), digest_size=12)
+    for m in messages[:4]:
+        if m.role in ("system", "developer", "user"):
+            h.update(b"\x00" + m.role.encode() + b"\x00" + m.content[:2000].encode())
+            if m.role == "user":
+                break
+    return h.hexdigest()
+
+
 class Gateway:
     """Everything a request needs, passed in; the HTTP layer holds one of these."""
 
@@ -271,6 +289,10 @@ class Gateway:
             ttl=config.models_ttl,
         )
         self.router = Router(self.catalog, backends, config.routing, config.backends)
+        self.router.memory(
+            {c.name: c.gpu for c in config.backends if c.gpu},
+            {c.name: c.vram_bytes for c in config.backends if isinstance(c, OllamaConfig)},
+        )
         self.health = HealthMonitor(
             backends,
             self.router,
@@ -382,12 +404,12 @@ class Gateway:
     async def _open(
         self,
         ctx: RequestContext,
+        route: Route,
         requested: str,
         call: Callable[[Deployment], Awaitable[ChunkStream]],
         chars_in: int,
     ) -> Answer:
         ctx.model = requested
-        route = await self._route(requested)
 
         async def first_chunk(dep: Deployment) -> tuple[ChunkStream, Chunk]:
             stream = await call(dep)
@@ -414,18 +436,33 @@ class Gateway:
         ctx.stream = req.stream
         ctx.model = req.model
         await self.admit(ctx, req.model)
+        route = await self._route(req.model)
+        if route.defaults is not None:
+            req = route.defaults.chat(req)
+        if route.sticky and not ctx.session:
+            ctx.session = conversation(ctx.key_id, req.messages)
+        chat = req
         return await self._open(
-            ctx, req.model, lambda d: d.backend.chat(req, d.model), _chars_of_chat(req)
+            ctx, route, req.model, lambda d: d.backend.chat(chat, d.model), _chars_of_chat(req)
         )
 
     async def generate(self, ctx: RequestContext, req: GenerateRequest) -> Answer:
         ctx.stream = req.stream
         ctx.model = req.model
         await self.admit(ctx, req.model)
+        route = await self._route(req.model)
+        if route.defaults is not None:
+            req = route.defaults.generate(req)
+        if route.sticky and not ctx.session:
+            system = Message(role="system", content=req.system)
+            user = Message(role="user", content=req.prompt)
+            ctx.session = conversation(ctx.key_id, (system, user))
+        gen = req
         return await self._open(
             ctx,
+            route,
             req.model,
-            lambda d: d.backend.generate(req, d.model),
+            lambda d: d.backend.generate(gen, d.model),
             len(req.prompt) + len(req.system),
         )
 
@@ -433,6 +470,8 @@ class Gateway:
         ctx.model = req.model
         await self.admit(ctx, req.model)
         route = await self._route(req.model)
+        if route.defaults is not None:
+            req = route.defaults.embed(req)
         t = time.monotonic_ns()
 
         async def call(dep: Deployment) -> EmbedResult:

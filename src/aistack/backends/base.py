@@ -152,6 +152,16 @@ class LoadedModels(Protocol):
     async def ps(self) -> list[LoadedModel]: ...
 
 
+@runtime_checkable
+class ModelMemory(Protocol):
+    """A backend that loads and unloads models when asked (Ollama's empty request, with
+    `keep_alive: 0` to unload): what scheduling, preloading and GPU sharing call."""
+
+    async def load(self, model: str, keep_alive: float | str | None = None) -> None: ...
+
+    async def unload(self, model: str) -> None: ...
+
+
 def manages_models(b: Backend) -> bool:
     return isinstance(b, ModelStore)
 
@@ -191,6 +201,9 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # How its requests are costed when no price matches: "local" at 0, "metered" as
     # unknown. Default: the kind's (`BILLING`).
     billing: Literal["local", "metered"] | None = None
+    # Backends on one GPU name the same group: they share its memory (`vram`), and
+    # GPU sharing takes turns between them (docs/routing.md, docs/images.md).
+    gpu: str | None = None
 
     BILLING: ClassVar[str] = "local"
 

@@ -330,6 +330,15 @@ class LocalBackend(Backend):
             return await self._start(lambda job: self._run_chat(job, chat))
         return await self._start(lambda job: self._run_prompt(job, req.prompt, req, None, None))
 
+    # -- memory (a ModelMemory): its one model
+
+    async def load(self, model: str, keep_alive: float | str | None = None) -> None:
+        self._touch(keep_alive)
+        await self._call(lambda job: self._load())
+
+    async def unload(self, model: str) -> None:
+        await self._call(lambda job: self._free())
+
     async def _load_or_unload(self, keep_alive: float | str | None) -> ChunkStream:
         unload = keep_alive is not None and _seconds(keep_alive) == 0
         fn: Callable[[_Job], object] = (

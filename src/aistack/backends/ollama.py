@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import msgspec
 import orjson
 
 from aistack.backends.base import ChunkStream, Kind, single
@@ -14,7 +15,7 @@ from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRe
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
 from aistack.core.fleet import PullProgress
-from aistack.core.models import LoadedModel, ModelCard, ModelShow
+from aistack.core.models import LoadedModel, ModelCard, ModelShow, parse_size
 from aistack.dialects.ollama import convert
 from aistack.dialects.ollama.fleet import progress_from_wire
 
@@ -111,6 +112,18 @@ class OllamaBackend(HttpBackend):
             vectors.append(emb if isinstance(emb, list) else [])
         return EmbedResult(model=model, embeddings=vectors)
 
+    # -- memory (a ModelMemory): Ollama's empty request loads, with keep_alive 0 unloads
+
+    async def load(self, model: str, keep_alive: float | str | None = None) -> None:
+        body: dict[str, object] = {"model": model, "prompt": "", "stream": False}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        await self.get_json("/api/generate", body, probe=False)
+
+    async def unload(self, model: str) -> None:
+        body = {"model": model, "prompt": "", "keep_alive": 0, "stream": False}
+        await self.get_json("/api/generate", body, probe=False)
+
     # -- model management (a ModelStore): /api/pull, /api/delete, /api/copy
 
     def _pull_timeouts(self) -> Timeouts:
@@ -172,9 +185,37 @@ class OllamaBackend(HttpBackend):
             raise self.unreachable(e) from None
 
 
-def _build(c: HttpConfig, client: HttpClient) -> OllamaBackend:
+class OllamaConfig(HttpConfig):
+    """An Ollama instance: what `HttpConfig` has, plus its memory."""
+
+    # The GPU memory it may use (24GiB, 16GB): which models fit together there, so a
+    # cold model goes where it fits and two that do not fit take turns instead of
+    # evicting each other. Unset: learned from /api/ps once an eviction is seen.
+    # Backends with the same `gpu:` share one budget (the largest they declare).
+    vram: int | str | None = None
+    # Models loaded when the gateway starts and whenever the instance comes back.
+    preload: list[str] = msgspec.field(default_factory=list)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from super().problems()
+        if self.vram is not None:
+            try:
+                if parse_size(self.vram) <= 0:
+                    yield "vram", "must be more than 0 bytes"
+            except ValueError as e:
+                yield "vram", str(e)
+        for j, m in enumerate(self.preload):
+            if not m or not isinstance(m, str):
+                yield f"preload[{j}]", "must be a model name"
+
+    @property
+    def vram_bytes(self) -> int:
+        return parse_size(self.vram) if self.vram is not None else 0
+
+
+def _build(c: OllamaConfig, client: HttpClient) -> OllamaBackend:
     s = http_settings(c)
     return OllamaBackend(c.name, parse_url(s.url), client, s)
 
 
-KIND = Kind("ollama", HttpConfig, _build)
+KIND = Kind("ollama", OllamaConfig, _build)

@@ -70,6 +70,31 @@ def close_matches(name: str, candidates: list[str], limit: int = 3) -> list[str]
     return out[:limit]
 
 
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "ti": 1024**4, "tib": 1024**4,
+}  # fmt: skip
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: int | float | str) -> int:
+    """Bytes from `24GiB`, `16 GB`, `8000000000`; ValueError for anything else."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"not a size: {value!r}")
+        return int(value)
+    m = _SIZE.match(value)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _UNITS:
+        raise ValueError(f"not a size: {value!r} (write it like 24GiB or 16GB)")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
 class ModelDetails(msgspec.Struct, frozen=True, kw_only=True):
     """Ollama's `details` block."""
 

@@ -17,8 +17,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aistack.backends.base import Backend
+from aistack.backends.base import Backend, LoadedModels
 from aistack.core.errors import GatewayError
+from aistack.routing.loaded import Card
 from aistack.routing.router import Router
 from aistack.routing.state import NO_CAP, BackendHealth
 
@@ -41,6 +42,10 @@ class HealthMonitor:
         self.interval = interval
         self.timeout = timeout
         self._tasks: list[asyncio.Task[None]] = []
+        # Asking a backend what it holds after a cold start there: one at a time each.
+        self._asking: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        router.on_load = self.loaded_changed
 
     async def start(self) -> None:
         if self.interval <= 0:
@@ -50,10 +55,54 @@ class HealthMonitor:
                 self._tasks.append(asyncio.create_task(self._watch(b), name=f"probe-{b.name}"))
 
     async def close(self) -> None:
-        for t in self._tasks:
+        self.router.on_load = None
+        tasks = self._tasks + list(self._asking.values())
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._asking.clear()
+
+    # -- what is loaded where
+
+    async def refresh_loaded(self, b: Backend) -> None:
+        """Ask one backend what it holds (/api/ps) and tell the router; a failure leaves
+        what the router knew (the next probe asks again)."""
+        if self.router.card_of(b.name) is None or not isinstance(b, LoadedModels):
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                models = await b.ps()
+        except (GatewayError, TimeoutError) as e:
+            why = e.message if isinstance(e, GatewayError) else "timed out"
+            log.debug("cannot ask %s what it holds: %s", b.name, why)
+            return
+        self.router.observe_loaded(b.name, models)
+
+    def loaded_changed(self, backend: str) -> None:
+        """A request loaded a model there: ask what it holds now, off the request path
+        (once at a time per backend; a second call while asking asks again after)."""
+        b = next((x for x in self.backends if x.name == backend), None)
+        if b is None:
+            return
+        if backend in self._asking:
+            self._again.add(backend)
+            return
+
+        async def ask() -> None:
+            try:
+                while True:
+                    self._again.discard(backend)
+                    await self.refresh_loaded(b)
+                    if backend not in self._again:
+                        return
+            finally:
+                self._asking.pop(backend, None)
+
+        try:
+            self._asking[backend] = asyncio.get_running_loop().create_task(ask())
+        except RuntimeError:  # no loop (a test driving the router synchronously)
+            pass
 
     async def _watch(self, b: Backend) -> None:
         h = self.router.health[b.name]
@@ -95,6 +144,7 @@ class HealthMonitor:
             log.info("backend %s is up again", b.name)
         h.up = True
         self.router.probe_ok(b.name)
+        await self.refresh_loaded(b)
         return True
 
 
@@ -102,8 +152,8 @@ def _ms(seconds: float | None) -> float | None:
     return round(seconds * 1000, 1) if seconds is not None else None
 
 
-def backend_report(h: BackendHealth) -> dict[str, Any]:
-    return {
+def backend_report(h: BackendHealth, card: Card | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "name": h.name,
         "kind": h.kind,
         "state": ("up" if h.up else "down") if h.probed else ("up" if h.up else "unknown"),
@@ -112,6 +162,54 @@ def backend_report(h: BackendHealth) -> dict[str, Any]:
         "error": h.error or None,
         "checked_at": h.checked_at or None,
     }
+    if card is not None:
+        # What it holds, as its last /api/ps and this gateway's own traffic say.
+        out["loaded"] = [
+            {
+                "model": r.model,
+                "size": r.size or None,
+                "running": r.running,
+                "draining": r.draining,
+                "expires_at": r.expires_at,
+            }
+            for (b, _), r in sorted(card.residents.items())
+            if b == h.name and r.loaded
+        ]
+        out["gpu"] = card.name
+    return out
+
+
+def memory_report(card: Card) -> dict[str, Any]:
+    return {
+        "gpu": card.name,
+        "backends": list(card.backends),
+        "vram": card.vram or None,
+        "budget": card.budget or None,  # vram, or learned once an eviction was seen
+        "learned": card.learned or None,
+        "used": card.used(),
+        "switches": card.switches,
+        "evictions_seen": card.evictions,
+    }
+
+
+def queue_report(router: Router) -> list[dict[str, Any]]:
+    now = time.monotonic()
+    out: list[dict[str, Any]] = []
+    for q in router.queues():
+        if not q.live and not q.served:
+            continue
+        waiting = q.waiting()
+        oldest = max((now - w.since for w in waiting), default=0.0)
+        out.append(
+            {
+                "model": q.model,
+                "waiting": q.live,
+                "longest_wait_s": round(oldest, 3),
+                "served": q.served,
+                "waited_s": round(q.waited, 3),
+            }
+        )
+    return out
 
 
 def report(router: Router) -> dict[str, Any]:
@@ -141,6 +239,7 @@ def report(router: Router) -> dict[str, Any]:
                         round(c.open_until - now, 1) if c.open_until > now else None
                     ),
                     "ttft_ms": _ms(s.ttft) if s.ttft else None,
+                    "loaded": s.res.loaded if s.res.card is not None else None,
                     "requests": s.requests,
                     "errors": s.errors,
                     "last_error": s.last_error or None,
@@ -152,6 +251,8 @@ def report(router: Router) -> dict[str, Any]:
         status = "down"
     return {
         "status": status,
-        "backends": [backend_report(h) for h in router.health.values()],
+        "backends": [backend_report(h, router.card_of(h.name)) for h in router.health.values()],
         "deployments": deployments,
+        "memory": [memory_report(c) for c in router.cards.values()],
+        "queues": queue_report(router),
     }

@@ -25,16 +25,18 @@ import logging
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from aistack.backends.base import Backend, BackendConfig
+from aistack.backends.base import Backend, BackendConfig, LoadedModels, ModelMemory
 from aistack.config import ModelRoutingConfig, RoutingConfig
 from aistack.core.errors import ErrorKind, GatewayError
-from aistack.core.models import canonical
+from aistack.core.models import LoadedModel, canonical
 from aistack.routing.catalog import Catalog, Deployment
+from aistack.routing.defaults import Defaults
+from aistack.routing.loaded import Card, Resident
+from aistack.routing.queue import FairQueue, Waiter
 from aistack.routing.state import NO_CAP, BackendHealth, CooldownPolicy, Slot
 from aistack.routing.strategy import STRATEGIES, select
 
@@ -67,6 +69,16 @@ def _again(e: GatewayError) -> bool:
     if e.upstream_status is None:
         return e.kind is ErrorKind.UPSTREAM_FAILED
     return e.kind.upstream and e.upstream_status in (500, 502, 503, 504)
+
+
+def reports_loaded(b: Backend) -> bool:
+    """Whether the backend says which models it holds in memory (/api/ps)."""
+    return isinstance(b, LoadedModels)
+
+
+def _busy_answer(e: GatewayError) -> bool:
+    """The backend said it is busy (429, 503): worth waiting out, like a full pool."""
+    return e.kind is ErrorKind.UPSTREAM_RATE_LIMITED or e.kind is ErrorKind.UPSTREAM_ERROR
 
 
 def _verdict(e: GatewayError) -> int:
@@ -109,17 +121,22 @@ class Tally(Protocol):
     fallbacks: int
     failed: list[Attempt] | None
     attempt_ns: int  # when the attempt that answered started (monotonic ns)
+    key_id: str  # whose turn it is in a queue (one lane per key)
+    session: str  # a conversation, for sticky models ("" when none)
+    queued_ns: int  # time spent waiting in line
 
 
 class Pool:
-    """The deployments of one model, in backend order."""
+    """The deployments of one model, in backend order, and its line of waiting requests
+    (which outlives the pool: pools are rebuilt with the catalog, queues are not)."""
 
-    __slots__ = ("name", "rr", "slots")
+    __slots__ = ("name", "queue", "rr", "slots")
 
-    def __init__(self, name: str, slots: list[Slot]) -> None:
+    def __init__(self, name: str, slots: list[Slot], queue: FairQueue[Slot] | None = None) -> None:
         self.name = name
         self.slots = slots
         self.rr = 0  # where the next scan starts (round robin among ties)
+        self.queue: FairQueue[Slot] = queue if queue is not None else FairQueue(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +145,11 @@ class Route:
     strategy: int
     chain: tuple[Pool, ...]  # the model's pool, then its fallbacks'
     context_chain: tuple[Pool, ...]
+    # From the most specific routing.models entry, else routing's own.
+    queue_depth: int = 100
+    queue_timeout: float = 30.0
+    sticky: bool = False
+    defaults: Defaults | None = None  # request fields to fill in (routing/defaults.py)
 
 
 class Router:
@@ -150,6 +172,10 @@ class Router:
         self.backoff = c.backoff
         self.backoff_max = c.backoff_max
         self.queue_timeout = c.queue_timeout
+        self.queue_depth = c.queue_depth
+        # How long a loaded model keeps its GPU against a switch after its last request,
+        # and the longest a request for another model waits for it (the starvation bound).
+        self.switch_after = c.switch_after
         self.models: dict[str, ModelRoutingConfig] = {canonical(k): v for k, v in c.models.items()}
         self._defaults: dict[str, tuple[float, int, int | None]] = {
             b.name: (b.weight, b.priority, b.max_in_flight) for b in backend_configs
@@ -158,7 +184,37 @@ class Router:
         self._pools: dict[str, Pool] = {}
         self._routes: dict[str, Route] = {}
         self._generation = -1
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # What is loaded where: one card (GPU) per backend unless `memory` groups them;
+        # only backends that say what they hold (/api/ps) get one.
+        self.backends: dict[str, Backend] = {b.name: b for b in backends}
+        self.cards: dict[str, Card] = {}
+        self._card_of: dict[str, Card] = {}
+        for b in backends:
+            if reports_loaded(b):
+                self._card_of[b.name] = self.cards[b.name] = Card(b.name, (b.name,))
+        self._residents: dict[tuple[str, str], Resident] = {}  # of backends without a card
+        # The lines of waiting requests, per model, and how many requests wait in all.
+        self._queues: dict[str, FairQueue[Slot]] = {}
+        self.waiting = 0
+        # Sticky conversations: session -> the slot that served its last turn.
+        self._sticky: dict[str, Slot] = {}
+        # Called with a backend's name after a cold start there (the health monitor
+        # asks it what it holds now, off the request path).
+        self.on_load: Callable[[str], None] | None = None
+
+    def memory(self, groups: dict[str, str], vram: dict[str, int]) -> None:
+        """Which backends share a GPU (`gpu:`) and the VRAM each declares. Call before
+        the first request; backends that do not report what they hold are left out."""
+        by_group: dict[str, list[str]] = {}
+        for name in self._card_of:
+            by_group.setdefault(groups.get(name) or name, []).append(name)
+        self.cards.clear()
+        for group, names in by_group.items():
+            declared = max((vram.get(n, 0) for n in names), default=0)
+            card = Card(group, tuple(names), vram=declared)
+            self.cards[group] = card
+            for n in names:
+                self._card_of[n] = card
 
     # -- resolution (cached until the catalog changes)
 
@@ -209,20 +265,36 @@ class Router:
         if not any(p.slots for p in chain):
             return None
         ctx = tuple(self._pool(self._hops(f)[-1]) for f in (cfg.context_fallbacks if cfg else ()))
-        return Route(target, strategy, chain, ctx)
+        depth = cfg.queue_depth if cfg else None
+        wait = cfg.queue_timeout if cfg else None
+        return Route(
+            target,
+            strategy,
+            chain,
+            ctx,
+            queue_depth=self.queue_depth if depth is None else depth,
+            queue_timeout=self.queue_timeout if wait is None else wait,
+            sticky=bool(cfg and cfg.sticky),
+            defaults=Defaults.of(cfg.defaults, cfg.force) if cfg else None,
+        )
 
     def _pool(self, model: str) -> Pool:
         p = self._pools.get(model)
         if p is None:
-            p = Pool(model, [self._slot(model, d) for d in self.catalog.resolve(model)])
+            q = self._queues.get(model)
+            if q is None:
+                q = self._queues[model] = FairQueue(model)
+            p = Pool(model, [self._slot(model, d, q) for d in self.catalog.resolve(model)], q)
             self._pools[model] = p
         return p
 
-    def _slot(self, model: str, dep: Deployment) -> Slot:
+    def _slot(self, model: str, dep: Deployment, queue: FairQueue[Slot]) -> Slot:
         key = (dep.backend.name, model)
         s = self._slots.get(key)
         if s is not None:
             s.dep = dep  # the catalog made a fresh value; the state stays
+            if not s.res.size and dep.card.size:
+                s.res.size = dep.card.size
             return s
         weight, priority, cap = self._defaults.get(dep.backend.name, (1.0, 0, None))
         m = self.models.get(model)
@@ -236,8 +308,29 @@ class Router:
         if health is None:
             health = self.health[b.name] = BackendHealth(b.name, b.kind)
         s = Slot(dep, health, weight=weight, priority=priority, cap=cap or NO_CAP)
+        s.res = self.resident(b.name, dep.model, dep.card.size)
+        s.queue = queue
         self._slots[key] = s
         return s
+
+    def resident(self, backend: str, model: str, size: int = 0) -> Resident:
+        """The memory record of one model on one backend (shared by all its names)."""
+        card = self._card_of.get(backend)
+        if card is not None:
+            return card.resident(backend, model, size)
+        key = (backend, canonical(model))
+        r = self._residents.get(key)
+        if r is None:
+            r = self._residents[key] = Resident(backend, key[1], None, size=size)
+        return r
+
+    def in_flight_on(self, backend: str, model: str) -> int:
+        """Requests running on this backend for this model (its upstream name), under
+        whatever names they were routed: what GPU sharing checks before an unload."""
+        card = self._card_of.get(backend)
+        key = (backend, canonical(model))
+        r = card.residents.get(key) if card is not None else self._residents.get(key)
+        return r.running if r is not None else 0
 
     def pools(self) -> Iterator[Pool]:
         """Every model's pool as the catalog has them now (for /health)."""
@@ -248,17 +341,44 @@ class Router:
     # -- picking
 
     def pick(
-        self, pool: Pool, strategy: int, now: float, exclude: list[Slot] | None
+        self,
+        pool: Pool,
+        strategy: int,
+        now: float,
+        exclude: list[Slot] | None,
+        hold: float | None = None,
     ) -> Slot | None:
         slots = pool.slots
         if not slots:
             return None
         start = pool.rr
         pool.rr = start + 1 if start < 1 << 30 else 0
-        s = select(slots, strategy, now, start, exclude)
+        if hold is None:
+            hold = self.switch_after
+        s = select(slots, strategy, now, start, exclude, hold)
         if s is not None and s.circuit.open_until:
             s.circuit.trial = True  # half-open: this request is the trial
         return s
+
+    def _sticky_slot(self, pool: Pool, session: str, now: float) -> Slot | None:
+        """The deployment that served this conversation's last turn, if it can take this
+        one now (up, not cooling down, below its cap, its model not draining)."""
+        s = self._sticky.get(session)
+        if s is None or s not in pool.slots or s.in_flight >= s.cap or not s.health.up:
+            return None
+        c = s.circuit
+        if c.open_until or s.res.draining:
+            return None
+        return s
+
+    def _stick(self, session: str, slot: Slot) -> None:
+        sticky = self._sticky
+        if sticky.get(session) is slot:
+            return
+        sticky.pop(session, None)
+        if len(sticky) >= 10_000:  # the oldest conversations go first
+            del sticky[next(iter(sticky))]
+        sticky[session] = slot
 
     def first_available(self, route: Route) -> Deployment | None:
         """A deployment to ask about the model (/api/show): the first that is up."""
@@ -291,16 +411,26 @@ class Router:
         last: GatewayError | None = None
         too_long: GatewayError | None = None  # what sent the request to the context chain
         deadline: float | None = None
+        granted: Slot | None = None  # handed over by the queue, already counted in flight
+        unload: list[Resident] = []
+        cold = False
+        session = tally.session if route.sticky else ""
         while True:
             if i >= len(chain):
-                if last is None and self._busy(chain):
-                    # Every deployment that could answer is at its cap: wait for one.
-                    loop = asyncio.get_running_loop()
+                now = time.monotonic()
+                limit = deadline if deadline is not None else now + route.queue_timeout
+                if self._waitable(chain, last, now, limit):
+                    # Nothing can take it now, but something will: wait in line.
                     if deadline is None:
-                        deadline = loop.time() + self.queue_timeout
-                    await self._wait_for_slot(deadline, route)
-                    i = n = 0
+                        deadline = limit
+                    not_before = now + self._backoff(n) if last is not None else 0.0
+                    granted, unload, cold = await self._queue_for(
+                        route, chain, strategy, tally, deadline, not_before
+                    )
+                    i = next(k for k, p in enumerate(chain) if granted in p.slots)
+                    n = 0
                     tried = again = None
+                    last = None
                     continue
                 if last is not None:
                     raise last
@@ -309,12 +439,22 @@ class Router:
                 raise self.unavailable(route.name, chain)
             pool = chain[i]
             slot: Slot | None = None
-            if n <= self.retries:
-                slot = self.pick(pool, strategy, time.monotonic(), tried)
-                if slot is None and again:
-                    # Only deployments already tried are left: again, after a pause.
-                    await asyncio.sleep(self._backoff(n))
-                    slot = self.pick(Pool(pool.name, again), strategy, time.monotonic(), None)
+            reserved = False
+            if granted is not None:
+                slot, granted, reserved = granted, None, True
+            elif n <= self.retries:
+                if pool.queue.live and tried is None:
+                    pass  # others are waiting for this model: get in line behind them
+                else:
+                    now = time.monotonic()
+                    if session and i == 0 and tried is None:
+                        slot = self._sticky_slot(pool, session, now)
+                    if slot is None:
+                        slot = self.pick(pool, strategy, now, tried)
+                    if slot is None and again:
+                        # Only deployments already tried are left: again, after a pause.
+                        await asyncio.sleep(self._backoff(n))
+                        slot = self.pick(Pool(pool.name, again), strategy, time.monotonic(), None)
             if slot is None:
                 i += 1
                 n = 0
@@ -325,13 +465,26 @@ class Router:
             n += 1
             tally.attempts += 1
             tally.deployment = slot.dep
-            slot.in_flight += 1
-            slot.requests += 1
             t0 = time.monotonic()
+            if not reserved:
+                slot.in_flight += 1
+                res = slot.res
+                res.running += 1
+                res.last_used = t0
+                cold = not res.loaded and res.card is not None
+                if cold:
+                    unload = self._take(slot, t0, self.switch_after)
+            slot.requests += 1
             tally.attempt_ns = t0_ns = time.monotonic_ns()
             try:
+                if unload:
+                    await self._unload(unload)
+                    unload = []
                 value = await call(slot.dep)
             except GatewayError as e:
+                if cold:
+                    cold = False
+                    self._cold_start(slot)
                 verdict = self._failed(slot, e, tally, t0_ns)
                 if verdict == _CONTEXT:
                     if not in_context_chain:
@@ -366,6 +519,8 @@ class Router:
                 self.abandoned(slot)
                 raise
             now = time.monotonic()
+            if cold:
+                self._cold_start(slot)
             c = slot.circuit
             if c.open_until or c.failures or c.trial:
                 if c.open_until:
@@ -373,50 +528,257 @@ class Router:
                 c.success()
             slot.sample_ttft(now - t0, now)
             tally.fallbacks = hops
+            if session:
+                self._stick(session, slot)
             return slot, value
 
     def _backoff(self, n: int) -> float:
         d: float = min(self.backoff_max, self.backoff * 2.0 ** max(0, n - 1))
         return d / 2 + random.random() * d / 2  # noqa: S311  # jitter, not crypto
 
-    def _busy(self, chain: tuple[Pool, ...]) -> bool:
-        now = time.monotonic()
-        return any(s.state(now) == "busy" for p in chain for s in p.slots)
+    # -- memory: cold starts and switches
 
-    async def _wait_for_slot(self, deadline: float, route: Route) -> None:
-        """Wait until some deployment drops below its cap (or the deadline passes)."""
-        busy = GatewayError(
-            ErrorKind.UPSTREAM_ERROR,
-            f"every deployment of '{route.name}' is busy (max_in_flight); "
-            f"waited {self.queue_timeout:g}s for a free one",
-            retry_after=1,
-        )
-        loop = asyncio.get_running_loop()
-        if deadline <= loop.time():
-            raise busy
-        fut = loop.create_future()
-        self._waiters.append(fut)
-        try:
-            async with asyncio.timeout_at(deadline):
-                await fut
-        except TimeoutError:
-            raise busy from None
-        finally:
-            if not fut.done():
-                fut.cancel()
+    def _take(self, slot: Slot, now: float, hold: float) -> list[Resident]:
+        """A request goes to `slot` whose model is cold there: count it loaded (so the
+        next requests follow it), and say which idle models to unload first."""
+        r = slot.res
+        card = r.card
+        if card is None:
+            return []
+        victims = card.victims(r, now, hold) if card.budget else []
+        r.loaded = True
+        r.loads += 1
+        if victims:
+            card.switches += 1
+            for v in victims:
+                card.unloaded(v)
+            log.info(
+                "switch on %s: unloading %s for %s on %s",
+                card.name,
+                ", ".join(f"{v.model} ({v.backend})" for v in victims),
+                r.model,
+                r.backend,
+            )
+        return victims
+
+    async def _unload(self, victims: list[Resident]) -> None:
+        """Unload the models a switch pushes out, before the request that needs the room."""
+        for v in victims:
+            b = self.backends.get(v.backend)
+            if not isinstance(b, ModelMemory):
+                continue
             try:
-                self._waiters.remove(fut)
-            except ValueError:
-                pass
+                await b.unload(v.model)
+            except GatewayError as e:
+                log.warning("unloading %s from %s failed: %s", v.model, v.backend, e.message)
+
+    def _cold_start(self, slot: Slot) -> None:
+        """After a request that loaded a model: have the backend asked what it holds."""
+        cb = self.on_load
+        if cb is not None:
+            cb(slot.dep.backend.name)
+
+    # -- waiting in line
+
+    def _waitable(
+        self, chain: tuple[Pool, ...], last: GatewayError | None, now: float, limit: float
+    ) -> bool:
+        """Whether something in the chain will be able to take the request before `limit`:
+        a deployment at its cap, one whose model is cold and waits for room, one cooling
+        down after a busy answer that ends in time, or (after a busy answer) one that only
+        needs a pause. Not: backends that are down, or failures of other kinds."""
+        if last is not None and not _busy_answer(last):
+            return False
+        for p in chain:
+            if p.queue.live:
+                return True
+            for s in p.slots:
+                if not s.health.up:
+                    continue
+                c = s.circuit
+                if c.open_until > now:
+                    if c.busy and c.open_until < limit:
+                        return True
+                    continue
+                if c.open_until and c.trial:
+                    continue  # its half-open trial is in flight
+                return True  # at its cap, draining, waiting for room, or said busy
+        return False
+
+    async def _queue_for(
+        self,
+        route: Route,
+        chain: tuple[Pool, ...],
+        strategy: int,
+        tally: Tally,
+        deadline: float,
+        not_before: float,
+    ) -> tuple[Slot, list[Resident], bool]:
+        """Wait in line (one lane per key) until the queue hands this request a
+        deployment; the deployment comes counted in flight. A 503 with Retry-After when
+        the line is full or the wait reaches `deadline`."""
+        now = time.monotonic()
+        head = chain[0].queue
+        if head.live >= route.queue_depth:
+            raise GatewayError(
+                ErrorKind.UPSTREAM_ERROR,
+                f"too many requests are waiting for '{route.name}' "
+                f"({head.live}, routing queue_depth {route.queue_depth}); try again shortly",
+                retry_after=1,
+            )
+        w: Waiter[Slot] = Waiter(tally.key_id, now, strategy)
+        w.not_before = not_before
+        for p in chain:
+            p.queue.push(w)
+        self.waiting += 1
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                for q in w.queues:
+                    self._dispatch(q)
+                    if w.slot is not None:
+                        break
+                slot = w.slot
+                if slot is not None:
+                    unload, w.unload = w.unload, []
+                    w.slot = None
+                    return slot, unload, w.cold
+                now = time.monotonic()
+                if now >= deadline:
+                    raise GatewayError(
+                        ErrorKind.UPSTREAM_ERROR,
+                        f"every deployment of '{route.name}' is busy; waited "
+                        f"{now - w.since:.0f}s (routing queue_timeout {route.queue_timeout:g}s)",
+                        retry_after=self._retry_hint(chain, now),
+                    )
+                wake = min(deadline, self._recheck(w, chain, now))
+                fut = w.future = loop.create_future()
+                try:
+                    async with asyncio.timeout(max(0.0, wake - now)):
+                        await fut
+                except TimeoutError:
+                    pass
+                finally:
+                    w.future = None
+        finally:
+            if w.leave():
+                self.waiting -= 1
+            self._unowe(w)
+            if w.slot is not None:  # handed a deployment, but gone before using it
+                slot, w.slot = w.slot, None
+                self._release(slot)
+            tally.queued_ns += max(1, int((time.monotonic() - w.since) * 1e9))
+
+    def _retry_hint(self, chain: tuple[Pool, ...], now: float) -> float:
+        """Retry-After for a request that waited in vain: when a busy deployment's
+        cooldown ends, else a second."""
+        ends = [s.circuit.open_until for p in chain for s in p.slots if s.circuit.open_until > now]
+        return max(1.0, min(ends) - now) if ends else 1.0
+
+    def _recheck(self, w: Waiter[Slot], chain: tuple[Pool, ...], now: float) -> float:
+        """When the line may move without a deployment being released: a backend's pause
+        or cooldown ends, a loaded model's hold runs out, or this request becomes owed."""
+        t = now + 60.0
+        if w.not_before > now:
+            t = min(t, w.not_before)
+        if not w.owed:
+            t = min(t, w.since + self.switch_after)
+        for p in chain:
+            for s in p.slots:
+                c = s.circuit
+                if c.open_until > now:
+                    t = min(t, c.open_until)
+                card = s.res.card
+                if card is not None and card.budget and not s.res.loaded:
+                    nxt = card.next_change(now, self.switch_after)
+                    if nxt is not None:
+                        t = min(t, nxt)
+        return max(t, now + 0.001)
+
+    def _dispatch(self, q: FairQueue[Slot]) -> None:
+        """Hand free deployments to the requests in line, in turn, while there are any."""
+        pool: Pool | None = None
+        while q.live:
+            w = q.peek()
+            if w is None:
+                return
+            now = time.monotonic()
+            if w.not_before > now:
+                return
+            if pool is None:
+                pool = self._pools.get(q.model) or self._pool(q.model)
+            owed = w.owed or now - w.since >= self.switch_after
+            hold = 0.0 if owed else self.switch_after
+            s = self.pick(pool, w.strategy, now, None, hold)
+            if s is None:
+                if owed and not w.owed:
+                    w.owed = True
+                    self._owe(pool, w, now)
+                return
+            q.pop()
+            q.served += 1
+            q.waited += now - w.since
+            if w.leave():
+                self.waiting -= 1
+            self._unowe(w)
+            s.in_flight += 1
+            r = s.res
+            r.running += 1
+            r.last_used = now
+            w.cold = not r.loaded and r.card is not None
+            if w.cold:
+                w.unload = self._take(s, now, hold)
+            w.slot = s
+            w.wake()
+
+    def _owe(self, pool: Pool, w: Waiter[Slot], now: float) -> None:
+        """`w` has waited `switch_after` for a model that needs another's room: on the
+        first card where the models in its way could go once their requests end, stop
+        sending those models new requests there."""
+        for s in pool.slots:
+            r = s.res
+            card = r.card
+            if card is None or not card.budget or r.loaded or card.pending is not None:
+                continue
+            if not s.health.up or s.circuit.open_until:
+                continue
+            victims = card.victims(r, now, 0.0, running=True)
+            if not victims:
+                continue
+            card.pending = w
+            w.drained = victims
+            for v in victims:
+                v.draining = True
+            log.info(
+                "switch owed on %s: %s waits; %s take no new requests there",
+                card.name,
+                r.model,
+                ", ".join(v.model for v in victims),
+            )
+            return
+
+    def _unowe(self, w: Waiter[Slot]) -> None:
+        for v in w.drained:
+            v.draining = False
+            card = v.card
+            if card is not None and card.pending is w:
+                card.pending = None
+        w.drained = []
 
     def _release(self, slot: Slot) -> None:
         slot.in_flight -= 1
-        if self._waiters and slot.in_flight + 1 >= slot.cap:
-            while self._waiters:
-                fut = self._waiters.popleft()
-                if not fut.done():
-                    fut.set_result(None)
-                    break
+        r = slot.res
+        r.running -= 1
+        r.last_used = time.monotonic()
+        if self.waiting:
+            q = slot.queue
+            if q is not None and q.live:
+                self._dispatch(q)
+            if r.running == 0 and r.card is not None:
+                # A model went idle: a switch waiting for room may go now.
+                for other in self._queues.values():
+                    if other.live and other is not q:
+                        self._dispatch(other)
 
     def _failed(self, slot: Slot, e: GatewayError, tally: Tally, started_ns: int = 0) -> int:
         self._release(slot)
@@ -457,6 +819,7 @@ class Router:
             rate_limited=rate_limited,
             retry_after=e.retry_after,
             unreachable=e.kind is ErrorKind.UPSTREAM_UNREACHABLE,
+            busy=_busy_answer(e),
         ):
             log.warning(
                 "deployment %s cooling down for %.0fs after %s: %s",
@@ -481,6 +844,26 @@ class Router:
         """The caller went away: neither success nor failure."""
         self._release(slot)
         slot.circuit.release_trial()
+
+    # -- what the backends say they hold
+
+    def observe_loaded(self, backend: str, models: list[LoadedModel]) -> None:
+        """A backend's /api/ps answer: what it holds now (the monitor polls it)."""
+        card = self._card_of.get(backend)
+        if card is None:
+            return
+        card.observe(backend, models, time.monotonic(), time.time())
+        if self.waiting:
+            for q in self._queues.values():
+                if q.live:
+                    self._dispatch(q)
+
+    def card_of(self, backend: str) -> Card | None:
+        return self._card_of.get(backend)
+
+    def queues(self) -> Iterator[FairQueue[Slot]]:
+        """Every model's line of waiting requests (for /health and metrics)."""
+        return iter(self._queues.values())
 
     # -- health
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aistack.routing.catalog import Deployment
+from aistack.routing.loaded import Resident
+from aistack.routing.queue import FairQueue
 
 # Latency-aware routing: weight of a new time-to-first-token sample in the moving
 # average, and how old the last sample may be before the deployment is asked again.
@@ -42,6 +44,7 @@ class Circuit:
     trial: bool = False  # a half-open trial is in flight
     rate_limited: bool = False  # opened by a 429: no probe may shorten it
     unreachable: bool = False  # opened because it could not be reached: a probe may end it
+    busy: bool = False  # opened by a busy answer (429, 503): requests wait it out
     opened: int = 0  # times opened, for /health
 
     def state(self, now: float) -> str:
@@ -56,6 +59,7 @@ class Circuit:
         self.trial = False
         self.rate_limited = False
         self.unreachable = False
+        self.busy = False
 
     def failure(
         self,
@@ -65,6 +69,7 @@ class Circuit:
         rate_limited: bool = False,
         retry_after: float | None = None,
         unreachable: bool = False,
+        busy: bool = False,
     ) -> bool:
         """Count a failure; True when it opened the circuit."""
         self.failures += 1
@@ -81,6 +86,7 @@ class Circuit:
         self.trial = False
         self.rate_limited = rate_limited
         self.unreachable = unreachable
+        self.busy = busy or rate_limited
         self.cooldown = length
         self.open_until = now + length
         self.opened += 1
@@ -137,6 +143,10 @@ class Slot:
     last_error: str = ""
     last_status: int = 0
     last_error_at: float = 0.0  # unix seconds
+    # The model's memory on that backend (shared by every name it is served under), and
+    # the line of requests waiting for this model (shared by its deployments).
+    res: Resident = field(default_factory=Resident)
+    queue: FairQueue[Slot] | None = None
 
     @property
     def key(self) -> str:
@@ -150,7 +160,8 @@ class Slot:
         self.ttft_at = now
 
     def state(self, now: float) -> str:
-        """ok, cooldown, half-open, down (probe failed), or busy (at its cap)."""
+        """ok, cooldown, half-open, down (probe failed), busy (at its cap), or draining
+        (its model is to be unloaded for a switch: no new requests)."""
         if not self.health.up:
             return "down"
         c = self.circuit.state(now)
@@ -158,4 +169,6 @@ class Slot:
             return "cooldown"
         if c == "half-open":
             return "half-open"
-        return "busy" if self.in_flight >= self.cap else "ok"
+        if self.in_flight >= self.cap:
+            return "busy"
+        return "draining" if self.res.draining else "ok"
