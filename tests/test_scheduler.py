@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -28,9 +29,12 @@ from aistack.core.chat import (
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
 from aistack.core.models import LoadedModel, ModelCard, ModelShow, parse_size
+from aistack.routing.catalog import Deployment
 from aistack.routing.defaults import Defaults
 from aistack.routing.loaded import FITS, NOT_NOW, SWITCH, Card
 from aistack.routing.queue import FairQueue, Waiter
+from aistack.routing.state import BackendHealth, Slot
+from aistack.routing.strategy import LEAST_IN_FLIGHT, PRIORITY, WEIGHTED, select
 from aistack.service import Gateway, RequestContext
 
 GB = 1_000_000_000
@@ -423,3 +427,56 @@ def test_a_switch_waits_for_the_running_model_then_gets_its_turn_within_the_boun
     assert out["order"] == ["a1", "a2", "b1", "a3"]
     assert out["unloads"] == ["big-a:latest", "big-b:latest"]
     assert out["switches"] == 2
+
+
+# -- affinity in the strategies (pure)
+
+
+def _slot(name: str, card: Card | None, loaded: bool, **kw: object) -> Slot:
+    dep = Deployment(_Named(name), "m", ModelCard(name="m", backend=name))  # type: ignore[arg-type]
+    s = Slot(dep, BackendHealth(name, "ollama"), **kw)  # type: ignore[arg-type]
+    if card is not None:
+        s.res = card.resident(name, "m", 6 * GB)
+        s.res.loaded = loaded
+    return s
+
+
+@dataclass
+class _Named:
+    name: str
+    kind: str = "ollama"
+
+
+def _fleet(**kw: tuple[bool, dict[str, object]]) -> list[Slot]:
+    """Slots by name: (loaded, slot settings); names starting with `cloud` report nothing."""
+    out = []
+    for name, (loaded, extra) in kw.items():
+        card = None if name.startswith("cloud") else Card(name, (name,))
+        out.append(_slot(name, card, loaded, **extra))
+    return out
+
+
+AFFINITY = [
+    ("loaded beats idle, even busier", LEAST_IN_FLIGHT,
+     _fleet(a=(False, {}), b=(True, {"in_flight": 3}), c=(False, {})), "b"),
+    ("loaded beats a better priority", PRIORITY,
+     _fleet(a=(False, {"priority": 0}), b=(True, {"priority": 5})), "b"),
+    ("the strategy decides between the fleet and the cloud", PRIORITY,
+     _fleet(cloud=(False, {"priority": 0}), box=(True, {"priority": 1})), "cloud"),
+    ("and the other way round", PRIORITY,
+     _fleet(cloud=(False, {"priority": 1}), box=(False, {"priority": 0})), "box"),
+    ("weighted shares stay among the loaded ones", WEIGHTED,
+     _fleet(a=(False, {"weight": 100.0}), b=(True, {"weight": 1.0})), "b"),
+    ("nothing loaded: the strategy alone", LEAST_IN_FLIGHT,
+     _fleet(a=(False, {"in_flight": 1}), b=(False, {})), "b"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "strategy", "slots", "want"), AFFINITY, ids=[a[0] for a in AFFINITY]
+)
+def test_the_strategies_prefer_where_the_model_is_loaded(
+    what: str, strategy: int, slots: list[Slot], want: str
+) -> None:
+    s = select(slots, strategy, NOW)
+    assert s is not None and s.dep.backend.name == want

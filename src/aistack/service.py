@@ -298,6 +298,7 @@ class Gateway:
             self.router,
             interval=config.routing.health.interval,
             timeout=config.routing.health.timeout,
+            preload={c.name: c.preload for c in config.backends if isinstance(c, OllamaConfig)},
         )
         self.version = __version__
         self.started = False

@@ -203,6 +203,10 @@ class App:
             access = route.access
             if access is KEY:
                 authenticate(self.gateway.gate, self.sessions, req, ctx)
+                # A conversation the client names, for sticky models (docs/routing.md).
+                s = req.header(b"x-aistack-session") or req.header(b"x-claude-code-session-id")
+                if s:
+                    ctx.session = s.decode("latin-1")[:200]
             elif access is not PUBLIC:
                 check_admin(self.gateway.gate, self.sessions, req, ctx, route)
             if route.body:

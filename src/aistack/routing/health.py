@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from aistack.backends.base import Backend, LoadedModels
@@ -36,19 +36,26 @@ class HealthMonitor:
         *,
         interval: float = 30.0,
         timeout: float = 5.0,
+        preload: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.backends = list(backends)
         self.router = router
         self.interval = interval
         self.timeout = timeout
+        # Models each backend should have loaded: loaded at start and when it comes back.
+        self.preload = {k: list(v) for k, v in (preload or {}).items() if v}
         self._tasks: list[asyncio.Task[None]] = []
         # Asking a backend what it holds after a cold start there: one at a time each.
         self._asking: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         router.on_load = self.loaded_changed
 
     async def start(self) -> None:
         if self.interval <= 0:
+            for b in self.backends:  # no probes to wait for: preload at once
+                if b.name in self.preload:
+                    self._spawn(f"preload-{b.name}", self._preload(b))
             return
         for b in self.backends:
             if b.probes:
@@ -56,7 +63,7 @@ class HealthMonitor:
 
     async def close(self) -> None:
         self.router.on_load = None
-        tasks = self._tasks + list(self._asking.values())
+        tasks = self._tasks + list(self._asking.values()) + list(self._background)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -96,6 +103,9 @@ class HealthMonitor:
                     await self.refresh_loaded(b)
                     if backend not in self._again:
                         return
+                    # Cold starts in a row (a backend whose /api/ps never lists what it
+                    # serves): at most one question a second.
+                    await asyncio.sleep(1.0)
             finally:
                 self._asking.pop(backend, None)
 
@@ -127,6 +137,7 @@ class HealthMonitor:
             error = f"backend '{b.name}' timed out: no answer to the health probe within "
             error += f"{self.timeout:g}s"
             h.status = 504
+        came_back = not h.probed or not h.up
         h.probed = True
         h.checked_at = time.time()
         if error:
@@ -145,7 +156,26 @@ class HealthMonitor:
         h.up = True
         self.router.probe_ok(b.name)
         await self.refresh_loaded(b)
+        if came_back and b.name in self.preload:
+            self._spawn(f"preload-{b.name}", self._preload(b))
         return True
+
+    async def _preload(self, b: Backend) -> None:
+        """Load the backend's `preload:` models that it does not hold already."""
+        for model in self.preload.get(b.name, ()):
+            r = self.router.resident(b.name, model)
+            if r.loaded:
+                continue
+            try:
+                await self.router.load(b.name, model)
+                log.info("preloaded %s on %s", model, b.name)
+            except GatewayError as e:
+                log.warning("preloading %s on %s failed: %s", model, b.name, e.message)
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -775,10 +775,7 @@ class Router:
             if q is not None and q.live:
                 self._dispatch(q)
             if r.running == 0 and r.card is not None:
-                # A model went idle: a switch waiting for room may go now.
-                for other in self._queues.values():
-                    if other.live and other is not q:
-                        self._dispatch(other)
+                self._wake_all()  # a model went idle: a switch waiting for room may go now
 
     def _failed(self, slot: Slot, e: GatewayError, tally: Tally, started_ns: int = 0) -> int:
         self._release(slot)
@@ -853,6 +850,63 @@ class Router:
         if card is None:
             return
         card.observe(backend, models, time.monotonic(), time.time())
+        self._wake_all()
+
+    def _memory_of(self, backend: str) -> ModelMemory:
+        b = self.backends.get(backend)
+        if b is None:
+            raise GatewayError(
+                ErrorKind.NOT_FOUND, f"no backend named '{backend}'", param="backend"
+            )
+        if not isinstance(b, ModelMemory):
+            raise b.cannot("load or unload models")
+        return b
+
+    async def load(self, backend: str, model: str, keep_alive: float | str | None = None) -> None:
+        """Load a model on a backend now (a preload, the console's button), and count it
+        loaded there so requests for it go there."""
+        b = self._memory_of(backend)
+        await b.load(model, keep_alive)
+        r = self.resident(backend, model)
+        if not r.loaded and r.card is not None:
+            r.loaded = True
+            r.loads += 1
+        r.last_used = time.monotonic()
+        cb = self.on_load
+        if cb is not None:
+            cb(backend)
+
+    async def unload(self, backend: str, model: str) -> bool:
+        """Unload a model from a backend unless a request is running on it there (then
+        False, and nothing is done: a model is never unloaded under a running request).
+        While it unloads, new requests for it there wait or go elsewhere."""
+        b = self._memory_of(backend)
+        r = self.resident(backend, model)
+        if r.running:
+            return False
+        held = r.draining
+        r.draining = True
+        try:
+            await b.unload(r.model if r.card is not None else model)
+        finally:
+            r.draining = held
+        card = r.card
+        if card is not None:
+            card.unloaded(r)
+        self._wake_all()
+        return True
+
+    def place(self, name: str) -> Slot | None:
+        """Where a load of `name` should go now: where it is loaded already, else where
+        requests for it would go (it fits, or only idle models are in its way)."""
+        route = self.route(name)
+        if route is None or not route.chain[0].slots:
+            return None
+        pool = route.chain[0]
+        usable = [s for s in pool.slots if isinstance(s.dep.backend, ModelMemory)]
+        return select(usable, route.strategy, time.monotonic(), 0, None, self.switch_after)
+
+    def _wake_all(self) -> None:
         if self.waiting:
             for q in self._queues.values():
                 if q.live:
