@@ -2,9 +2,10 @@
 #   make bench        full run (about 10 minutes), rewrites the results in docs/performance.md
 #   make bench-quick  under a minute, prints the budgets against the floor and the peer
 #   BENCH_ARGS="--rounds 6 --no-litellm"  passes options to bench/run.py (see its --help)
+#   make bench-scheduler  seconds, in process: what model-aware scheduling adds per request
 BENCH_ARGS ?=
 
-.PHONY: bench bench-quick bench-setup
+.PHONY: bench bench-quick bench-setup bench-scheduler
 
 bench-setup:
 	@bench/setup.sh
@@ -14,3 +15,6 @@ bench: $(STAMP) bench-setup
 
 bench-quick: $(STAMP) bench-setup
 	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
+
+bench-scheduler: $(STAMP)
+	$(BIN)/python bench/scheduler.py

@@ -203,6 +203,25 @@ def ollama_tags() -> str:
     return dumps({"models": models})
 
 
+def ollama_ps() -> str:
+    """Every bench model loaded: the gateway's Ollama lanes run with affinity known, as a
+    house whose models are warm does."""
+    models = [
+        {
+            "name": f"{m}:latest",
+            "model": f"{m}:latest",
+            "size": 91739413,
+            "size_vram": 91739413,
+            "digest": "a" * 64,
+            "details": {"format": "gguf", "family": "llama"},
+            "expires_at": "2099-01-01T00:00:00Z",
+            "context_length": 4096,
+        }
+        for m in OLLAMA_MODELS
+    ]
+    return dumps({"models": models})
+
+
 def ollama_show() -> str:
     return dumps(
         {
@@ -337,4 +356,5 @@ def mock_values() -> dict[str, str]:
         "OA_MODELS": nginx_quote(openai_models()),
         "OL_TAGS": nginx_quote(ollama_tags()),
         "OL_SHOW": nginx_quote(ollama_show()),
+        "OL_PS": nginx_quote(ollama_ps()),
     }

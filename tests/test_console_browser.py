@@ -286,6 +286,13 @@ def test_models_page_pulls_with_progress_and_plans_a_sync(page: Page, console: C
     pg.get_by_role("button", name="Show the plan").click()
     pg.get_by_text("Nothing to sync").or_(plan.get_by_text("keep").first).first.wait_for()
     shot(pg, console, "models")
+    # Unload and Load, through the gateway (which knows what runs where).
+    pg.get_by_role("button", name="Unload llama3.2:1b from box").click()
+    pg.get_by_role("button", name="Load llama3.2:1b on box").wait_for()
+    assert "llama3.2:1b" not in console.store.loaded
+    pg.get_by_role("button", name="Load llama3.2:1b on box").click()
+    pg.get_by_role("button", name="Unload llama3.2:1b from box").wait_for()
+    assert "llama3.2:1b" in console.store.loaded
     # Delete asks first, then goes to the backend that has the model.
     pg.once("dialog", lambda d: d.accept())
     pg.get_by_role("button", name="Delete llama3.2:1b from box").click()

@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from aistack.backends.base import Backend, store_of
+from aistack.backends.base import Backend, ModelMemory, loaded_models, store_of
 from aistack.cli._common import backends_of, config_arg, load_config, table
 from aistack.cli.progress import ProgressPrinter
-from aistack.config import ConfigError, Loaded
+from aistack.config import Config, ConfigError, Loaded
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.fleet import PullProgress
 from aistack.core.models import canonical
@@ -69,6 +69,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("destination")
     c.add_argument("--instance", metavar="BACKEND", help="the backend to copy on")
 
+    ld = msub.add_parser(
+        "load",
+        help="load a model into memory on an Ollama instance (so its first request is warm)",
+        description="Loads MODEL on --instance, else where it is loaded already (its "
+        "keep-alive renewed), else on the first instance that declares it, else the "
+        "first that has it.",
+    )
+    config_arg(ld, nested=True)
+    ld.add_argument("model")
+    ld.add_argument("--instance", metavar="BACKEND", help="the backend to load it on")
+    ld.add_argument("--keep-alive", metavar="DURATION", help="how long to keep it (5m, 24h, -1)")
+    ud = msub.add_parser(
+        "unload",
+        help="unload a model from memory (every instance that holds it, or --instance)",
+        description="These go to the backends directly: a request running through a "
+        "gateway is cut short. The console's Unload button (POST /admin/api/models/unload) "
+        "goes through the gateway, which never unloads a model serving a request.",
+    )
+    config_arg(ud, nested=True)
+    ud.add_argument("model")
+    ud.add_argument("--instance", metavar="BACKEND", help="the backend to unload it from")
+
     s = msub.add_parser(
         "sync",
         help="bring every Ollama backend to the models its config declares",
@@ -102,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
             return _list(args, loaded)
         if cmd == "sync":
             return asyncio.run(_sync(args, loaded))
+        if cmd in ("load", "unload"):
+            return asyncio.run(_memory(args, loaded))
         return asyncio.run(_manage(args, loaded))
     except ConfigError as e:
         print(f"aistack: config error: {e}", file=sys.stderr)
@@ -282,6 +306,86 @@ async def _manage(args: argparse.Namespace, loaded: Loaded) -> int:
             print(f"aistack: {e.message}{hint}", file=sys.stderr)
             return 1
     return 0
+
+
+# -- load and unload
+
+
+def _keep_alive(text: str | None) -> float | str | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+async def _memory(args: argparse.Namespace, loaded: Loaded) -> int:
+    """`aistack models load|unload MODEL [--instance NAME]`."""
+    cfg = loaded.config
+    model = placement.resolve_alias(args.model, cfg.aliases)
+    key = canonical(model)
+    async with backends_of(loaded) as bs:
+        # Instances reached over the network (an embedded engine lives in the gateway).
+        pool = [b for b in bs if isinstance(b, ModelMemory) and b.probes]
+        try:
+            if args.instance:
+                b = next((x for x in bs if x.name == args.instance), None)
+                if b is None:
+                    names = ", ".join(x.name for x in bs) or "none"
+                    print(f"aistack: no backend named '{args.instance}' ({names})", file=sys.stderr)
+                    return 1
+                if not isinstance(b, ModelMemory) or not b.probes:
+                    raise b.cannot("load or unload models from the command line")
+                targets: list[Backend] = [b]
+            else:
+                holding = await _holding(pool, key)
+                if args.models_command == "unload":
+                    targets = holding
+                    if not targets:
+                        print(f"{model} is not loaded anywhere")
+                        return 0
+                else:
+                    targets = holding[:1] or _where_to_load(pool, model, cfg, await _present(pool))
+            for b in targets:
+                assert isinstance(b, ModelMemory)
+                if args.models_command == "load":
+                    await b.load(model, _keep_alive(args.keep_alive))
+                    print(f"loaded {model} on {_where(b)}")
+                else:
+                    await b.unload(model)
+                    print(f"unloaded {model} from {_where(b)}")
+        except GatewayError as e:
+            print(f"aistack: {e.message}", file=sys.stderr)
+            return 1
+    return 0
+
+
+async def _holding(pool: Sequence[Backend], key: str) -> list[Backend]:
+    """The backends that have `key` loaded now (those that do not answer: not)."""
+
+    async def one(b: Backend) -> bool:
+        try:
+            return any(canonical(m.name) == key for m in await loaded_models(b))
+        except GatewayError:
+            return False
+
+    found = await asyncio.gather(*(one(b) for b in pool))
+    return [b for b, yes in zip(pool, found, strict=True) if yes]
+
+
+def _where_to_load(
+    pool: Sequence[Backend], model: str, cfg: Config, present: dict[str, set[str]]
+) -> list[Backend]:
+    key = canonical(model)
+    declared = {c.name: {canonical(m) for m in c.models} for c in cfg.backends}
+    for b in pool:
+        if key in declared.get(b.name, set()):
+            return [b]
+    for b in pool:
+        if key in present.get(b.name, set()):
+            return [b]
+    raise GatewayError(ErrorKind.NOT_FOUND, f"no instance has '{model}'; pull it first")
 
 
 # -- sync

@@ -18,7 +18,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
-from aistack.backends.base import Backend, loaded_models, manages_models
+from aistack.backends.base import Backend, ModelMemory, loaded_models, manages_models
 from aistack.core.errors import GatewayError
 from aistack.core.models import LoadedModel, ModelCard, canonical
 from aistack.fleet.placement import resolve_alias
@@ -69,6 +69,7 @@ class BackendReport:
     url: str
     reachable: bool
     manages_models: bool
+    loads_models: bool = False  # can load and unload on request (the console's buttons)
     latency_ms: float | None = None
     error: str = ""
     models: int = 0
@@ -173,6 +174,7 @@ async def _one(
         url=str(desc.get("url", "")),
         reachable=True,
         manages_models=manages_models(b),
+        loads_models=isinstance(b, ModelMemory),
         declared=list(declared),
         discover=discover,
     )

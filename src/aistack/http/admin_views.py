@@ -91,6 +91,7 @@ class AdminViews:
                 if isinstance(v, str):
                     out[name] = {"error": v, "models": []}
                 else:
+                    gw.router.observe_loaded(name, v)  # the router's map, fresh too
                     out[name] = {
                         "error": "",
                         "models": [
@@ -131,6 +132,8 @@ class AdminViews:
         for b in health["backends"]:
             name = b["name"]
             lm = loaded.get(name, {"error": "", "models": []})
+            for m in lm["models"]:
+                m["running"] = gw.router.in_flight_on(name, m["name"])
             backends.append(
                 {
                     **b,
@@ -161,6 +164,8 @@ class AdminViews:
                 "ledger": ledger,
                 "backends": backends,
                 "deployments": health["deployments"],
+                "memory": health["memory"],
+                "queues": health["queues"],
                 "models": models,
                 "today": total,
                 "window_s": 300,

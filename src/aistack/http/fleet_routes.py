@@ -36,6 +36,7 @@ from aistack.http.asgi import (
     send_chunk,
     start_stream,
 )
+from aistack.routing.catalog import Deployment
 from aistack.service import Gateway, RequestContext
 
 log = logging.getLogger("aistack.http")
@@ -158,6 +159,108 @@ async def models(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         aliases=gw.config.aliases,
     )
     await respond_json(req, inv.to_json())
+
+
+# -- memory: load and unload through the router (docs/routing.md#load-and-unload)
+
+
+def _memory_request(req: Request) -> tuple[str, str | None, float | str | None]:
+    body = req.json() if req.body.strip() else {}
+    if not isinstance(body, dict):
+        raise GatewayError(ErrorKind.INVALID_REQUEST, "expected a JSON object")
+    unknown = set(body) - {"model", "backend", "keep_alive"}
+    if unknown:
+        raise GatewayError(ErrorKind.INVALID_REQUEST, f"unknown field(s): {sorted(unknown)}")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise GatewayError(ErrorKind.INVALID_REQUEST, "model is required", param="model")
+    backend = body.get("backend") or _explicit(req)
+    if backend is not None and not isinstance(backend, str):
+        raise GatewayError(ErrorKind.INVALID_REQUEST, "backend: expected a name", param="backend")
+    keep_alive = body.get("keep_alive")
+    if keep_alive is not None and (
+        isinstance(keep_alive, bool) or not isinstance(keep_alive, int | float | str)
+    ):
+        raise GatewayError(
+            ErrorKind.INVALID_REQUEST,
+            "keep_alive: seconds, or a duration like 5m",
+            param="keep_alive",
+        )
+    return model.strip(), backend, keep_alive
+
+
+def _deployments(gw: Gateway, model: str) -> list[Deployment]:
+    """Where `model` (or the model an alias names) is served, in backend order."""
+    route = gw.router.route(model)
+    if route is None:
+        raise gw.catalog.not_found(model)
+    return [s.dep for s in route.chain[0].slots]
+
+
+def _on(gw: Gateway, model: str, backend: str) -> Deployment:
+    if backend not in gw.backends:
+        raise GatewayError(ErrorKind.NOT_FOUND, f"no backend named {backend!r}", param="backend")
+    for d in _deployments(gw, model):
+        if d.backend.name == backend:
+            return d
+    raise GatewayError(
+        ErrorKind.NOT_FOUND, f"backend '{backend}' has no model '{model}'", param="model"
+    )
+
+
+async def load(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    """POST /admin/api/models/load {"model", "backend"?, "keep_alive"?}: load it there,
+    or where requests for it would go (where it fits, or only idle models are in its way)."""
+    model, backend, keep_alive = _memory_request(req)
+    ctx.model = model
+    await gw.catalog.first_round()
+    if backend is not None:
+        dep = _on(gw, model, backend)
+    else:
+        _deployments(gw, model)  # a 404 for a model nobody serves
+        slot = gw.router.place(model)
+        if slot is None:
+            raise GatewayError(
+                ErrorKind.CONFLICT,
+                f"no instance can load '{model}' now: where it could go, other models are "
+                "in use; name a backend to load it there anyway",
+            )
+        dep = slot.dep
+    log.info("load %s on backend %s", dep.model, dep.backend.name)
+    await gw.router.load(dep.backend.name, dep.model, keep_alive)
+    await respond_json(
+        req,
+        {"model": dep.model, "backend": dep.backend.name, "loaded": True},
+        headers=_backend_header(dep.backend),
+    )
+
+
+async def unload(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    """POST /admin/api/models/unload {"model", "backend"?}: unload it there, or from every
+    instance that holds it; a model serving a request stays (listed under `busy`)."""
+    model, backend, _ = _memory_request(req)
+    ctx.model = model
+    await gw.catalog.first_round()
+    deps = [_on(gw, model, backend)] if backend is not None else _deployments(gw, model)
+    if backend is None:
+        # From every instance that holds it, as they say now.
+        await asyncio.gather(*(gw.health.refresh_loaded(d.backend) for d in deps))
+        deps = [d for d in deps if gw.router.resident(d.backend.name, d.model).loaded]
+    done: list[str] = []
+    busy: list[str] = []
+    for d in deps:
+        if await gw.router.unload(d.backend.name, d.model):
+            log.info("unload %s from backend %s", d.model, d.backend.name)
+            done.append(d.backend.name)
+        else:
+            busy.append(d.backend.name)
+    if busy and not done:
+        raise GatewayError(
+            ErrorKind.CONFLICT,
+            f"'{model}' is answering a request on {', '.join(busy)}: it stays loaded; "
+            "try again when it is idle",
+        )
+    await respond_json(req, {"model": model, "unloaded": done, "busy": busy})
 
 
 # -- declarative sync (docs/fleet.md#sync): the plan, and running it with progress

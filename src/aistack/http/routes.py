@@ -68,6 +68,8 @@ ADMIN_API: tuple[Route, ...] = (
     Route(GET, "/admin/api/usage", ad.usage, "plain", ADMIN, name="usage"),
     Route(GET, "/admin/api/requests", ad.requests, "plain", ADMIN, name="requests"),
     Route(GET, "/admin/api/models", fl.models, "plain", ADMIN, name="models"),
+    Route(POST, "/admin/api/models/load", fl.load, "plain", ADMIN, name="model_load"),
+    Route(POST, "/admin/api/models/unload", fl.unload, "plain", ADMIN, name="model_unload"),
     Route(GET, "/admin/api/sync", fl.sync_plan, "plain", ADMIN, name="sync_plan"),
     Route(POST, "/admin/api/sync", fl.sync_run, "plain", ADMIN, name="sync_run"),
 )

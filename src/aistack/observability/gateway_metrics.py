@@ -16,10 +16,8 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from aistack.backends.base import loaded_models
-from aistack.core.errors import GatewayError
 from aistack.core.models import canonical
 from aistack.core.operations import Operation
 from aistack.observability.metrics import Registry
@@ -131,6 +129,35 @@ class GatewayMetrics:
             "Seconds until a loaded model is unloaded (keep_alive).",
             ("backend", "model"),
         )
+        self.queue_depth = r.gauge(
+            "aistack_queue_depth",
+            "Requests waiting for a deployment of each model (all busy, or its GPU taken).",
+            ("model",),
+        )
+        self.queue_longest = r.gauge(
+            "aistack_queue_longest_wait_seconds",
+            "How long the longest-waiting request for each model has waited so far.",
+            ("model",),
+        )
+        self.queue_wait = r.histogram(
+            "aistack_queue_wait_seconds",
+            "Time requests spent waiting in line for a deployment (only those that waited).",
+            ("model",),
+            LATENCY_BUCKETS,
+        )
+        self.switches = r.counter(
+            "aistack_model_switches_total",
+            "Times a model was loaded onto a backend (a cold start there), as aistack saw it.",
+            ("backend", "model"),
+        )
+        self.vram_budget = r.gauge(
+            "aistack_gpu_vram_budget_bytes",
+            "Each GPU's memory budget (vram, or learned from /api/ps); 0: unknown.",
+            ("gpu",),
+        )
+        self.vram_used = r.gauge(
+            "aistack_gpu_vram_used_bytes", "Memory of the models loaded on each GPU.", ("gpu",)
+        )
         self.info = r.gauge("aistack_info", "The running version.", ("version",))
         self.info.set((gw.version,), 1)
         self.rss = r.gauge("aistack_process_resident_memory_bytes", "Resident memory.")
@@ -166,6 +193,8 @@ class GatewayMetrics:
             self.retries.inc((model,), ctx.attempts - 1)
         if ctx.fallbacks:
             self.fallbacks.inc((model,))
+        if ctx.queued_ns:
+            self.queue_wait.observe((model,), ctx.queued_ns / 1e9)
         if ctx.error and ctx.error != "CLIENT_CLOSED" and ctx.first_ns and backend:
             self.upstream_errors.inc((backend, ctx.error))
         if not backend:
@@ -194,6 +223,7 @@ class GatewayMetrics:
             self.in_flight.set((key,), d["in_flight"])
             for s in STATES:
                 self.dep_state.set((key, s), 1 if d["state"] == s else 0)
+        self._memory(rep)
         self.backend_up.clear()
         for b in rep["backends"]:
             self.backend_up.set((b["name"], b["kind"]), 1 if b["state"] == "up" else 0)
@@ -216,6 +246,36 @@ class GatewayMetrics:
             self.traces.set(("dropped",), self.tracer.dropped)
             self.traces.set(("queued",), len(self.tracer.queue) + len(self.tracer.pending))
         self._process()
+
+    def _memory(self, rep: dict[str, Any]) -> None:
+        """Queues, switches and what is loaded where: the router's map, read as it is."""
+        self.queue_depth.clear()
+        self.queue_longest.clear()
+        for q in rep["queues"]:
+            self.queue_depth.set((q["model"],), q["waiting"])
+            self.queue_longest.set((q["model"],), q["longest_wait_s"])
+        router = self.gw.router
+        loaded: dict[str, int] = {name: 0 for name in self.gw.backends}
+        now = time.time()
+        for gauge in (self.vram, self.model_size, self.expires, self.vram_budget, self.vram_used):
+            gauge.clear()
+        for card in router.cards.values():
+            self.vram_budget.set((card.name,), card.budget)
+            self.vram_used.set((card.name,), card.used())
+            for (backend, model), r in card.residents.items():
+                if r.loads:
+                    self.switches.values[(backend, model)] = r.loads
+            for backend, models in card.listed.items():
+                loaded[backend] = len(models)
+                for m in models:
+                    key = (backend, m.name)
+                    self.vram.set(key, m.size_vram)
+                    self.model_size.set(key, m.size)
+                    if m.expires_at is not None:
+                        self.expires.set(key, max(0.0, m.expires_at - now))
+        self.loaded.clear()
+        for name, n in loaded.items():
+            self.loaded.set((name,), n)
 
     def _process(self) -> None:
         try:
@@ -242,33 +302,13 @@ class GatewayMetrics:
             await asyncio.sleep(interval)
 
     async def poll_ps(self) -> None:
-        loaded: dict[str, int] = {name: 0 for name in self.gw.backends}
-        vram: dict[tuple[str, str], float] = {}
-        size: dict[tuple[str, str], float] = {}
-        expires: dict[tuple[str, str], float] = {}
-        now = time.time()
-        for b in self.gw.backends.values():
-            try:
-                models = await loaded_models(b)
-            except GatewayError:
-                continue
-            except Exception:
-                log.exception("polling %s for loaded models failed", b.name)
-                continue
-            loaded[b.name] = len(models)
-            for m in models:
-                key = (b.name, m.name)
-                vram[key] = m.size_vram
-                size[key] = m.size
-                if m.expires_at is not None:
-                    expires[key] = max(0.0, m.expires_at - now)
-        for gauge, values in ((self.vram, vram), (self.model_size, size), (self.expires, expires)):
-            gauge.clear()
-            for k, v in values.items():
-                gauge.set(k, v)
-        self.loaded.clear()
-        for name, n in loaded.items():
-            self.loaded.set((name,), n)
+        """Ask every backend what it holds; the router's map keeps the answers (the
+        health probes ask too), and the gauges are read from it at scrape time."""
+        health = self.gw.health
+        await asyncio.gather(
+            *(health.refresh_loaded(b) for b in self.gw.backends.values()),
+            return_exceptions=True,
+        )
 
     async def close(self) -> None:
         if self._ps_task is not None:

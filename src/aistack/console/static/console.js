@@ -375,6 +375,11 @@
         parts.push(h("h2", {}, "Backends"));
         parts.push(h("div", { class: "cards", id: "backends" }, o.backends.map(backendCard)));
       }
+      const waiting = (o.queues || []).filter((q) => q.waiting);
+      if (waiting.length) {
+        parts.push(h("p", { class: "note", id: "queues" }, "Waiting for a deployment: ",
+          waiting.map((q) => `${q.model}: ${q.waiting} (longest ${q.longest_wait_s.toFixed(1)} s)`).join(" · ")));
+      }
       parts.push(h("h2", {}, "Deployments"));
       if (!o.deployments.length) {
         parts.push(empty("No models discovered yet", "Each backend is asked what it serves; declare models under the backend's models: or pull one on the Models page."));
@@ -404,7 +409,7 @@
     if (hist.length > 60) hist.shift();
     const loaded = b.loaded.length
       ? h("ul", {}, b.loaded.map((m) => h("li", {}, h("span", { class: "mono" }, m.name), " ",
-        h("span", { class: "muted small" }, `${fmtBytes(m.size)}${m.size_vram ? ` · VRAM ${fmtBytes(m.size_vram)}` : ""}${m.expires_at ? ` · until ${fmtTime(m.expires_at * 1000)}` : ""}`))))
+        h("span", { class: "muted small" }, `${fmtBytes(m.size)}${m.size_vram ? ` · VRAM ${fmtBytes(m.size_vram)}` : ""}${m.running ? ` · ${m.running} running` : ""}${m.expires_at ? ` · until ${fmtTime(m.expires_at * 1000)}` : ""}`))))
       : h("p", { class: "muted small" }, b.loaded_error ? `Loaded models unknown: ${b.loaded_error}` : "No model loaded.");
     return h("section", { class: "card backend", "data-backend": b.name, "aria-label": `Backend ${b.name}` },
       h("div", { class: "row" }, h("h3", { class: "grow" }, b.name, " ", h("span", { class: "muted small" }, b.kind)),
@@ -465,17 +470,39 @@
           title: !ADMIN ? READ_ONLY_NOTE : !b.manages_models ? "this backend does not manage models" : null,
           "aria-label": `Delete ${inst.name} from ${inst.backend}` }, "Delete");
         del.addEventListener("click", () => deleteModel(inst, del, reload));
+        const verb = inst.loaded ? "unload" : "load";
+        const mem = h("button", { type: "button", disabled: !ADMIN || !b.loads_models || !inst.present,
+          title: !ADMIN ? READ_ONLY_NOTE : !b.loads_models ? "this backend does not load models on request" : null,
+          "aria-label": `${inst.loaded ? "Unload" : "Load"} ${inst.name} ${inst.loaded ? "from" : "on"} ${inst.backend}` },
+          inst.loaded ? "Unload" : "Load");
+        mem.addEventListener("click", () => loadModel(verb, inst, mem, reload));
         rows.push(h("tr", {}, td(h("span", { class: "mono" }, m.name)), td(inst.backend),
           td(inst.present ? badge("ok", "present") : badge("extra", "missing")),
           num(inst.size ? fmtBytes(inst.size) : "–"), td(inst.family || "–", "hide-narrow"),
           td(inst.parameter_size || "–", "hide-narrow"), td(inst.quantization || "–", "hide-narrow"),
           td(inst.loaded ? `yes${inst.loaded.size_vram ? ` · VRAM ${fmtBytes(inst.loaded.size_vram)}` : ""}` : "no"),
-          td(m.aliases.join(", ") || "–", "hide-narrow"), td(del)));
+          td(m.aliases.join(", ") || "–", "hide-narrow"), td(h("div", { class: "row" }, mem, del))));
       }
     }
     parts.push(table(["Model", "Backend", "State", { label: "Size", num: true }, { label: "Family", narrow: true },
       { label: "Params", narrow: true }, { label: "Quant", narrow: true }, "Loaded", { label: "Aliases", narrow: true }, "Actions"], rows));
     fill(box, ...parts);
+  }
+
+  // Load / Unload go through the gateway, which never unloads a model serving a request.
+  async function loadModel(verb, inst, button, reload) {
+    button.disabled = true;
+    const was = button.textContent;
+    button.textContent = verb === "load" ? "Loading…" : "Unloading…";
+    try {
+      const r = await request(`/admin/api/models/${verb}`, { method: "POST", body: { model: inst.name, backend: inst.backend } });
+      if (!r.ok) throw await failure(r);
+      await reload();
+    } catch (e) {
+      button.disabled = false;
+      button.textContent = was;
+      showError(e);
+    }
   }
 
   async function deleteModel(inst, button, reload) {
