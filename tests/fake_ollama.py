@@ -132,8 +132,9 @@ class FakeOllama:
 
     # -- server
 
-    def start(self) -> FakeOllama:
-        self.server = FaultServer(self._handle).start()
+    def start(self, port: int = 0) -> FakeOllama:
+        """Serve (again, after `stop`: on `port`, as a restarted instance would)."""
+        self.server = FaultServer(self._handle, port=port).start()
         return self
 
     def stop(self) -> None:

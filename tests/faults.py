@@ -90,7 +90,7 @@ class FaultServer:
 
             async def main() -> None:
                 self._stopping = asyncio.Event()
-                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+                self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
                 self.port = self._server.sockets[0].getsockname()[1]
                 ready.set()
                 await self._stopping.wait()

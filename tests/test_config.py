@@ -85,6 +85,28 @@ def test_secrets_come_from_the_environment(text: str, env: dict[str, str], expec
         ("routing: {backoff: 5, backoff_max: 1}", "f.yaml: routing.backoff: must be at least 0"),
         ("routing: {cooldown: {failures: 0}}", "f.yaml: routing.cooldown.failures: must be at"),
         ("routing: {health: {interval: -1}}", "f.yaml: routing.health.interval: must be at"),
+        ("routing: {queue_depth: -1}", "f.yaml: routing.queue_depth: must be at least 0"),
+        ("routing: {switch_after: -1}", "f.yaml: routing.switch_after: must be at least 0"),
+        (
+            "backends: [{name: a, kind: ollama, url: 'http://x', vram: lots}]",
+            "f.yaml: backends[0].vram: not a size: 'lots' (write it like 24GiB or 16GB)",
+        ),
+        (
+            "backends: [{name: a, kind: local, vram: 8GB}]",
+            "f.yaml: backends[0]: object contains unknown field 'vram'",
+        ),
+        (
+            "routing: {models: {m: {force: true}}}",
+            "f.yaml: routing.models.m.force: there are no defaults to force",
+        ),
+        (
+            "routing: {models: {m: {defaults: {keep_alive: '300'}}}}",
+            "f.yaml: routing.models.m.defaults.keep_alive: '300' is not a duration",
+        ),
+        (
+            "routing: {models: {m: {defaults: {num_ctxx: 1}}}}",
+            "f.yaml: routing.models.m.defaults: object contains unknown field 'num_ctxx'",
+        ),
         (
             "backends: [{name: a, kind: local, weight: 0}]",
             "f.yaml: backends[0].weight: must be above 0",

@@ -423,6 +423,14 @@ def test_models_are_loaded_and_unloaded_by_command_admin_api_and_preload(
         assert "cold:1b" not in b.loaded and "cold:1b" not in loaded_on(gw.url, "b")
         r = post("load", model="nope:1b")
         assert r.status_code == 404
+        # An instance that comes back after being down gets its preload again.
+        port = int(a.url.rsplit(":", 1)[1])
+        a.stop()
+        wait_for(lambda: next(x for x in health(gw.url)["backends"] if x["name"] == "a")["state"]
+                 == "down", "a to be seen down")  # fmt: skip
+        a.loaded.clear()  # a restart empties its memory
+        a.start(port)
+        wait_for(lambda: "warm:1b" in a.loaded, "the preload after it came back")
         r = httpx.post(f"{gw.url}/admin/api/models/load", json={"model": "cold:1b"}, timeout=10)
         assert r.status_code == 401
 
