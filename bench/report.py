@@ -39,6 +39,7 @@ ADDED_P50_MS, ADDED_P99_MS = 0.3, 1.0
 TTFT_P50_MS, GAP_P99_MS = 0.5, 1.0
 STREAM_KB, BIG_MS = 50.0, 5.0
 START_S, IDLE_MB = 1.5, 80.0
+VEC_ADDED_MS, VEC_RATIO = 1.0, 2.0
 FLOOR_NOTE = (
     "¹ nginx cannot translate: on a translating lane, its figure (and direct's) is for the "
     "backend's own lane."
@@ -519,6 +520,52 @@ class Report:
             )
         return [f"- {n}" for n in out]
 
+    def vectors(self) -> list[str]:
+        v = self.res.get("vectors")
+        if not v:
+            return []
+        if "error" in v:
+            for name in ("Vector search added p50, c=1", "1k vector searches vs the engine"):
+                self.budgets.append([name, f"failed: {v['error']}", "–", "–", "–", "FAIL"])
+            return []
+        added, ratio = v["added_p50_ms"], v["total_ratio"]
+        self.budgets.append(
+            [
+                "Vector search added p50, c=1 (over qdrant-edge in process)",
+                f"{added:.3f} ms",
+                "–",
+                "–",
+                f"≤ {VEC_ADDED_MS:g} ms",
+                verdict(added, VEC_ADDED_MS),
+            ]
+        )
+        self.budgets.append(
+            [
+                f"{v['searches']} searches over {v['points']} points, vs the engine's own time",
+                f"{ratio:.2f}x",
+                "–",
+                "–",
+                f"≤ {VEC_RATIO:g}x",
+                verdict(ratio, VEC_RATIO),
+            ]
+        )
+        rows = [
+            ["through aistack", f"{v['aistack_p50_ms']:.3f} ms", f"{v['aistack_total_s']:.3f} s"],
+            [
+                "qdrant-edge in process",
+                f"{v['engine_p50_ms']:.3f} ms",
+                f"{v['engine_total_s']:.3f} s",
+            ],
+        ]
+        return [
+            "#### Vector search (bench/vectors.py)",
+            "",
+            f"{v['points']} points of {v['dim']} dimensions, indexed (HNSW), limit 10, one search "
+            f"at a time, {v['rounds']} alternating rounds; medians.",
+            "",
+            *table(["Path", "search p50", f"{v['searches']} searches"], rows),
+        ]
+
     # whole ----------------------------------------------------------------------------------------
 
     def render(self, brief: bool = False) -> str:
@@ -533,6 +580,7 @@ class Report:
             self.big,
             self.memory,
             self.start,
+            self.vectors,
         ]
         body: list[str] = []
         for section in sections:

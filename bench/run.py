@@ -32,6 +32,7 @@ from pathlib import Path
 import payloads
 import report
 import streamclient as sc
+import vectors
 from report import floor_lane
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ LITELLM_BIN = BENCH / ".venv-litellm" / "bin" / "litellm"
 
 TOKENS = len(payloads.WORDS)  # token frames in every canned stream
 PACED = payloads.PACE["-paced"]
-TESTS = ("rps", "c1", "big", "ttft", "gap", "mem")
+TESTS = ("rps", "c1", "big", "ttft", "gap", "mem", "vec")
 
 
 def good(r: sc.Result, framing: str) -> bool:
@@ -889,6 +890,9 @@ class Bench:
                 self.one_round(rnd)
             if self.plan.mem_streams and "mem" in self.plan.tests:
                 self.memory()
+            if "vec" in self.plan.tests:
+                # The vector store's lane (bench/vectors.py): a gateway of its own.
+                self.results["vectors"] = vectors.run(quick=self.plan.mode == "quick", log=log)
             self.results["idle_rss_end"] = {
                 a.name: a.proc.rss() for a in self.arms.values() if a.up and a.proc
             }

@@ -358,6 +358,48 @@ def test_a_read_only_user_sees_pages_but_cannot_change(browser: Browser, console
         ctx.close()
 
 
+def test_vectors_page_lists_collections_per_app_and_searches_by_text(
+    page: Page, console: Console
+) -> None:
+    import warnings
+
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as m
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an api key over plain http, on loopback
+        c = QdrantClient(
+            url=console.url, prefix="qdrant", api_key=MASTER, check_compatibility=False,
+            cloud_inference=True, timeout=120,
+        )  # fmt: skip
+    docs = ["Lighthouses guide ships at night.", "Bread rises with yeast."]
+    import ollama
+
+    auth = {"authorization": f"Bearer {MASTER}"}
+    # The model's vector size, from one embedding through the gateway.
+    dim = len(ollama.Client(host=console.url, headers=auth).embed(LOCAL_MODEL, "x").embeddings[0])
+    c.create_collection(
+        "notes", vectors_config=m.VectorParams(size=dim, distance=m.Distance.COSINE)
+    )
+    c.upsert(
+        "notes",
+        [m.PointStruct(id=i, vector=m.Document(text=t, model=LOCAL_MODEL), payload={"t": t})
+         for i, t in enumerate(docs)],
+    )  # fmt: skip
+    pg = page
+    visit(pg, console, "vectors")
+    row = pg.locator("tr[data-collection='notes']")
+    assert row.locator("td").nth(2).inner_text() == "2"
+    pg.get_by_label("Collection").select_option("notes")
+    pg.get_by_label("Model").fill(LOCAL_MODEL)
+    pg.get_by_label("Text").fill(docs[1])
+    pg.get_by_role("button", name="Search").click()
+    first = pg.locator("#vector-results tbody tr").first
+    first.wait_for()
+    assert docs[1] in first.inner_text()
+    shot(pg, console, "vectors")
+
+
 def test_screenshots_cover_every_page(console: Console) -> None:
     from aistack.console import PAGES
 

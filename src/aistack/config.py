@@ -227,6 +227,52 @@ class ConsoleConfig(_Strict):
     session_secret: str | None = None
 
 
+class VectorQuota(_Strict):
+    """What one app's key may hold in the vector store; null: no limit."""
+
+    collections: int | None = None
+    points: int | None = None
+    disk_mb: float | None = None
+
+
+class VectorBackupConfig(_Strict):
+    """Scheduled snapshots of every collection, kept grandfather-father-son."""
+
+    dir: str | None = None  # where snapshots go; unset: no scheduled snapshots
+    hourly: int = 24  # how many of each tier to keep
+    daily: int = 7
+    weekly: int = 4
+
+
+class VectorsConfig(_Strict):
+    """The Qdrant-compatible vector store (vectors/): served at /qdrant."""
+
+    enabled: bool = True
+    # embedded: the Qdrant engine in process (qdrant-edge-py), shards under `path`.
+    # qdrant: a Qdrant server or cluster at `url` (api_key from the environment).
+    engine: Literal["embedded", "qdrant"] = "embedded"
+    # embedded: where the shards live (default: $XDG_DATA_HOME/aistack/vectors).
+    path: str | None = None
+    url: str | None = None
+    api_key: str | None = None
+    timeout: float = 60.0
+    # Also serve the Qdrant API at the root of its own listener (host:port), for apps
+    # that take only a URL.
+    listen: str | None = None
+    # Seconds between flushes of written shards to disk (they flush at shutdown too).
+    flush_interval: float = 5.0
+    # Build the HNSW index in the background once this many points are not yet in it
+    # (0: never), after `optimize_idle` seconds without writes to the collection.
+    optimize_threshold: int = 20_000
+    optimize_idle: float = 10.0
+    # Per app (key name): limits on collections, points and disk; `default` for any
+    # key not named. The master key and admins are not limited.
+    quotas: dict[str, VectorQuota] = msgspec.field(default_factory=dict)
+    # `aistack doctor` warns about collections with more points than this.
+    warn_points: int = 1_000_000
+    backup: VectorBackupConfig = msgspec.field(default_factory=VectorBackupConfig)
+
+
 class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     backends: list[BackendConfig] = msgspec.field(default_factory=list)
@@ -248,6 +294,7 @@ class Config(_Strict):
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    vectors: VectorsConfig = msgspec.field(default_factory=VectorsConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +470,34 @@ def _check(cfg: Config, where: str) -> None:
         if canonical(alias) == canonical(target):
             raise ConfigError(f"{where}: aliases.{alias}: an alias cannot point at itself")
     _check_routing(cfg, where)
+    _check_vectors(cfg, where)
+
+
+def _check_vectors(cfg: Config, where: str) -> None:
+    v = cfg.vectors
+    if v.engine == "qdrant" and (not v.url or not re.match(r"^https?://[^/\s]+", v.url)):
+        raise ConfigError(
+            f"{where}: vectors.url: the Qdrant server's http(s):// URL is required "
+            "with engine: qdrant"
+        )
+    if v.listen is not None and not re.match(
+        r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", v.listen
+    ):
+        raise ConfigError(f"{where}: vectors.listen: write HOST:PORT, e.g. 127.0.0.1:6333")
+    for name in ("flush_interval", "timeout"):
+        if not getattr(v, name) > 0:
+            raise ConfigError(f"{where}: vectors.{name}: must be more than 0 seconds")
+    if v.optimize_threshold < 0 or v.optimize_idle < 0:
+        raise ConfigError(f"{where}: vectors.optimize_threshold: must be at least 0 (0: never)")
+    for app, q in v.quotas.items():
+        for field in ("collections", "points", "disk_mb"):
+            n = getattr(q, field)
+            if n is not None and n < 0:
+                raise ConfigError(f"{where}: vectors.quotas.{app}.{field}: cannot be negative")
+    b = v.backup
+    for tier in ("hourly", "daily", "weekly"):
+        if getattr(b, tier) < 0:
+            raise ConfigError(f"{where}: vectors.backup.{tier}: cannot be negative")
 
 
 def _check_deployment(where: str, key: str, weight: float | None, cap: int | None) -> None:

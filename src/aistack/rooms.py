@@ -1,7 +1,7 @@
 """The house's rooms, put together: the app with the gateway's route table and every
 room's entries. The one module that knows which rooms there are.
 
-A room (console/ today; images/ and vectors/ next) keeps its code in its own package and
+A room (console/, vectors/; images/ next) keeps its code in its own package and
 declares its routes there as `http.table.Route` entries (a whole sub-tree under a
 prefix as an `http.table.Mount`); it is added here with one line. See
 docs/architecture.md, "Add a route".
@@ -9,22 +9,43 @@ docs/architecture.md, "Add a route".
 
 from __future__ import annotations
 
-from aistack import console
+from pathlib import Path
+
+from aistack import console, vectors
 from aistack.access.sessions import Sessions, secret_for
 from aistack.http import routes
 from aistack.http.app import App
-from aistack.http.table import Entry
+from aistack.http.table import Entry, Mount
 from aistack.observability import Observability
 from aistack.service import Gateway
 
 
-def app(gateway: Gateway, obs: Observability | None = None) -> App:
-    """What `aistack serve` serves."""
+def app(gateway: Gateway, obs: Observability | None = None, base_dir: Path | None = None) -> App:
+    """What `aistack serve` serves on its port; `base_dir`: where the config's relative
+    paths start."""
+    return build(gateway, obs, base_dir)[0]
+
+
+def build(
+    gateway: Gateway, obs: Observability | None = None, base_dir: Path | None = None
+) -> tuple[App, list[tuple[App, str, int]]]:
+    """The main port's app, and the other listeners, (app, host, port) each: the vector
+    store's own (`vectors.listen`)."""
     cfg = gateway.config
     entries: list[Entry] = routes.table(obs)
+    listeners: list[tuple[App, str, int]] = []
+    vs = vectors.service(gateway, base_dir)
+    if vs is not None:
+        entries += vectors.routes(vs)
+        if obs is not None and obs.metrics is not None:
+            vectors.metrics(vs, obs.metrics.registry)
+        if cfg.vectors.listen:
+            host, _, port = cfg.vectors.listen.rpartition(":")
+            own = App(gateway, obs, [Mount("", vectors.api(vs), "qdrant")])
+            listeners.append((own, host.strip("[]"), int(port)))
     sessions: Sessions | None = None
     if cfg.console.enabled:
         secret = secret_for(cfg.console.session_secret, cfg.auth.master_key)
         sessions = Sessions(secret, cfg.console.session_hours * 3600)
         entries += console.routes(gateway, sessions)
-    return App(gateway, obs, entries, sessions=sessions)
+    return App(gateway, obs, entries, sessions=sessions), listeners

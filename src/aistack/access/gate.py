@@ -360,6 +360,17 @@ class Gate:
             raise _denied(key, got)
         ctx.ticket = got
 
+    async def admit_call(self, ctx: Caller) -> None:
+        """A request that names no model (a vector operation): the key's rate and
+        concurrency limits only; a 429 over them."""
+        key = ctx.key
+        if key is None or not key.limited:
+            return
+        got = await self.limiter.admit(key.id, key.quota)
+        if isinstance(got, Denied):
+            raise _denied(key, got)
+        ctx.ticket = got
+
     def visible(self, ctx: Caller, name: str, aliases: Mapping[str, str]) -> bool:
         key = ctx.key
         return key is None or key.allows(name, aliases)
@@ -388,7 +399,10 @@ class Gate:
                 ctx.end_user,
                 ctx.dialect,
                 ctx.route,
-                _canonical(ctx.model) if ctx.model else "",
+                # A vector operation's "model" is the collection it named, as named.
+                _canonical(ctx.model)
+                if ctx.model and ctx.operation is not Operation.VECTOR
+                else ctx.model,
                 backend,
                 upstream,
                 1 if ctx.stream else 0,

@@ -77,8 +77,12 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     async def go() -> Report:
+        from aistack.vectors.doctor import check
+
         async with backends_of(loaded) as bs:
-            return await run(loaded.config, loaded.source, bs, opts, loaded.base_dir)
+            report = await run(loaded.config, loaded.source, bs, opts, loaded.base_dir)
+        report.findings += await check(loaded, args.gateway)
+        return report
 
     try:
         report = asyncio.run(go())

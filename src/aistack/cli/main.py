@@ -116,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_db)
 
     # The fleet and the runbook: each module adds its own subcommands.
-    from aistack.cli import doctor, models, snippet
+    from aistack.cli import doctor, models, snippet, vectors
 
-    for module in (models, doctor, snippet):
+    for module in (models, doctor, snippet, vectors):
         module.register(sub)
     return p
 

@@ -145,7 +145,7 @@ def serve(args: argparse.Namespace) -> int:
     from aistack.backends.transport import HttpClient
     from aistack.http.server import Server
     from aistack.observability import Observability
-    from aistack.rooms import app
+    from aistack.rooms import build as build_app
     from aistack.service import Gateway
 
     client = HttpClient()
@@ -174,8 +174,14 @@ def serve(args: argparse.Namespace) -> int:
     # docs/performance.md. Forwarded headers are read where they matter (trusted
     # proxies), not per request: the TCP peer stays the peer, since forward-auth headers
     # are trusted by it. One JSON request line comes from observability/logs.py.
+    main_app, listeners = build_app(gateway, obs, loaded.base_dir)
     srv = Server(
-        app(gateway, obs), server.host, server.port, keepalive=server.keepalive_timeout, graceful=10
+        main_app,
+        server.host,
+        server.port,
+        keepalive=server.keepalive_timeout,
+        graceful=10,
+        extra=listeners,
     )
     _tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

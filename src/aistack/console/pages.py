@@ -25,6 +25,7 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("keys", "Keys", "per-app keys and their limits"),
     ("usage", "Usage", "requests, tokens and spend over time"),
     ("requests", "Requests", "the request log"),
+    ("vectors", "Vectors", "collections per app, sizes, search by text"),
     ("connect", "Connect an app", "settings for each app"),
 )
 

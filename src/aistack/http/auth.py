@@ -26,14 +26,16 @@ SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 def presented_key(req: Request) -> str | None:
     """The key a client sent: `Authorization: Bearer KEY` (OpenAI and Ollama clients), or
-    `x-api-key: KEY` (Anthropic-style clients). Other Authorization schemes are not ours."""
+    `x-api-key: KEY` (Anthropic-style clients), or `api-key: KEY` (Qdrant clients). Other
+    Authorization schemes are not ours."""
     auth = req.header(b"authorization")
     if auth is not None:
         scheme, _, value = auth.strip().partition(b" ")
         value = value.strip()
         if scheme.lower() == b"bearer" and value:
             return value.decode("latin-1")
-    key = req.header(b"x-api-key")
+    # x-api-key: Anthropic-style clients; api-key: Qdrant's clients.
+    key = req.header(b"x-api-key") or req.header(b"api-key")
     if key is not None and key.strip():
         return key.strip().decode("latin-1")
     return None

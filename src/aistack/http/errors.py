@@ -13,6 +13,7 @@ import orjson
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
+from aistack.dialects.qdrant import error_to_wire as qdrant_error
 from aistack.http.asgi import JSON_TYPE, TEXT_TYPE, Request, respond
 from aistack.http.table import Dialect
 
@@ -20,6 +21,7 @@ _RENDER: dict[str, Callable[[GatewayError], object]] = {
     "ollama": ollama_error,
     "openai": openai_error,
     "plain": openai_error,
+    "qdrant": qdrant_error,
 }
 
 

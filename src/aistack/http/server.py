@@ -22,6 +22,7 @@ import asyncio
 import logging
 import signal
 from collections import deque
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import cast
 from urllib.parse import unquote
@@ -207,10 +208,10 @@ class ServerRequest(Request):
 class Connection(asyncio.Protocol):
     """One client connection: parses requests and runs them one at a time, in order."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, app: App | None = None) -> None:
         self.server = server
-        self.app = server.app
-        self.limit = server.app.max_body
+        self.app = app or server.app
+        self.limit = self.app.max_body
         self.loop = server.loop
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -460,9 +461,18 @@ class Server:
     """Listens, runs the app's start-up and shut-down, closes idle keep-alive connections."""
 
     def __init__(
-        self, app: App, host: str, port: int, keepalive: float = 5.0, graceful: float = 10.0
+        self,
+        app: App,
+        host: str,
+        port: int,
+        keepalive: float = 5.0,
+        graceful: float = 10.0,
+        extra: Sequence[tuple[App, str, int]] = (),
     ) -> None:
         self.app = app
+        # More listeners, each with an app of its own on the same gateway (the vector
+        # store's own port): started and stopped with the main one.
+        self.extra = tuple(extra)
         self.host = host
         self.port = port
         self.keepalive = keepalive
@@ -489,33 +499,46 @@ class Server:
         failed = await self.app.startup()
         if failed is not None:
             return 1
-        try:
-            listener = await self.loop.create_server(
-                lambda: Connection(self), self.host, self.port, backlog=2048, reuse_address=True
-            )
-        except OSError as e:
-            log.error("cannot listen on %s:%s: %s", self.host, self.port, e.strerror or e)
-            await self.app.shutdown()
-            return 1
+        listeners: list[asyncio.Server] = []
+        for app, host, port in ((self.app, self.host, self.port), *self.extra):
+            try:
+                listeners.append(
+                    await self.loop.create_server(
+                        lambda app=app: Connection(self, app),  # type: ignore[misc]
+                        host,
+                        port,
+                        backlog=2048,
+                        reuse_address=True,
+                    )
+                )
+            except OSError as e:
+                log.error("cannot listen on %s:%s: %s", host, port, e.strerror or e)
+                for other in listeners:
+                    other.close()
+                await self.app.shutdown()
+                return 1
         self.started = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.should_stop)
         self._reaper = self.loop.call_later(1.0, self._reap)
         shown = f"[{self.host}]" if ":" in self.host else self.host
         log.info("listening on http://%s:%d", shown, self.port)
+        for _, host, port in self.extra:
+            log.info("also listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
         if ready is not None:
             ready.set()
         try:
             await self._stop.wait()
-            await self._shut(listener)  # still listening for a second signal meanwhile
+            await self._shut(listeners)  # still listening for a second signal meanwhile
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.remove_signal_handler(sig)
         return 0
 
-    async def _shut(self, listener: asyncio.Server) -> None:
+    async def _shut(self, listeners: list[asyncio.Server]) -> None:
         log.info("stopping: finishing requests in flight (up to %gs)", self.graceful)
-        listener.close()
+        for listener in listeners:
+            listener.close()
         if self._reaper is not None:
             self._reaper.cancel()
         for c in list(self.connections):

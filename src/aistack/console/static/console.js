@@ -1118,6 +1118,56 @@
   }
 
   // Connect an app: the per-app settings with copy buttons.
+  // Vectors: collections per app, their sizes, a text search box that embeds and queries.
+  pages.vectors = async (root) => {
+    let data;
+    try {
+      data = await api("/admin/api/vectors");
+    } catch (e) {
+      fill(root, empty("No vector store", "It is off here (vectors.enabled: false), or it did not start: see the gateway's log."));
+      return;
+    }
+    const cols = data.collections;
+    const apps = new Set(cols.map((c) => c.app || "(admin)"));
+    const parts = [h("div", { class: "stats" },
+      stat("Engine", data.engine, data.ready ? "ready" : `not ready: ${data.why}`),
+      stat("Collections", fmtNum(cols.length), `${fmtNum(apps.size)} app${apps.size === 1 ? "" : "s"}`),
+      stat("Points", fmtNum(cols.reduce((a, c) => a + c.points, 0))),
+      stat("Disk", fmtBytes(cols.reduce((a, c) => a + (c.disk_bytes || 0), 0))))];
+    if (!cols.length) {
+      parts.push(empty("No collections yet", "Point an app's Qdrant client at /qdrant on this gateway with its own key (Connect an app); its collections appear here."));
+      fill(root, ...parts);
+      return;
+    }
+    parts.push(table(["App", "Collection", { label: "Points", num: true }, { label: "Vectors", narrow: true },
+      { label: "Disk", num: true }, "Last write", { label: "Shared with", narrow: true }, "Status"],
+    cols.map((c) => h("tr", { "data-collection": c.name }, td(c.app || "(admin)"), td(h("strong", {}, c.collection)),
+      num(fmtNum(c.points)), td(Object.entries(c.vectors).map(([n, d]) => `${n || "(unnamed)"}: ${d}`).join(", "), "hide-narrow"),
+      num(c.disk_bytes === null ? "–" : fmtBytes(c.disk_bytes)), td(c.last_write ? ago(c.last_write * 1000) : "never"),
+      td((c.shared_with || []).join(", ") || "–", "hide-narrow"), td(badge(c.status === "green" ? "ok" : "busy", c.status))))));
+    const which = select(cols.map((c) => [c.name, c.name]), cols[0].name, { id: "vector-collection" });
+    const model = h("input", { id: "vector-model", value: "", placeholder: "an embedding model, e.g. smollm2:135m", required: true });
+    const text = h("input", { id: "vector-text", placeholder: "what to look for", required: true });
+    const out = h("div", { id: "vector-results" });
+    const form = h("form", { class: "card", id: "vector-search" }, h("h2", {}, "Search by text"),
+      h("div", { class: "row" }, field("Collection", which), field("Model", model), field("Text", text),
+        h("button", { type: "submit" }, "Search")), out);
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      guarded(async () => {
+        fill(out, h("p", { class: "muted" }, "Searching…"));
+        const r = await api("/admin/api/vectors/search", { method: "POST",
+          body: { collection: which.value, text: text.value, model: model.value, limit: 5 } });
+        fill(out, r.points.length ? table(["Id", { label: "Score", num: true }, "Payload"],
+          r.points.map((p) => h("tr", {}, td(String(p.id)), num(p.score.toFixed(4)),
+            td(h("span", { class: "mono small" }, JSON.stringify(p.payload))))))
+          : empty("Nothing found", "The collection has no points near that text."));
+      }, out);
+    });
+    parts.push(form);
+    fill(root, ...parts);
+  };
+
   pages.connect = async (root) => {
     const app = select([], "", { id: "c-app" });
     const model = select([], "", { id: "c-model" });

@@ -1,0 +1,430 @@
+"""One vector operation, from the caller to the engine and back.
+
+The HTTP layer has matched the path to an operation (wire.match) and knows who is
+calling; here: may this caller do it, which physical names it means, text in (Qdrant
+`Document` objects embedded with aistack's own routed models, the size checked against
+the collection), quotas, then the engine, then names mapped back for the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aistack.config import Config, VectorsConfig
+from aistack.core.chat import EmbedRequest
+from aistack.core.errors import ErrorKind, GatewayError
+from aistack.core.operations import Operation
+from aistack.dialects.qdrant import Call, bad, not_found, obj, point_id
+from aistack.service import Gateway, RequestContext
+from aistack.vectors.engine import CollectionStats, Engine
+from aistack.vectors.snapshots import BackupSchedule
+from aistack.vectors.tenancy import Caller, Tenancy, forbidden
+
+log = logging.getLogger("aistack.vectors")
+
+STATS_INTERVAL = 5.0  # seconds between refreshes of the sizes the metrics show
+
+
+def data_dir(cfg: VectorsConfig, base: Path | None = None) -> Path:
+    """Where the embedded engine keeps its shards and the store its grants."""
+    if cfg.path:
+        p = Path(cfg.path).expanduser()
+        return p if p.is_absolute() or base is None else base / p
+    from aistack.store import default_sqlite_path
+
+    return default_sqlite_path().parent / "vectors"
+
+
+def build_engine(cfg: VectorsConfig, path: Path, client: Any) -> Engine:
+    if cfg.engine == "qdrant":
+        from aistack.vectors.proxy import ProxyEngine
+
+        assert cfg.url is not None
+        engine: Engine = ProxyEngine(cfg.url, cfg.api_key, client, timeout=cfg.timeout)
+        return engine
+    from aistack.vectors.embedded import EmbeddedEngine
+
+    return EmbeddedEngine(
+        path,
+        flush_interval=cfg.flush_interval,
+        optimize_threshold=cfg.optimize_threshold,
+        optimize_idle=cfg.optimize_idle,
+    )
+
+
+def _is_document(v: object) -> bool:
+    return (
+        isinstance(v, dict)
+        and isinstance(v.get("text"), str)
+        and isinstance(v.get("model"), str)
+        and set(v) <= {"text", "model", "options"}
+    )
+
+
+class _Texts:
+    """The Documents of one request, embedded together per model, then put in place."""
+
+    def __init__(self) -> None:
+        self.slots: list[tuple[Any, Any, str, str, str]] = []  # container, key, model, text, vector
+
+    def find_vector(self, container: Any, key: Any, vname: str) -> None:
+        v = container[key]
+        if _is_document(v):
+            self.slots.append((container, key, v["model"], v["text"], vname))
+        elif isinstance(v, dict) and not ("indices" in v and "values" in v):
+            for name in list(v):
+                if _is_document(v[name]):
+                    self.slots.append((v, name, v[name]["model"], v[name]["text"], str(name)))
+
+    def find_query(self, q: Any, using: str) -> None:
+        if not isinstance(q, dict):
+            return
+        if "query" in q:
+            self._scoring(q, "query", using)
+        for p in _listify(q.get("prefetch")):
+            if isinstance(p, dict):
+                self.find_query(p, str(p.get("using") or using))
+
+    def _scoring(self, container: Any, key: Any, using: str) -> None:
+        v = container[key]
+        if _is_document(v):
+            self.slots.append((container, key, v["model"], v["text"], using))
+        elif isinstance(v, dict):
+            if "nearest" in v:
+                self._scoring(v, "nearest", using)
+            rec = v.get("recommend")
+            if isinstance(rec, dict):
+                for side in ("positive", "negative"):
+                    items = rec.get(side)
+                    if isinstance(items, list):
+                        for i in range(len(items)):
+                            self._scoring(items, i, using)
+
+
+def _listify(v: object) -> list[Any]:
+    if v is None:
+        return []
+    return v if isinstance(v, list) else [v]
+
+
+class VectorService:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        gateway: Gateway,
+        path: Path,
+        base: Path | None = None,
+    ) -> None:
+        self.config = config.vectors
+        self.engine = engine
+        self.gateway = gateway
+        self.path = path
+        self.tenancy = Tenancy(path / "grants.json", self.config.quotas)
+        # Called with (operation, outcome) after each operation: the metrics count them.
+        self.on_op: Callable[[str, str], None] | None = None
+        self._refresh: asyncio.Task[None] | None = None
+        self._stats: list[CollectionStats] = []
+        self._stats_at = 0.0
+        self.backups: BackupSchedule | None = None
+        if self.config.backup.dir:
+            self.backups = BackupSchedule(engine, self.config.backup, base)
+
+    async def start(self) -> None:
+        await self.engine.start()
+        if self.backups is not None:
+            self.backups.start()
+        self._refresh = asyncio.create_task(self._refresh_stats(), name="vectors-stats")
+
+    async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
+        if self.backups is not None:
+            await self.backups.close()
+        await self.engine.close()
+
+    async def _refresh_stats(self) -> None:
+        """Sizes for the metrics, refreshed in the background (a scrape never waits)."""
+        while True:
+            try:
+                await self.stats(0)
+            except Exception as e:
+                log.warning("vectors: cannot read collection sizes: %s", e)
+            await asyncio.sleep(STATS_INTERVAL)
+
+    def cached_stats(self) -> list[CollectionStats]:
+        return self._stats
+
+    async def stats(self, max_age: float = 5.0) -> list[CollectionStats]:
+        now = time.monotonic()
+        if now - self._stats_at > max_age:
+            self._stats = await self.engine.stats()
+            self._stats_at = now
+        return self._stats
+
+    # -- one operation
+
+    async def run(
+        self,
+        ctx: RequestContext,
+        caller: Caller,
+        call: Call,
+        body: dict[str, Any],
+        params: dict[str, str],
+    ) -> Any:
+        op = call.op
+        ctx.model = call.collection
+        try:
+            result = await self._run(ctx, caller, call, body, params)
+        except GatewayError as e:
+            if self.on_op is not None:
+                self.on_op(op.name, str(e.status))
+            physical = self.tenancy.physical(caller, call.collection) if call.collection else ""
+            if physical and physical != call.collection and physical in e.message:
+                # The engine names the physical collection: say it as the caller does.
+                raise GatewayError(
+                    e.kind,
+                    e.message.replace(physical, call.collection),
+                    status=e.status,
+                    code=e.code,
+                    retry_after=e.retry_after,
+                ) from None
+            raise
+        if self.on_op is not None:
+            self.on_op(op.name, "ok")
+        return result
+
+    async def _run(
+        self,
+        ctx: RequestContext,
+        caller: Caller,
+        call: Call,
+        body: dict[str, Any],
+        params: dict[str, str],
+    ) -> Any:
+        op = call.op
+        t = self.tenancy
+        physical = t.physical(caller, call.collection) if call.collection else ""
+        if physical:
+            if op.access in ("write", "manage") and not t.owns(caller, physical):
+                raise forbidden(
+                    f"collection `{call.collection}` is shared with this key for reading only"
+                )
+            if op.name == "create_collection":
+                await self._check_collections_quota(caller)
+        if op.name == "update_aliases":
+            body = self._map_alias_actions(caller, body)
+        if op.name in ("upsert", "update_vectors", "batch_update"):
+            await self._embed_points(ctx, physical, op.name, body)
+            if op.name == "upsert":
+                await self._check_points_quota(caller, physical, body)
+        elif op.name in ("query", "query_batch"):
+            await self._embed_queries(ctx, physical, op.name, body)
+        result = await self.engine.call(op, physical, call.arg, body, params)
+        return self._map_result(caller, op.name, result)
+
+    # -- names
+
+    def _map_alias_actions(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        actions = body.get("actions")
+        if not isinstance(actions, list):
+            raise bad("actions: a list of create_alias, delete_alias and rename_alias")
+        t = self.tenancy
+        out = []
+        for i, a in enumerate(actions):
+            a = obj(a, f"actions[{i}]")
+            mapped = {}
+            for kind, x in a.items():
+                x = dict(obj(x, f"actions[{i}].{kind}"))
+                for field in ("collection_name", "alias_name", "old_alias_name", "new_alias_name"):
+                    if isinstance(x.get(field), str):
+                        name = t.physical(caller, x[field])
+                        if not t.owns(caller, name):
+                            raise forbidden(f"{x[field]}: not this key's to change")
+                        x[field] = name
+                mapped[kind] = x
+            out.append(mapped)
+        return {**body, "actions": out}
+
+    def _map_result(self, caller: Caller, op: str, result: Any) -> Any:
+        if caller.admin:
+            return result
+        t = self.tenancy
+        if op == "list_collections":
+            names = [t.plain(caller, c["name"]) for c in result.get("collections", [])]
+            return {"collections": [{"name": n} for n in sorted(n for n in names if n)]}
+        if op in ("list_aliases", "collection_aliases"):
+            out = []
+            for a in result.get("aliases", []):
+                alias = t.plain(caller, a["alias_name"])
+                coll = t.plain(caller, a["collection_name"])
+                if alias is not None and coll is not None:
+                    out.append({"alias_name": alias, "collection_name": coll})
+            return {"aliases": out}
+        return result
+
+    def visible(
+        self, caller: Caller, stats: list[CollectionStats]
+    ) -> list[tuple[str, CollectionStats]]:
+        """(the name the caller knows it by, stats) for every collection it may see."""
+        out = []
+        for s in stats:
+            n = self.tenancy.plain(caller, s.name)
+            if n is not None:
+                out.append((n, s))
+        return out
+
+    # -- quotas
+
+    async def _check_collections_quota(self, caller: Caller) -> None:
+        q = self.tenancy.quota(caller)
+        if q is None or q.collections is None:
+            return
+        mine = [s for s in await self.stats(0) if self.tenancy.owns(caller, s.name)]
+        if len(mine) >= q.collections:
+            raise forbidden(
+                f"quota: app '{caller.app}' may have {q.collections} collections and has "
+                f"{len(mine)} (vectors.quotas)"
+            )
+
+    async def _check_points_quota(
+        self, caller: Caller, physical: str, body: dict[str, Any]
+    ) -> None:
+        q = self.tenancy.quota(caller)
+        if q is None or (q.points is None and q.disk_mb is None):
+            return
+        from aistack.dialects.qdrant import BY_NAME
+
+        if q.disk_mb is not None:
+            mine = [s for s in await self.stats(5.0) if self.tenancy.owns(caller, s.name)]
+            used = sum(s.disk_bytes or 0 for s in mine)
+            if used >= q.disk_mb * 1e6:
+                raise forbidden(
+                    f"quota: app '{caller.app}' may use {q.disk_mb:g} MB of disk for vectors "
+                    f"and uses {used / 1e6:.1f} MB (vectors.quotas)"
+                )
+        if q.points is None:
+            return
+        listed = await self.engine.call(BY_NAME["list_collections"], "", "", {}, {})
+        total = 0
+        for c in listed.get("collections", []):
+            if self.tenancy.owns(caller, c["name"]):
+                n = await self.engine.call(BY_NAME["count"], c["name"], "", {"exact": True}, {})
+                total += int(n.get("count", 0))
+        ids = _ids_of_upsert(body)
+        if total + len(ids) <= q.points:
+            return
+        # Over, unless enough of them overwrite points that exist already.
+        existing = await self.engine.call(
+            BY_NAME["count"], physical, "", {"filter": {"must": [{"has_id": ids}]}}, {}
+        )
+        new = len(ids) - int(existing.get("count", 0))
+        if total + new > q.points:
+            raise forbidden(
+                f"quota: app '{caller.app}' may store {q.points} points and has {total}; "
+                f"this upsert adds {new} (vectors.quotas)"
+            )
+
+    # -- text in
+
+    async def _embed(self, ctx: RequestContext, physical: str, texts: _Texts) -> None:
+        if not texts.slots:
+            return
+        sizes = await self.engine.vector_sizes(physical)
+        by_model: dict[str, list[int]] = {}
+        for i, s in enumerate(texts.slots):
+            by_model.setdefault(s[2], []).append(i)
+        for model, idxs in by_model.items():
+            sub = RequestContext(
+                ctx.dialect,
+                "qdrant.embed",
+                Operation.EMBED,
+                method=ctx.method,
+                path=ctx.path,
+                request_id=ctx.request_id,
+            )
+            sub.key, sub.key_id, sub.app, sub.end_user = ctx.key, ctx.key_id, ctx.app, ctx.end_user
+            try:
+                res = await self.gateway.embed(
+                    sub, EmbedRequest(model=model, inputs=tuple(texts.slots[i][3] for i in idxs))
+                )
+                sub.status = 200
+            except GatewayError as e:
+                sub.error, sub.status = e.kind.name, e.status
+                raise
+            finally:
+                self.gateway.finish(sub)
+            for i, vec in zip(idxs, res.embeddings, strict=True):
+                container, key, _, _, vname = texts.slots[i]
+                want = sizes.get(vname)
+                if want is None and vname:
+                    raise bad(f"collection has no dense vector named {vname!r} for the document")
+                if want is not None and want != len(vec):
+                    raise bad(
+                        f"model '{model}' makes vectors of {len(vec)} dimensions; the "
+                        f"collection's vector {vname or '(unnamed)'} has {want}"
+                    )
+                container[key] = vec
+
+    async def _embed_points(
+        self, ctx: RequestContext, physical: str, op: str, body: dict[str, Any]
+    ) -> None:
+        texts = _Texts()
+        bodies = [body]
+        if op == "batch_update":
+            bodies = [
+                b for o in _listify(body.get("operations")) if isinstance(o, dict)
+                for k, b in o.items() if k in ("upsert", "update_vectors") and isinstance(b, dict)
+            ]  # fmt: skip
+        for b in bodies:
+            for p in _listify(b.get("points")):
+                if isinstance(p, dict) and "vector" in p:
+                    texts.find_vector(p, "vector", "")
+            batch = b.get("batch")
+            if isinstance(batch, dict):
+                vecs = batch.get("vectors")
+                if isinstance(vecs, list):
+                    for i in range(len(vecs)):
+                        texts.find_vector(vecs, i, "")
+                elif isinstance(vecs, dict):
+                    for name, vs in vecs.items():
+                        if isinstance(vs, list):
+                            for i in range(len(vs)):
+                                if _is_document(vs[i]):
+                                    texts.slots.append((vs, i, vs[i]["model"], vs[i]["text"], name))
+        await self._embed(ctx, physical, texts)
+
+    async def _embed_queries(
+        self, ctx: RequestContext, physical: str, op: str, body: dict[str, Any]
+    ) -> None:
+        texts = _Texts()
+        queries = _listify(body.get("searches")) if op == "query_batch" else [body]
+        for qb in queries:
+            if isinstance(qb, dict):
+                texts.find_query(qb, str(qb.get("using") or ""))
+        await self._embed(ctx, physical, texts)
+
+
+def _ids_of_upsert(body: dict[str, Any]) -> list[int | str]:
+    pts = body.get("points")
+    if isinstance(pts, list):
+        return [point_id(obj(p).get("id")) for p in pts]
+    batch = body.get("batch")
+    if isinstance(batch, dict) and isinstance(batch.get("ids"), list):
+        return [point_id(i) for i in batch["ids"]]
+    return []
+
+
+def collection_missing(name: str) -> GatewayError:
+    return not_found(f"Collection `{name}` doesn't exist!")
+
+
+__all__ = ["Caller", "ErrorKind", "VectorService", "build_engine", "data_dir"]
