@@ -83,17 +83,6 @@ OPS: tuple[Op, ...] = (
 )
 BY_NAME = {op.name: op for op in OPS}
 
-# Literal paths first (/collections/aliases is not a collection called "aliases").
-_EXACT: dict[tuple[str, str], Op] = {}
-_PATTERNS: list[tuple[str, re.Pattern[str], Op]] = []
-for _op in OPS:
-    if "{" not in _op.path:
-        _EXACT[(_op.method, _op.path)] = _op
-    else:
-        rx = re.escape(_op.path).replace(r"\{c\}", "(?P<c>[^/]+)")
-        rx = rx.replace(r"\{id\}", "(?P<a>[^/]+)").replace(r"\{field\}", "(?P<a>[^/]+)")
-        _PATTERNS.append((_op.method, re.compile(f"^{rx}$"), _op))
-
 
 @dataclass(frozen=True, slots=True)
 class Call:
@@ -102,30 +91,6 @@ class Call:
     op: Op
     collection: str = ""
     arg: str = ""  # a point id (get_point) or a payload field (delete_index)
-
-
-def match(method: str, path: str) -> Call | list[str] | None:
-    """The operation for `method path` (relative to the API root); the methods the path
-    allows when the method is wrong; None when no operation has that path."""
-    from urllib.parse import unquote
-
-    path = path.rstrip("/") or "/"
-    if method == "HEAD":
-        method = "GET"
-    op = _EXACT.get((method, path))
-    if op is not None:
-        return Call(op)
-    allowed: list[str] = [m for (m, p) in _EXACT if p == path]
-    for m, rx, op in _PATTERNS:
-        hit = rx.match(path)
-        if hit is None:
-            continue
-        if m != method:
-            allowed.append(m)
-            continue
-        groups = hit.groupdict()
-        return Call(op, unquote(groups.get("c") or ""), unquote(groups.get("a") or ""))
-    return sorted(set(allowed)) or None
 
 
 # -- envelopes
@@ -160,7 +125,7 @@ def error_to_wire(e: GatewayError) -> dict[str, Any]:
 
 
 def conflict(message: str) -> GatewayError:
-    return GatewayError(ErrorKind.INVALID_REQUEST, message, status=409)
+    return GatewayError(ErrorKind.CONFLICT, message)
 
 
 def not_found(message: str) -> GatewayError:

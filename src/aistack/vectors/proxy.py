@@ -31,6 +31,21 @@ from aistack.vectors.engine import CollectionStats
 
 log = logging.getLogger("aistack.vectors")
 
+# A Qdrant server's statuses as ours: the caller's mistakes stay the caller's (the request
+# is the caller's, forwarded), the server's trouble is upstream trouble.
+_KINDS = {
+    400: ErrorKind.INVALID_REQUEST,
+    401: ErrorKind.UPSTREAM_FAILED,
+    403: ErrorKind.UPSTREAM_FAILED,
+    404: ErrorKind.NOT_FOUND,
+    409: ErrorKind.CONFLICT,
+    413: ErrorKind.PAYLOAD_TOO_LARGE,
+    422: ErrorKind.INVALID_REQUEST,
+    429: ErrorKind.UPSTREAM_RATE_LIMITED,
+    503: ErrorKind.UPSTREAM_ERROR,
+    504: ErrorKind.UPSTREAM_TIMEOUT,
+}
+
 # Query parameters of Qdrant's API that pass through (wait for the write, and so on).
 _PARAMS = ("wait", "ordering", "timeout", "consistency", "exact")
 
@@ -93,14 +108,15 @@ class ProxyEngine:
             err = answer.get("status", {}) if isinstance(answer, dict) else {}
             msg = err.get("error") if isinstance(err, dict) else None
             text = str(msg) if msg else data.decode(errors="replace")[:300] or f"status {status}"
-            kind = ErrorKind.INVALID_REQUEST if 400 <= status < 500 else ErrorKind.UPSTREAM_ERROR
+            kind = _KINDS.get(status)
+            if kind is None:
+                kind = (
+                    ErrorKind.INVALID_REQUEST if 400 <= status < 500 else ErrorKind.UPSTREAM_FAILED
+                )
             if status in (401, 403):
                 # The server refused aistack's own key: the operator's problem, not the app's.
-                kind, status = ErrorKind.UPSTREAM_ERROR, 502
                 text = f"the Qdrant server refused aistack's api_key: {text}"
-            elif status == 404:
-                kind = ErrorKind.NOT_FOUND
-            raise GatewayError(kind, text, status=status if status >= 400 else 502, code="qdrant")
+            raise GatewayError(kind, text, code="qdrant", upstream_status=status)
         return answer.get("result")
 
     async def vector_sizes(self, collection: str) -> dict[str, int]:

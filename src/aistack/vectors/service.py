@@ -1,6 +1,6 @@
 """One vector operation, from the caller to the engine and back.
 
-The HTTP layer has matched the path to an operation (wire.match) and knows who is
+The route table has matched the path to an operation (routes.py) and knows who is
 calling; here: may this caller do it, which physical names it means, text in (Qdrant
 `Document` objects embedded with aistack's own routed models, the size checked against
 the collection), quotas, then the engine, then names mapped back for the caller.
@@ -190,13 +190,7 @@ class VectorService:
             physical = self.tenancy.physical(caller, call.collection) if call.collection else ""
             if physical and physical != call.collection and physical in e.message:
                 # The engine names the physical collection: say it as the caller does.
-                raise GatewayError(
-                    e.kind,
-                    e.message.replace(physical, call.collection),
-                    status=e.status,
-                    code=e.code,
-                    retry_after=e.retry_after,
-                ) from None
+                raise e.but(message=e.message.replace(physical, call.collection)) from None
             raise
         if self.on_op is not None:
             self.on_op(op.name, "ok")
