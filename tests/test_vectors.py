@@ -529,9 +529,21 @@ def test_snapshot_and_restore_round_trip_10k_points(
         assert c.count(name).count == N
         got = c.query_points(name, query=q, limit=10, with_payload=True).points
         assert [(p.id, p.payload) for p in got] == before
+    stats = aistack_cli(
+        "vectors", "stats", "--gateway", embedded.proc.url,
+        config=embedded.work / "aistack.yaml", env=env,
+    )  # fmt: skip
+    assert stats.returncode == 0 and "engine: embedded" in stats.stdout, stats.stderr
+    assert any(line.split()[:1] == ["-"] for line in stats.stdout.splitlines())  # admin's
+    doctor = aistack_cli(
+        "doctor", "--json", "--prompts", "none", "--no-embedded", "--gateway", embedded.proc.url,
+        config=embedded.work / "aistack.yaml", env=env, timeout=300,
+    )  # fmt: skip
+    found = {(f["check"], f["status"]) for f in json.loads(doctor.stdout)["findings"]}
+    assert {("vectors", "PASS"), ("vectors disk", "PASS")} <= found, doctor.stdout
     listed = {r["name"]: r for r in cli("list")["collections"]}
     assert listed["snap-copy"]["points"] == N and listed["snap-copy"]["disk_bytes"] > 0
-    assert listed["appa__docs"]["app"] == "appa" and listed["appa__docs"]["collection"] == "docs"
+    assert listed["snap"]["app"] == "" and listed["snap"]["collection"] == "snap"
     c.delete_collection("snap-copy")
 
 

@@ -1117,7 +1117,6 @@
     }
   }
 
-  // Connect an app: the per-app settings with copy buttons.
   // Vectors: collections per app, their sizes, a text search box that embeds and queries.
   pages.vectors = async (root) => {
     let data;
@@ -1168,6 +1167,7 @@
     fill(root, ...parts);
   };
 
+  // Connect an app: the per-app settings with copy buttons.
   pages.connect = async (root) => {
     const app = select([], "", { id: "c-app" });
     const model = select([], "", { id: "c-model" });
