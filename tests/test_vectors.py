@@ -678,3 +678,35 @@ def test_metrics_show_points_and_disk_per_collection_and_operations(embedded: Gw
     assert 'aistack_vector_disk_bytes{collection="appb__metered",app="appb"}' in text
     assert 'aistack_vector_operations_total{operation="upsert",outcome="ok"}' in text
     assert 'aistack_vector_operations_total{operation="count",outcome="404"}' in text
+
+
+def test_a_store_is_open_in_one_process_at_a_time(tmp_path: Path) -> None:
+    """A second gateway (a replica, a worker) on the same path gets a clear 503, never the
+    same shards: two processes writing them would corrupt them."""
+    asyncio.run(_one_process_at_a_time(tmp_path))
+
+
+async def _one_process_at_a_time(tmp_path: Path) -> None:
+    from aistack.core.errors import GatewayError
+    from aistack.dialects.qdrant import BY_NAME
+    from aistack.vectors.embedded import EmbeddedEngine
+
+    first, second = EmbeddedEngine(tmp_path), EmbeddedEngine(tmp_path)
+    await first.start()
+    await second.start()
+    try:
+        assert (await first.ready())[0]
+        ok, why = await second.ready()
+        assert not ok and "open in another aistack process" in why
+        with pytest.raises(GatewayError) as e:
+            await second.call(BY_NAME["list_collections"], "", "", {}, {})
+        assert e.value.status == 503 and "engine: qdrant" in e.value.message
+    finally:
+        await first.close()
+        await second.close()
+    third = EmbeddedEngine(tmp_path)
+    await third.start()
+    try:
+        assert (await third.ready())[0]
+    finally:
+        await third.close()

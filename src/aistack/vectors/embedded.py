@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import quote, unquote
 
 import orjson
@@ -142,6 +143,7 @@ class EmbeddedEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._optimizations: set[asyncio.Task[bool]] = set()
         self._started = False
+        self._lock: IO[str] | None = None
         self.error = ""
 
     # -- the worker thread
@@ -165,6 +167,18 @@ class EmbeddedEngine:
 
     def _open_all(self) -> None:
         (self.path / "collections").mkdir(parents=True, exist_ok=True)
+        # One process per store: a second one (a replica, a worker, a command while the
+        # gateway runs) would open the same shards and corrupt them.
+        lock = (self.path / "lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise RuntimeError(
+                "it is open in another aistack process (several replicas or workers need "
+                "engine: qdrant, or a vectors.path each)"
+            ) from None
+        self._lock = lock
         for d in sorted((self.path / "collections").iterdir()):
             if not (d / "meta.json").is_file() or not (d / "shard").is_dir():
                 continue
@@ -201,6 +215,12 @@ class EmbeddedEngine:
                 log.exception("vectors: closing %s failed", c.name)
             c.replay = None
         self._cols.clear()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None and not self._cols:
+            self._lock.close()
+            self._lock = None
 
     async def ready(self) -> tuple[bool, str]:
         if not self._started:
