@@ -170,12 +170,5 @@ def obj(body: object, what: str = "request body") -> dict[str, Any]:
     return body
 
 
-def flag(params: dict[str, str], name: str, default: bool = False) -> bool:
-    v = params.get(name)
-    if v is None:
-        return default
-    return v.lower() in ("1", "true", "yes")
-
-
 def update_result(operation_id: int, wait: bool = True) -> dict[str, object]:
     return {"operation_id": operation_id, "status": "completed" if wait else "acknowledged"}

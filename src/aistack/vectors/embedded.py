@@ -340,9 +340,6 @@ class EmbeddedEngine:
         target = self._aliases.get(name)
         return target if target in self._cols else None
 
-    def aliases(self) -> dict[str, str]:
-        return dict(self._aliases)
-
     async def vector_sizes(self, collection: str) -> dict[str, int]:
         return self._col(collection).vectors()
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from aistack.config import Config, VectorsConfig
 from aistack.core.chat import EmbedRequest
-from aistack.core.errors import ErrorKind, GatewayError
+from aistack.core.errors import GatewayError
 from aistack.core.operations import Operation
-from aistack.dialects.qdrant import Call, bad, not_found, obj, point_id
+from aistack.dialects.qdrant import Call, bad, obj, point_id
 from aistack.service import Gateway, RequestContext
 from aistack.vectors.engine import CollectionStats, Engine
 from aistack.vectors.snapshots import BackupSchedule
@@ -265,17 +265,6 @@ class VectorService:
             return {"aliases": out}
         return result
 
-    def visible(
-        self, caller: Caller, stats: list[CollectionStats]
-    ) -> list[tuple[str, CollectionStats]]:
-        """(the name the caller knows it by, stats) for every collection it may see."""
-        out = []
-        for s in stats:
-            n = self.tenancy.plain(caller, s.name)
-            if n is not None:
-                out.append((n, s))
-        return out
-
     # -- quotas
 
     async def _check_collections_quota(self, caller: Caller) -> None:
@@ -417,8 +406,4 @@ def _ids_of_upsert(body: dict[str, Any]) -> list[int | str]:
     return []
 
 
-def collection_missing(name: str) -> GatewayError:
-    return not_found(f"Collection `{name}` doesn't exist!")
-
-
-__all__ = ["Caller", "ErrorKind", "VectorService", "build_engine", "data_dir"]
+__all__ = ["Caller", "VectorService", "build_engine", "data_dir"]
