@@ -48,8 +48,15 @@ chromium:
 	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; } \
 	  || echo "could not install chromium: the browser tests will say so"; }
 
+# The suite under coverage (the gateways it starts included, see pyproject.toml), then
+# the floor; `make unit ARGS=tests/test_x.py` runs some tests and skips the floor.
 unit: $(STAMP) chromium
-	$(BIN)/pytest $(ARGS)
+	@rm -rf build/coverage && mkdir -p build/coverage
+	$(BIN)/coverage run -m pytest $(ARGS)
+	@$(BIN)/coverage combine -q
+	@$(BIN)/coverage report --fail-under=0 > build/coverage/report.txt; grep ^TOTAL build/coverage/report.txt
+	@if [ -z "$(ARGS)" ]; then $(BIN)/coverage report --format=total > /dev/null \
+	  || { cat build/coverage/report.txt; echo "coverage is under the floor (pyproject.toml: fail_under)"; exit 2; }; fi
 
 screenshots: $(STAMP) chromium
 	AISTACK_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest tests/test_console_browser.py
@@ -57,4 +64,4 @@ screenshots: $(STAMP) chromium
 test: lint typecheck unit
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build/coverage

@@ -17,8 +17,8 @@ trailing slashes dropped. The query string is never part of the path.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Literal
 
@@ -96,7 +96,7 @@ class Mount:
     matches gets its 404 in `dialect` (when given)."""
 
     prefix: str
-    routes: tuple[Route | Mount, ...]
+    routes: Sequence[Route | Mount]
     dialect: Dialect | None = None
 
 
@@ -131,10 +131,8 @@ def flatten(
 
 
 def _replace_path(r: Route, path: str) -> Route:
-    return Route(
-        r.methods, path, r.handler, r.dialect, r.access, r.operation,
-        r.name if r.name != r.path else "", r.body, r.scope,
-    )  # fmt: skip
+    """`r` at `path` (a name that was its old path becomes its new one)."""
+    return replace(r, path=path, name=r.name if r.name != r.path else "")
 
 
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}$")
