@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import orjson
@@ -247,7 +247,8 @@ class EmbeddedEngine:
     def _unindexed(self, c: _Collection) -> int:
         info = c.shard.info()
         dense = max(1, len(c.vectors()))
-        return max(0, info.points_count * dense - info.indexed_vectors_count) + c.deleted
+        unindexed: int = info.points_count * dense - info.indexed_vectors_count
+        return max(0, unindexed) + c.deleted
 
     async def _optimize_loop(self) -> None:
         while True:
@@ -759,8 +760,8 @@ class EmbeddedEngine:
                 x = v.get(using)
                 if x is None:
                     raise bad(f"point {pid} has no vector named {using!r}")
-                return x  # type: ignore[return-value]
-            return v  # type: ignore[return-value]
+                return cast("list[float]", x)
+            return cast("list[float]", v)
 
         return resolve
 
@@ -889,6 +890,7 @@ class EmbeddedEngine:
             c = _Collection(collection, d, meta, q.EdgeShard.load(str(d / "shard")))
             c.save_meta()
             self._cols[collection] = c
-            return c.shard.count(q.CountRequest())
+            n: int = c.shard.count(q.CountRequest())
+            return n
 
         return await self._run(lambda: self._guard(restore))
