@@ -9,6 +9,7 @@ then read the diff.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,13 @@ import pytest
 from aistack.core.chat import ChatRequest, GenerateRequest
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
+from aistack.dialects.anthropic import convert as an
+from aistack.dialects.anthropic import stream as an_stream
 from aistack.dialects.ollama import convert as ol
 from aistack.dialects.ollama import stream as ol_stream
 from aistack.dialects.openai import convert as oa
+from aistack.dialects.openai import responses as rs
+from aistack.dialects.openai import responses_stream as rs_stream
 from aistack.dialects.openai import stream as oa_stream
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -76,6 +81,59 @@ def _openai_decode(inp: dict[str, Any]) -> list[Any]:
     return out
 
 
+def _sse(raw: bytes) -> list[Any]:
+    """`event:`/`data:` pairs as [event, data] (ids the encoders mint made stable)."""
+    events: list[Any] = []
+    for block in raw.split(b"\n\n"):
+        if block:
+            name, data = block.split(b"\n", 1)
+            assert name.startswith(b"event: ") and data.startswith(b"data: ")
+            events.append([name[7:].decode(), _stable(orjson.loads(data[6:]))])
+    return events
+
+
+_MINTED = re.compile(r"^[a-z]+[_-][0-9a-f]{20}$")
+
+
+def _stable(v: Any) -> Any:
+    """Minted ids (`toolu_<random><counter>`) as `<id>`, so the files do not change."""
+    if isinstance(v, dict):
+        return {k: _stable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_stable(x) for x in v]
+    if isinstance(v, str) and _MINTED.match(v):
+        return "<id>"
+    return v
+
+
+def _anthropic_stream(inp: dict[str, Any]) -> list[Any]:
+    enc = an_stream.StreamEncoder(inp["model"], "msg_1", inp.get("input_tokens", 0))
+    return _sse(b"".join(enc.encode(c) for c in chunks(inp["chunks"])))
+
+
+def _anthropic_decode(inp: list[list[Any]]) -> list[Any]:
+    dec = an_stream.StreamDecoder("b")
+    out: list[Any] = []
+    for name, data in inp:
+        c = dec.feed(name, data)
+        if c is not None:
+            out.append(core(c))
+    return out
+
+
+def _responses_call(inp: dict[str, Any]) -> Any:
+    return _stable(core(rs.call_from_wire(inp)))
+
+
+def _responses_base(inp: dict[str, Any]) -> dict[str, Any]:
+    return rs.response_base(rs.call_from_wire(inp["request"]), "resp_1", inp["model"], 1700000000)
+
+
+def _responses_stream(inp: dict[str, Any]) -> list[Any]:
+    enc = rs_stream.StreamEncoder(_responses_base(inp))
+    return _sse(b"".join(enc.encode(c) for c in chunks(inp["chunks"])))
+
+
 def _error(e: dict[str, Any]) -> GatewayError:
     return GatewayError(ErrorKind[e["kind"]], e["message"], param=e.get("param"))
 
@@ -122,6 +180,27 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     ),
     "openai.chat_chunk_from_response": lambda i: core(oa.chat_chunk_from_response(i)),
     "openai.decode_stream": _openai_decode,
+    # Anthropic, server side
+    "anthropic.request_from_wire": lambda i: core(
+        an.request_from_wire(i, strip_system=("x-anthropic-billing-header:",))
+    ),
+    "anthropic.message_to_wire": lambda i: _stable(
+        an.message_to_wire(msgspec.convert(i["chunk"], Chunk), i["model"], "msg_1")
+    ),
+    "anthropic.stream": _anthropic_stream,
+    "anthropic.error_to_wire": lambda i: an.error_to_wire(_error(i)),
+    # Anthropic, client side
+    "anthropic.request_to_wire": lambda i: an.request_to_wire(
+        msgspec.convert(i["request"], ChatRequest), i["model"], i["stream"]
+    ),
+    "anthropic.chunk_from_message": lambda i: core(an.chunk_from_message(i)),
+    "anthropic.decode_stream": _anthropic_decode,
+    # OpenAI Responses, server side
+    "responses.call_from_wire": _responses_call,
+    "responses.response_to_wire": lambda i: _stable(
+        rs.response_to_wire(_responses_base(i), msgspec.convert(i["chunk"], Chunk))
+    ),
+    "responses.stream": _responses_stream,
 }
 
 FILES = sorted(GOLDEN.glob("*/*.json"))

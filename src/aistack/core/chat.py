@@ -5,6 +5,12 @@ Frozen and typed, with no I/O and no wire knowledge. Where the two dialects disa
 or `reasoning_effort`), the core picks one form and the dialects convert at the edge:
 tool arguments are JSON objects, images are raw base64 plus a MIME type, thinking is
 `bool | effort-level`.
+
+Reasoning a model showed comes back in two forms: `Message.thinking`, its plain text
+(what Ollama and OpenAI-compatible servers take), and `Message.reasoning`, the blocks
+with the opaque token their backend needs to see again (Anthropic's signed and redacted
+thinking blocks, OpenAI's encrypted reasoning items). Backends that cannot use a token
+drop it; the core never looks inside one.
 """
 
 from __future__ import annotations
@@ -35,15 +41,29 @@ class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
     index: int = 0
 
 
+class Reasoning(msgspec.Struct, frozen=True, kw_only=True):
+    """One block of reasoning as its backend gave it: the text shown (may be empty) and
+    the opaque token that proves it (`signature`), or, when `redacted`, only the token."""
+
+    text: str = ""
+    signature: str = ""
+    redacted: bool = False
+    id: str = ""  # the item id a dialect gave it (OpenAI Responses), echoed back
+
+
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     role: str
     content: str = ""
     images: tuple[Image, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
     thinking: str = ""
-    # On role "tool": which call this answers, by id (OpenAI) and/or name (Ollama).
+    # The reasoning blocks an assistant turn carried, with their tokens, in order.
+    reasoning: tuple[Reasoning, ...] = ()
+    # On role "tool": which call this answers, by id (OpenAI) and/or name (Ollama), and
+    # whether the tool failed (Anthropic's is_error).
     tool_call_id: str = ""
     tool_name: str = ""
+    is_error: bool = False
 
 
 class Tool(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,7 +75,8 @@ class Tool(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ToolChoice(msgspec.Struct, frozen=True, kw_only=True):
-    """OpenAI's tool_choice: auto, none, required, or one named function."""
+    """Whether the model must call a tool: auto, none, required (Anthropic's `any`), or
+    one named function (Anthropic's `tool`)."""
 
     mode: Literal["auto", "none", "required", "function"]
     name: str = ""
@@ -97,6 +118,9 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool = True
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
+    # False: at most one tool call per turn (OpenAI's parallel_tool_calls, Anthropic's
+    # disable_parallel_tool_use); None: the backend's default.
+    parallel_tool_calls: bool | None = None
     format: JsonFormat | None = None
     think: Think | None = None
     sampling: Sampling = NO_SAMPLING
@@ -107,7 +131,8 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     include_usage: bool = False
     user: str = ""
     # Fields of the caller's dialect the core does not model (OpenRouter's `provider`,
-    # Ollama's `truncate`): forwarded only to backends speaking `extra_dialect`.
+    # Ollama's `truncate`, Anthropic's `cache_control`): forwarded only to backends
+    # speaking `extra_dialect`.
     extra: JSONObject = msgspec.field(default_factory=dict)
     extra_dialect: str = ""
 

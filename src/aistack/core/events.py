@@ -23,7 +23,9 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     completion_tokens: int = 0
     # Cost in USD when the backend reports it (OpenRouter's usage.cost).
     cost: float | None = None
+    # Of prompt_tokens: read from the backend's prompt cache, and written to it.
     cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     # True when the gateway counted the tokens because the backend did not say.
     estimated: bool = False
@@ -43,10 +45,17 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True):
-    """A piece of a response. Only the final chunk has `finish` set."""
+    """A piece of a response. Only the final chunk has `finish` set.
+
+    `signature` closes the thinking shown so far with its backend's token (Anthropic's
+    signature, OpenAI's encrypted reasoning); `redacted` holds whole reasoning blocks the
+    backend showed only as tokens. Dialects that have no place for them drop them.
+    """
 
     content: str = ""
     thinking: str = ""
+    signature: str = ""
+    redacted: tuple[str, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
     finish: FinishReason | None = None
     usage: Usage | None = None
@@ -59,10 +68,13 @@ def collect(chunks: Iterable[Chunk]) -> Chunk:
     """Fold a stream into one chunk: text concatenated, tool calls appended, last finish wins.
 
     Tool calls are collected from every chunk, including the final one (some Ollama
-    parsers put them there).
+    parsers put them there). A whole answer keeps one thinking block: the last
+    signature wins.
     """
     content: list[str] = []
     thinking: list[str] = []
+    signature = ""
+    redacted: list[str] = []
     calls: list[ToolCall] = []
     finish: FinishReason | None = None
     usage: Usage | None = None
@@ -73,6 +85,10 @@ def collect(chunks: Iterable[Chunk]) -> Chunk:
             content.append(c.content)
         if c.thinking:
             thinking.append(c.thinking)
+        if c.signature:
+            signature = c.signature
+        if c.redacted:
+            redacted.extend(c.redacted)
         if c.tool_calls:
             calls.extend(c.tool_calls)
         if c.finish is not None:
@@ -88,6 +104,8 @@ def collect(chunks: Iterable[Chunk]) -> Chunk:
     return Chunk(
         content="".join(content),
         thinking="".join(thinking),
+        signature=signature,
+        redacted=tuple(redacted),
         tool_calls=tuple(calls),
         finish=finish or "stop",
         usage=usage,

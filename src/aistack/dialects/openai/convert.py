@@ -50,6 +50,7 @@ from aistack.dialects._fields import (
     type_name,
     wrong_type,
 )
+from aistack.dialects._images import sniff_mime
 from aistack.dialects._tools import tool_calls_from_wire, tools_from_wire, tools_to_wire
 
 # ---------------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ def effort_from_think(t: Think | None) -> str | None:
     return "high" if t == "max" else t
 
 
-def _image_from_url(url: object, path: str) -> Image:
+def image_from_url(url: object, path: str) -> Image:
     if not isinstance(url, str):
         raise wrong_type(path, "a string", url)
     if url.startswith("data:"):
@@ -127,7 +128,7 @@ def _content_from_wire(v: object, path: str) -> tuple[str, tuple[Image, ...]]:
         elif kind == "image_url":
             iu = part.get("image_url")
             url = iu.get("url") if isinstance(iu, dict) else iu
-            images.append(_image_from_url(url, f"{p}.image_url.url"))
+            images.append(image_from_url(url, f"{p}.image_url.url"))
         else:
             raise invalid(f"unsupported content part type {kind!r} in '{p}'", f"{p}.type")
     return "\n".join(texts), tuple(images)
@@ -510,23 +511,9 @@ def _content_to_wire(m: Message) -> str | list[JSONObject]:
     if m.content:
         parts.append({"type": "text", "text": m.content})
     for img in m.images:
-        mime = img.mime or _sniff_mime(img.data)
+        mime = img.mime or sniff_mime(img.data)
         parts.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{img.data}"}})
     return parts
-
-
-def _sniff_mime(b64: str) -> str:
-    """Ollama images carry no type; the first bytes tell the common ones."""
-    head = b64[:16]
-    if head.startswith("iVBORw0KGgo"):
-        return "image/png"
-    if head.startswith("/9j/"):
-        return "image/jpeg"
-    if head.startswith("UklGR"):
-        return "image/webp"
-    if head.startswith("R0lGOD"):
-        return "image/gif"
-    return "image/png"
 
 
 def messages_to_wire(messages: tuple[Message, ...]) -> list[JSONObject]:
@@ -604,6 +591,8 @@ def chat_request_to_wire(
         out["tools"] = tools_to_wire(r.tools)
         if r.tool_choice is not None:
             out["tool_choice"] = _tool_choice_to_wire(r.tool_choice)
+        if r.parallel_tool_calls is not None:
+            out["parallel_tool_calls"] = r.parallel_tool_calls
     if r.format is not None:
         out["response_format"] = _format_to_wire(r.format)
     effort = effort_from_think(r.think)

@@ -1,0 +1,1 @@
+"""The Anthropic Messages API: wire <-> core, requests, whole messages and streams."""
