@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +274,49 @@ def test_budget_periods_are_calendar_periods_in_utc(period: str, start: str, end
 
 def test_december_budgets_end_in_january() -> None:
     assert period_end_ms("month", day_start_ms("2026-12-31")) == day_start_ms("2027-01-01")
+
+
+# -- stored responses (OpenAI Responses with store: true)
+
+
+def stored(rid: str, previous: str | None = None, owner: str = "k1", ts: int = T0) -> Any:
+    from aistack.store.responses import StoredResponse
+
+    return StoredResponse(
+        id=rid, owner=owner, created_at=ts, previous_id=previous, model="qwen3:8b",
+        response=f'{{"id": "{rid}"}}', input=f'[{{"id": "in-{rid}"}}]',
+    )  # fmt: skip
+
+
+def test_a_stored_response_is_found_by_its_owner_only(store: Store) -> None:
+    from aistack.store.responses import delete_response, get_response, put_response
+
+    put_response(store, stored("resp_1"))
+    assert get_response(store, "resp_1", "k1") == stored("resp_1")
+    assert get_response(store, "resp_1", "k2") is None
+    assert not delete_response(store, "resp_1", "k2")
+    assert delete_response(store, "resp_1", "k1")
+    assert get_response(store, "resp_1", "k1") is None
+
+
+def test_a_conversation_is_its_chain_of_previous_responses_oldest_first(store: Store) -> None:
+    from aistack.store.responses import chain, put_response
+
+    put_response(store, stored("a"))
+    put_response(store, stored("b", "a"))
+    put_response(store, stored("c", "b"))
+    put_response(store, stored("x", "c", owner="k2"))  # another key continuing it: not its
+    assert [r.id for r in chain(store, "c", "k1") or []] == ["a", "b", "c"]
+    assert chain(store, "x", "k1") is None
+    assert [r.id for r in chain(store, "x", "k2") or []] == ["x"]
+    assert chain(store, "nope", "k1") is None
+
+
+def test_old_stored_responses_are_pruned(store: Store) -> None:
+    from aistack.store.responses import get_response, prune_responses, put_response
+
+    put_response(store, stored("old", ts=T0 - 40 * DAY))
+    put_response(store, stored("new"))
+    assert prune_responses(store, T0 - 30 * DAY) == 1
+    assert get_response(store, "old", "k1") is None
+    assert get_response(store, "new", "k1") is not None

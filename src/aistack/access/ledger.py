@@ -156,9 +156,13 @@ class Ledger:
                 await self._prune()
 
     async def _prune(self) -> None:
+        from aistack.store.responses import prune_responses
+
         before = int((time.time() - self.retention_days * 86400) * 1000)
         try:
             n = await self.store.run(self.store.prune, before)
+            # Stored responses (store: true) are kept as long as the raw request rows.
+            await self.store.run(prune_responses, self.store, before)
         except Exception as e:
             log.error(
                 "usage ledger: pruning rows older than %d days failed: %s", self.retention_days, e

@@ -133,8 +133,10 @@ class HttpBackend(Backend):
         body: object | None = None,
         *,
         probe: bool = False,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> Response:
-        """Send a request; transport failures become gateway errors naming the backend."""
+        """Send a request; transport failures become gateway errors naming the backend.
+        `headers`: instead of the backend's own (which they must include)."""
         payload = orjson.dumps(body) if body is not None else None
         try:
             return await self.client.request(
@@ -142,7 +144,7 @@ class HttpBackend(Backend):
                 self.endpoint,
                 path,
                 body=payload,
-                headers=self._headers,
+                headers=headers or self._headers,
                 timeouts=self._probe if probe else self.settings.timeouts,
             )
         except TransportError as e:

@@ -135,6 +135,9 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     # speaking `extra_dialect`.
     extra: JSONObject = msgspec.field(default_factory=dict)
     extra_dialect: str = ""
+    # Headers of the caller's dialect for backends speaking it (Anthropic's
+    # anthropic-beta), lower-case names.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -95,4 +95,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ),
     ),
+    Migration(
+        2,
+        "stored responses",
+        (
+            # OpenAI Responses with `store: true`: what GET /v1/responses/{id} answers,
+            # and the input items a later `previous_response_id` brings back. `owner`
+            # is the key that made it ('' when the gateway is open).
+            """CREATE TABLE responses (
+                id TEXT PRIMARY KEY,
+                owner TEXT NOT NULL DEFAULT '',
+                created_at BIGINT NOT NULL,
+                previous_id TEXT,
+                model TEXT NOT NULL DEFAULT '',
+                response TEXT NOT NULL,
+                input TEXT NOT NULL
+            )""",
+            "CREATE INDEX responses_created ON responses (created_at)",
+        ),
+    ),
 )

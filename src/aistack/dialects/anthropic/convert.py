@@ -695,6 +695,15 @@ def request_to_wire(r: ChatRequest, model: str, stream: bool) -> JSONObject:
     return out
 
 
+_COUNTED = ("messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+
+
+def count_request_to_wire(r: ChatRequest, model: str) -> JSONObject:
+    """A count_tokens request: the parts of a request that count."""
+    full = request_to_wire(r, model, False)
+    return {"model": model, **{k: full[k] for k in _COUNTED if k in full}}
+
+
 # ---------------------------------------------------------------------------------------
 # what an Anthropic backend answers
 
