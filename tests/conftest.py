@@ -1,9 +1,10 @@
 """Shared fixtures: real gateways and real backends, started once per session.
 
-The main gateway under test fronts three backends that really run the embedded model:
+The main gateway under test fronts four backends that really run the embedded model:
 its own `local` engine, llama-cpp-python's OpenAI-compatible server (`openai` kind),
-and a second aistack process serving the Ollama dialect (`ollama` kind). Each serves
-the model under its own name, so a test can pick the path it exercises.
+a second aistack process serving the Ollama dialect (`ollama` kind), and a third
+serving Anthropic's Messages (`anthropic` kind). Each serves the model under its own
+name, so a test can pick the path it exercises.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.procs import Proc, running, start_gateway, start_llama_server
 LOCAL_MODEL = "smollm2:135m"
 LLAMACPP_MODEL = "smollm2-llamacpp"
 UPSTREAM_MODEL = "smollm2-upstream:135m"
+CLAUDE_MODEL = "smollm2-claude:135m"
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Stack:
     gateway: Proc
     upstream: Proc
     llama: Proc
+    claude: Proc
 
     @property
     def url(self) -> str:
@@ -48,8 +51,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> Iterator
             {"name": "local", "kind": "local", "model_name": UPSTREAM_MODEL, "n_threads": 1}
         ]
     }
+    claude_cfg = {
+        "backends": [{"name": "local", "kind": "local", "model_name": CLAUDE_MODEL, "n_threads": 1}]
+    }
     with (
         running(start_gateway(tmp, upstream_cfg, name="upstream")) as upstream,
+        running(start_gateway(tmp, claude_cfg, name="claude")) as claude,
         running(start_llama_server(tmp, model_path, LLAMACPP_MODEL)) as llama,
     ):
         cfg = {
@@ -58,11 +65,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> Iterator
                 {"name": "local", "kind": "local", "n_threads": 1},
                 {"name": "llamacpp", "kind": "openai", "url": f"{llama.url}/v1"},
                 {"name": "upstream", "kind": "ollama", "url": upstream.url},
+                {"name": "claude", "kind": "anthropic", "url": claude.url, "api_key": "x"},
             ],
             "aliases": {"tiny": LOCAL_MODEL, "openai/smollm2-135m": LOCAL_MODEL},
         }
         with running(start_gateway(tmp, cfg)) as gw:
-            yield Stack(gw, upstream, llama)
+            yield Stack(gw, upstream, llama, claude)
 
 
 @pytest.fixture(scope="session")

@@ -1,21 +1,25 @@
 """Any client dialect reaches any backend: each pair streams a chat answer.
 
+Clients: the official `ollama`, `openai` (chat and Responses) and `anthropic` packages.
 Backends: the embedded engine (`local`), llama-cpp-python's own OpenAI-compatible server
-(`openai` kind), and a second aistack process serving the Ollama dialect (`ollama` kind).
+(`openai` kind), a second aistack process serving the Ollama dialect (`ollama` kind),
+and a third serving Anthropic's Messages (`anthropic` kind).
 """
 
 from __future__ import annotations
 
+import anthropic
 import ollama
 import openai
 import pytest
 
-from tests.conftest import LLAMACPP_MODEL, LOCAL_MODEL, UPSTREAM_MODEL
+from tests.conftest import CLAUDE_MODEL, LLAMACPP_MODEL, LOCAL_MODEL, UPSTREAM_MODEL
 
 BACKENDS = {
     "local": LOCAL_MODEL,
     "llamacpp": LLAMACPP_MODEL,
     "upstream": UPSTREAM_MODEL,
+    "claude": CLAUDE_MODEL,
 }
 PROMPT = [{"role": "user", "content": "Name three colours."}]
 
@@ -54,6 +58,32 @@ def test_openai_client_streams_a_chat_from(gw_url: str, backend: str) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip()
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_responses_client_streams_a_chat_from(gw_url: str, backend: str) -> None:
+    client = openai.OpenAI(base_url=f"{gw_url}/v1", api_key="x", timeout=120, max_retries=0)
+    with client.responses.stream(
+        model=BACKENDS[backend], input=PROMPT, max_output_tokens=12, store=False
+    ) as s:
+        deltas = [e.delta for e in s if e.type == "response.output_text.delta"]
+        final = s.get_final_response()
+    assert "".join(deltas).strip() and final.output_text == "".join(deltas)
+    assert final.usage is not None and final.usage.output_tokens > 0
+    assert final.usage.total_tokens == final.usage.input_tokens + final.usage.output_tokens
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_anthropic_client_streams_a_chat_from(gw_url: str, backend: str) -> None:
+    client = anthropic.Anthropic(base_url=gw_url, api_key="x", timeout=120, max_retries=0)
+    with client.messages.stream(
+        model=BACKENDS[backend],
+        max_tokens=12,
+        messages=PROMPT,  # type: ignore[arg-type]
+    ) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text.strip() and final.usage.output_tokens > 0
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))

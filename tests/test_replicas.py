@@ -35,6 +35,9 @@ class Pair:
     a: Proc
     b: Proc
     key: str
+    agent: str  # keys without limits, for the stored-responses test
+    other: str
+    backend: FaultServer
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +68,13 @@ def pair(tmp_path_factory: pytest.TempPathFactory, redis_target: tuple[str, str]
             now = aistack_cli("db", "status", config=config, env=ENV)
             assert now.returncode == 0 and "up to date" in now.stdout
             key = create_key(config, "--name", "shared", "--rpm", "3", env=ENV)
+            agent = create_key(config, "--name", "agent", env=ENV)
+            other = create_key(config, "--name", "other", env=ENV)
             with (
                 running(start_gateway(tmp, cfg, name="a", env=ENV)) as a,
                 running(start_gateway(tmp, cfg, name="b", env=ENV)) as b,
             ):
-                yield Pair(a, b, key)
+                yield Pair(a, b, key, agent, other, backend)
     finally:
         backend.stop()
 
@@ -92,3 +97,35 @@ def test_one_rpm_limit_holds_across_two_replicas(pair: Pair) -> None:
         oai(pair.a).chat.completions.create(model="canned", messages=CHAT)  # type: ignore[arg-type]
     assert int(ae.value.response.headers["retry-after"]) >= 1
     assert "3 requests per minute" in ae.value.message
+
+
+def test_previous_response_id_works_on_the_other_replica_for_its_own_key_only(
+    pair: Pair,
+) -> None:
+    import json
+
+    def oai(p: Proc, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{p.url}/v1", api_key=key, max_retries=0)
+
+    first = oai(pair.a, pair.agent).responses.create(model="canned", input="My name is Ada.")
+    assert first.output_text == "ok" and first.store
+    # The next turn reaches the other replica at once; it finds the first in the database.
+    second = oai(pair.b, pair.agent).responses.create(
+        model="canned", input="What is my name?", previous_response_id=first.id
+    )
+    sent = json.loads(pair.backend.requests[-1].partition(b"\r\n\r\n")[2])
+    assert [m["content"] for m in sent["messages"]] == ["My name is Ada.", "ok", "What is my name?"]
+    assert second.previous_response_id == first.id
+    assert oai(pair.b, pair.agent).responses.retrieve(first.id).output_text == "ok"
+    items = oai(pair.a, pair.agent).responses.input_items.list(second.id)
+    assert [i.type for i in items.data] == ["message"]
+    # Another key's view: there is no such response.
+    with pytest.raises(openai.NotFoundError):
+        oai(pair.a, pair.other).responses.retrieve(first.id)
+    with pytest.raises(openai.BadRequestError, match="not found"):
+        oai(pair.b, pair.other).responses.create(
+            model="canned", input="hi", previous_response_id=first.id
+        )
+    assert oai(pair.b, pair.agent).responses.delete(first.id) is None
+    with pytest.raises(openai.NotFoundError):
+        oai(pair.a, pair.agent).responses.retrieve(first.id)

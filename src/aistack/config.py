@@ -273,6 +273,21 @@ class VectorsConfig(_Strict):
     backup: VectorBackupConfig = msgspec.field(default_factory=VectorBackupConfig)
 
 
+class AgentsConfig(_Strict):
+    """What the agents' dialects (Anthropic Messages, OpenAI Responses) need."""
+
+    # Seconds a streamed answer may stay silent (a model loading, a long tool call being
+    # written) before the stream sends a keep-alive: Anthropic's `ping`, an SSE comment
+    # for Responses. A proxy's read timeout (nginx: 60 s) then never cuts it. 0: never.
+    keepalive: float = 10.0
+    # System blocks that start with one of these are dropped before a request goes to a
+    # non-Anthropic backend: Claude Code's first block changes with every request and
+    # defeats the backends' prompt caches. An empty list keeps everything.
+    strip_system_prefixes: list[str] = msgspec.field(
+        default_factory=lambda: ["x-anthropic-billing-header:"]
+    )
+
+
 class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     backends: list[BackendConfig] = msgspec.field(default_factory=list)
@@ -295,6 +310,7 @@ class Config(_Strict):
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     vectors: VectorsConfig = msgspec.field(default_factory=VectorsConfig)
+    agents: AgentsConfig = msgspec.field(default_factory=AgentsConfig)
 
 
 @dataclass(frozen=True, slots=True)

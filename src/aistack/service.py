@@ -20,11 +20,20 @@ from msgspec.structs import replace
 
 from aistack import __version__
 from aistack.access.gate import Admin, Gate, KeyInfo
+from aistack.access.responses import StoredResponses
 from aistack.backends.base import Backend, ChunkStream, loaded_models
 from aistack.backends.ollama import OllamaConfig
+from aistack.backends.tokens import CountsTokens
 from aistack.backends.transport import HttpClient
 from aistack.config import Config
-from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest, Message
+from aistack.core.chat import (
+    ChatRequest,
+    EmbedRequest,
+    EmbedResult,
+    GenerateRequest,
+    Message,
+    estimate_tokens,
+)
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk, Timings, Usage, collect
 from aistack.core.models import LoadedModel, ModelShow, canonical, check_name
@@ -312,6 +321,8 @@ class Gateway:
         self.gate = gate
         if gate is not None:
             self.observers.append(gate.observe)
+        # OpenAI Responses kept with `store: true`, where the keys and the ledger are.
+        self.responses = StoredResponses(gate.store if gate is not None else None)
 
     def finish(self, ctx: RequestContext) -> None:
         ctx.end_ns = time.monotonic_ns()
@@ -487,6 +498,21 @@ class Gateway:
         ctx.first_ns = time.monotonic_ns()
         ctx.usage = Usage(prompt_tokens=result.prompt_tokens)
         return result
+
+    async def count_tokens(self, ctx: RequestContext, req: ChatRequest) -> tuple[int, bool]:
+        """The prompt's tokens, and whether exactly: the backend's own count where it has
+        one (an Anthropic backend), else an estimate. Not model work: nothing is metered,
+        but the key's allowlist applies."""
+        ctx.model = req.model
+        self.check_visible(ctx, req.model)
+        dep = self.router.first_available(await self._route(req.model))
+        if dep is not None and isinstance(dep.backend, CountsTokens):
+            ctx.deployment = dep
+            try:
+                return await dep.backend.count_tokens(req, dep.model), True
+            except GatewayError as e:
+                log.info("backend %s cannot count tokens: %s", dep.backend.name, e.message)
+        return estimate_tokens(req), False
 
     # -- models
 

@@ -208,6 +208,21 @@ class EmbedResult(msgspec.Struct, frozen=True, kw_only=True):
 
 InferenceRequest = ChatRequest | GenerateRequest
 
+_json = msgspec.json.Encoder()
+
+
+def estimate_tokens(r: ChatRequest) -> int:
+    """About four characters a token over everything the model reads (messages, tool
+    calls, tool definitions): the stated estimate where a backend has no tokenizer."""
+    chars = 0
+    for m in r.messages:
+        chars += len(m.content) + len(m.thinking) + 4
+        for c in m.tool_calls:
+            chars += len(c.name) + len(_json.encode(c.arguments))
+    for t in r.tools:
+        chars += len(t.name) + len(t.description) + len(_json.encode(t.parameters))
+    return max(1, chars // 4)
+
 
 def unit(v: list[float]) -> list[float]:
     """A vector scaled to length 1 (embeddings are compared by angle); zero stays zero."""

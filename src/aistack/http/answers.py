@@ -8,6 +8,7 @@ silent cut), with the answer closed however it ends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -62,3 +63,84 @@ async def send_stream(
     finally:
         await answer.aclose()
     await end_stream(req)
+
+
+class Keepalive:
+    """Keeps a quiet stream alive: after `every` seconds without a byte (a backend
+    loading a model, thinking, writing a long tool call), it opens the stream if nothing
+    was sent yet (status 200 and the dialect's `opening` events) and sends `ping`, again
+    every `every` seconds until something else is sent.
+
+    One timer per stream, checked rarely; `touch()` after each send is one clock read.
+    Once it has opened the stream, a failure can no longer be a status: the route sends
+    its dialect's error event instead (`opened`).
+    """
+
+    __slots__ = (
+        "_content_type", "_every", "_handle", "_last", "_loop", "_opening", "_ping", "_req",
+        "_task", "closed", "opened",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        req: Request,
+        every: float,
+        content_type: bytes,
+        opening: Callable[[], bytes],
+        ping: bytes,
+    ) -> None:
+        self._req = req
+        self._every = every
+        self._content_type = content_type
+        self._opening = opening
+        self._ping = ping
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._task: asyncio.Task[None] | None = None
+        self._handle = self._loop.call_later(every, self._tick) if every > 0 else None
+        self.closed = False
+        self.opened = False
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    def _tick(self) -> None:
+        self._handle = None
+        if self.closed:
+            return
+        now = self._loop.time()
+        wait = self._every - (now - self._last)
+        if wait <= 0:
+            self._last = now
+            wait = self._every
+            if self._task is None or self._task.done():
+                self._task = self._loop.create_task(self._send())
+        self._handle = self._loop.call_later(wait, self._tick)
+
+    async def _send(self) -> None:
+        req = self._req
+        if self.closed or req.complete:
+            return
+        try:
+            if not req.responded:
+                self.opened = True
+                await start_stream(req, self._content_type)
+                await send_chunk(req, self._opening() + self._ping)
+            else:
+                await send_chunk(req, self._ping)
+        except Exception as e:  # the client went away: the request's own task sees it
+            log.debug("keep-alive not sent: %s", e)
+
+    async def settle(self) -> bool:
+        """Wait for a keep-alive being written; whether the stream is open."""
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        return self.opened or self._req.responded
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        await self.settle()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import orjson
 
 from aistack.core.errors import ErrorKind, GatewayError
+from aistack.dialects.anthropic.convert import error_to_wire as anthropic_error
 from aistack.dialects.ollama.convert import error_to_wire as ollama_error
 from aistack.dialects.openai.convert import error_to_wire as openai_error
 from aistack.dialects.qdrant import error_to_wire as qdrant_error
@@ -20,6 +21,7 @@ from aistack.http.table import Dialect
 _RENDER: dict[str, Callable[[GatewayError], object]] = {
     "ollama": ollama_error,
     "openai": openai_error,
+    "anthropic": anthropic_error,
     "plain": openai_error,
     "qdrant": qdrant_error,
 }

@@ -11,13 +11,26 @@ from __future__ import annotations
 
 from aistack.core.operations import Operation
 from aistack.http import admin_routes as ad
+from aistack.http import anthropic_routes as an
 from aistack.http import fleet_routes as fl
 from aistack.http import health_routes as hr
 from aistack.http import ollama_routes as ol
 from aistack.http import openai_routes as oa
+from aistack.http import responses_routes as rs
 from aistack.http.admin_views import AdminViews
 from aistack.http.asgi import Request, respond
-from aistack.http.table import ADMIN, DELETE, GET, KEY, POST, PUBLIC, Entry, Handler, Route
+from aistack.http.table import (
+    ADMIN,
+    DELETE,
+    GET,
+    KEY,
+    POST,
+    PUBLIC,
+    Entry,
+    Handler,
+    Mount,
+    Route,
+)
 from aistack.observability import Observability
 from aistack.service import Gateway, RequestContext
 
@@ -39,9 +52,10 @@ OLLAMA: tuple[Route, ...] = (
     Route(POST, "/api/copy", fl.copy, "ollama", ADMIN, name="copy"),
 )
 
-# The OpenAI API (/v1/*).
+# The OpenAI API (/v1/*). /v1/models answers in Anthropic's format to a caller that
+# sends anthropic-version (Claude Code's model discovery).
 OPENAI: tuple[Route, ...] = (
-    Route(GET, "/v1/models", oa.models, "openai", KEY, name="models"),
+    Route(GET, "/v1/models", an.models, "openai", KEY, name="models"),
     Route(GET, "/v1/models/{id:path}", oa.model, "openai", KEY, name="model"),
     Route(POST, "/v1/chat/completions", oa.chat_completions, "openai", KEY, CHAT,
           name="chat_completions"),
@@ -49,6 +63,27 @@ OPENAI: tuple[Route, ...] = (
           name="completions"),
     Route(POST, "/v1/embeddings", oa.embeddings, "openai", KEY, EMBED, name="embeddings"),
 )  # fmt: skip
+
+# OpenAI's Responses API (Codex, the openai SDKs' responses calls): docs/agents.md.
+RESPONSES: tuple[Route, ...] = (
+    Route(POST, "/v1/responses", rs.create, "openai", KEY, CHAT, name="responses"),
+    Route(GET, "/v1/responses/{id}", rs.retrieve, "openai", KEY, name="response"),
+    Route(DELETE, "/v1/responses/{id}", rs.delete, "openai", KEY, name="delete_response",
+          body=False),
+    Route(GET, "/v1/responses/{id}/input_items", rs.input_items, "openai", KEY,
+          name="input_items"),
+)  # fmt: skip
+
+# Anthropic's Messages API (Claude Code, the anthropic SDKs), whatever the query string
+# (Claude Code sends ?beta=true); its 404s speak Anthropic too.
+ANTHROPIC = Mount(
+    "/v1/messages",
+    (
+        Route(POST, "/", an.messages, "anthropic", KEY, CHAT, name="messages"),
+        Route(POST, "/count_tokens", an.count_tokens, "anthropic", KEY, name="count_tokens"),
+    ),
+    "anthropic",
+)
 
 # Health is public: orchestrators probe it without keys, and it calls no model.
 HEALTH: tuple[Route, ...] = (
@@ -101,7 +136,7 @@ def _scrape(obs: Observability) -> Handler:
 
 def table(obs: Observability | None = None) -> list[Entry]:
     """The gateway's own routes, with what `obs` turned on (metrics, captured content)."""
-    out: list[Entry] = [*OLLAMA, *OPENAI, *HEALTH, *ADMIN_API]
+    out: list[Entry] = [*OLLAMA, *OPENAI, *RESPONSES, ANTHROPIC, *HEALTH, *ADMIN_API]
     out += admin_views(AdminViews(obs.contents if obs is not None else None))
     if obs is not None and obs.metrics is not None:
         access = ADMIN if obs.metrics_auth else PUBLIC

@@ -468,21 +468,6 @@ def count_tokens_to_wire(n: int) -> JSONObject:
     return {"input_tokens": n}
 
 
-def estimate_tokens(r: ChatRequest) -> int:
-    """About four characters a token over everything the model reads: the stated
-    estimate for backends without a tokenizer."""
-    import orjson
-
-    chars = 0
-    for m in r.messages:
-        chars += len(m.content) + len(m.thinking) + 4
-        for c in m.tool_calls:
-            chars += len(c.name) + len(orjson.dumps(c.arguments))
-    for t in r.tools:
-        chars += len(t.name) + len(t.description) + len(orjson.dumps(t.parameters))
-    return max(1, chars // 4)
-
-
 def model_to_wire(name: str, card: ModelCard) -> JSONObject:
     from datetime import UTC, datetime
 

@@ -3,7 +3,7 @@
 The order clients rely on (Codex, the SDKs' `responses.stream`): `response.created`,
 `response.in_progress`; per output item `response.output_item.added`, its parts and
 deltas, then `response.output_item.done` with the whole item; then
-`response.completed` (or `response.incomplete`) with the whole response and usage
+`response.completed` (also for a cut answer: see `_end`) with the whole response and usage
 including `total_tokens`; then the stream ends (no `[DONE]`). Every event carries a
 `sequence_number`. A failure after the first byte is `response.failed` and an `error`
 event (which the SDKs raise).
@@ -169,8 +169,10 @@ class StreamEncoder:
         out += self._close()
         done = finish_response(self._base, self._output, c)
         self.response = done
-        kind = "response.completed" if done["status"] == "completed" else "response.incomplete"
-        return out + self._event(kind, {"response": done})
+        # Always `response.completed`, its status saying "incomplete" when the answer was
+        # cut (max_output_tokens): OpenAI sends `response.incomplete` there, which the
+        # SDKs' stream helpers and Codex take for a failed stream and retry.
+        return out + self._event("response.completed", {"response": done})
 
     def failed(self, error: JSONObject) -> bytes:
         """The end of a stream that broke: `response.failed`, then an `error` event the
