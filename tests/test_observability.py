@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -235,6 +236,16 @@ def test_metrics_after_real_traffic_match_what_was_sent(observed: Observed) -> N
         assert u is not None
         out_tokens += u.completion_tokens
         in_tokens += u.prompt_tokens
+    # The agents' dialects count like the others: their routes declare the operation.
+    m = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0).messages.create(
+        model=LOCAL_MODEL, max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+    )
+    out_tokens += m.usage.output_tokens
+    in_tokens += m.usage.input_tokens
+    resp = client.responses.create(model=LOCAL_MODEL, input="Hi", max_output_tokens=4, store=False)
+    assert resp.usage is not None
+    out_tokens += resp.usage.output_tokens
+    in_tokens += resp.usage.input_tokens
     with pytest.raises(ollama.ResponseError):
         oc.chat("no-such-model", messages=[{"role": "user", "content": "Hi"}])
     after = scrape(url)
@@ -245,14 +256,16 @@ def test_metrics_after_real_traffic_match_what_was_sent(observed: Observed) -> N
     ok = {"model": LOCAL_MODEL, "backend": "local", "status": "200"}
     assert delta("aistack_requests_total", dialect="ollama", route="chat", **ok) == 3
     assert delta("aistack_requests_total", dialect="openai", route="chat_completions", **ok) == 2
+    assert delta("aistack_requests_total", dialect="anthropic", route="messages", **ok) == 1
+    assert delta("aistack_requests_total", dialect="openai", route="responses", **ok) == 1
     assert delta("aistack_requests_total", route="chat", model="", status="404") == 1
     assert delta("aistack_tokens_total", direction="output", model=LOCAL_MODEL) == out_tokens
     assert delta("aistack_tokens_total", direction="input", model=LOCAL_MODEL) == in_tokens
-    assert delta("aistack_time_to_first_token_seconds_count", model=LOCAL_MODEL) == 5
-    assert delta("aistack_request_duration_seconds_count", model=LOCAL_MODEL) == 5
-    # Each of the five was first tried on the failing deployment.
-    assert delta("aistack_retries_total", model=LOCAL_MODEL) == 5
-    assert delta("aistack_upstream_errors_total", backend="flaky", error="UPSTREAM_ERROR") == 5
+    assert delta("aistack_time_to_first_token_seconds_count", model=LOCAL_MODEL) == 7
+    assert delta("aistack_request_duration_seconds_count", model=LOCAL_MODEL) == 7
+    # Each of the seven was first tried on the failing deployment.
+    assert delta("aistack_retries_total", model=LOCAL_MODEL) == 7
+    assert delta("aistack_upstream_errors_total", backend="flaky", error="UPSTREAM_ERROR") == 7
     assert value(after, "aistack_in_flight", deployment=f"local/{LOCAL_MODEL}") == 0
     assert (
         value(after, "aistack_deployment_state", deployment=f"local/{LOCAL_MODEL}", state="ok") == 1
