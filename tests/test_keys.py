@@ -101,6 +101,13 @@ def test_costs_come_from_the_backend_the_price_table_or_a_local_rate() -> None:
     assert prices.cost("house", "qwen3:8b", "qwen3:8b", u) == (0.0, "local")
     assert prices.cost("house", "llama3.2:1b", "llama3.2:1b", u)[1] == "price"  # a set rate
     assert prices.cost("cloud", "mystery", "mystery", u) == (None, "unknown")  # never $0
+    # Claude models are priced out of the box (the table ships with the package).
+    claude = prices.cost("claude", "claude-sonnet-4-5-20250929", "sonnet", u)
+    assert claude == (
+        pytest.approx((u.prompt_tokens * 3 + u.completion_tokens * 15) / 1e6),
+        "price",
+    )
+    assert prices.price_for("claude", "claude-opus-4-1", "opus") == Price(15.0, 75.0)
     assert prices.cost("", "", "gpt-4o", None) == (0.0, "")  # never reached a backend
 
 

@@ -26,11 +26,34 @@ class Price:
     output: float  # USD per million completion tokens
 
 
+# Anthropic's list prices (USD per million input and output tokens), shipped with the
+# package so Claude models are costed with no network at runtime. The config's `prices`
+# come first; cache reads and writes are costed as input (an upper bound for reads).
+CLAUDE_PRICES: dict[str, Price] = {
+    "claude-opus-4-5*": Price(5.0, 25.0),
+    "claude-opus-4*": Price(15.0, 75.0),
+    "claude-3-opus*": Price(15.0, 75.0),
+    "claude-sonnet-4*": Price(3.0, 15.0),
+    "claude-3-7-sonnet*": Price(3.0, 15.0),
+    "claude-3-5-sonnet*": Price(3.0, 15.0),
+    "claude-haiku-4*": Price(1.0, 5.0),
+    "claude-3-5-haiku*": Price(0.8, 4.0),
+    "claude-3-haiku*": Price(0.25, 1.25),
+}
+
+
 class Prices:
-    def __init__(self, table: Mapping[str, Price], billing: Mapping[str, str]) -> None:
-        # Exact names first, then globs in the order the config lists them.
+    def __init__(
+        self,
+        table: Mapping[str, Price],
+        billing: Mapping[str, str],
+        builtin: Mapping[str, Price] = CLAUDE_PRICES,
+    ) -> None:
+        # Exact names first, then globs in the order the config lists them, then the
+        # prices that ship with the package.
         self._exact = {k.lower(): v for k, v in table.items() if not _is_glob(k)}
         self._globs = [(k.lower(), v) for k, v in table.items() if _is_glob(k)]
+        self._globs += [(k.lower(), v) for k, v in builtin.items() if k.lower() not in table]
         self.billing = dict(billing)  # backend -> "local" | "metered"
         self._cache: dict[tuple[str, str, str], Price | None] = {}
         self._warned: set[tuple[str, str]] = set()
