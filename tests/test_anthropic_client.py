@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import anthropic
 import pytest
 
-from tests.conftest import CLAUDE_MODEL, LOCAL_MODEL
+from tests.conftest import CLAUDE_MODEL, LOCAL_MODEL, UPSTREAM_MODEL
 
 WEATHER = {
     "name": "get_weather",
@@ -126,12 +126,29 @@ def test_a_streamed_tool_use_has_input_json_that_parses(gw_url: str) -> None:
 
 
 def test_count_tokens_gives_a_stated_estimate_without_a_tokenizer(gw_url: str) -> None:
-    c = client(gw_url)
-    raw = c.messages.with_raw_response.count_tokens(
-        model=LOCAL_MODEL, messages=[{"role": "user", "content": "Hello there, how are you?"}]
+    # An Ollama backend has no tokenizer to ask.
+    raw = client(gw_url).messages.with_raw_response.count_tokens(
+        model=UPSTREAM_MODEL, messages=[{"role": "user", "content": "Hello there, how are you?"}]
     )
     assert raw.parse().input_tokens > 0
     assert raw.headers["x-aistack-tokens"] == "estimated"
+
+
+@pytest.mark.parametrize("tools", [[], [WEATHER]], ids=["plain", "tools"])
+def test_count_tokens_on_the_embedded_engine_is_what_the_model_reads(
+    gw_url: str, tools: list[Any]
+) -> None:
+    c = client(gw_url)
+    ask: dict[str, Any] = {
+        "model": LOCAL_MODEL,
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "Hello there, how are you?"}],
+        "tools": tools,
+    }
+    raw = c.messages.with_raw_response.count_tokens(**ask)
+    assert raw.headers["x-aistack-tokens"] == "exact"
+    m = c.messages.create(max_tokens=1, **ask)
+    assert raw.parse().input_tokens == m.usage.input_tokens
 
 
 def test_count_tokens_on_an_anthropic_backend_asks_it(gw_url: str) -> None:
@@ -139,7 +156,7 @@ def test_count_tokens_on_an_anthropic_backend_asks_it(gw_url: str) -> None:
         model=CLAUDE_MODEL, messages=[{"role": "user", "content": "Hello"}], tools=[WEATHER]
     )
     assert raw.parse().input_tokens > 0
-    # The backend (another aistack) estimates itself, but it was asked: exact from here.
+    # The backend (another aistack, on its embedded engine) counted.
     assert raw.headers["x-aistack-tokens"] == "exact"
 
 

@@ -330,6 +330,18 @@ class LocalBackend(Backend):
             return await self._start(lambda job: self._run_chat(job, chat))
         return await self._start(lambda job: self._run_prompt(job, req.prompt, req, None, None))
 
+    async def count_tokens(self, req: ChatRequest, model: str) -> int:
+        """The prompt's tokens exactly as a chat would feed them to the model (template,
+        tool listing and all); on the worker, like everything that touches the model."""
+        self._check(model, any(m.images for m in req.messages))
+
+        def count(job: _Job) -> int:
+            llm = self._load()
+            prompt, _ = self._chat_prompt(llm, req)
+            return len(llm.tokenize(prompt.encode(), add_bos=False, special=True))
+
+        return int(await self._call(count))
+
     # -- memory (a ModelMemory): its one model
 
     async def load(self, model: str, keep_alive: float | str | None = None) -> None:
@@ -359,6 +371,15 @@ class LocalBackend(Backend):
 
     def _run_chat(self, job: _Job, req: ChatRequest) -> None:
         llm = self._load()
+        prompt, schema = self._chat_prompt(llm, req)
+        if schema is not None:
+            self._run_prompt(job, prompt, req, schema, "tool")
+        else:
+            self._run_prompt(job, prompt, req, _format_schema(req.format), None)
+
+    def _chat_prompt(self, llm: Any, req: ChatRequest) -> tuple[str, dict[str, Any] | None]:
+        """The prompt the model reads for `req`, and the schema of the tool call it must
+        make (None when it answers freely)."""
         messages = list(req.messages)
         force_tool = _wants_tool_call(req)
         schema: dict[str, Any] | None = None
@@ -399,11 +420,7 @@ class LocalBackend(Backend):
                     for t in tools
                 ]
             }
-        prompt = self._render(llm, messages)
-        if force_tool:
-            self._run_prompt(job, prompt, req, schema, "tool")
-        else:
-            self._run_prompt(job, prompt, req, _format_schema(req.format), None)
+        return self._render(llm, messages), schema
 
     def _render(self, llm: Any, messages: list[Message]) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
