@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -276,6 +277,8 @@ def routed(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[R
         ]  # fmt: skip
         cfg = {
             "backends": backends,
+            # Statuses are under test here: no keep-alive opens a stream before its error.
+            "agents": {"keepalive": 0},
             "routing": {
                 "cooldown": {"failures": 2, "seconds": 1, "max_seconds": 4},
                 "health": {"interval": 1, "timeout": 2},
@@ -436,6 +439,61 @@ def test_a_prompt_too_long_for_the_model_goes_to_its_context_fallback(routed: Ro
             max_tokens=3,
         )
     assert "context length" in str(e.value)
+
+
+LONG_PROMPT = "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 60
+
+
+def _anthropic_long(url: str, model: str, prompt: str) -> str:
+    c = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0, timeout=120)
+    msgs: Any = [{"role": "user", "content": prompt}]
+    raw = c.messages.with_raw_response.create(model=model, max_tokens=3, messages=msgs)
+    assert raw.parse().content
+    return str(raw.headers["x-aistack-backend"])
+
+
+def _responses_long(url: str, model: str, prompt: str) -> str:
+    raw = _openai(url).responses.with_raw_response.create(
+        model=model, input=prompt, max_output_tokens=3
+    )
+    assert raw.parse().output
+    return str(raw.headers["x-aistack-backend"])
+
+
+def _anthropic_stream(url: str, model: str, prompt: str) -> str:
+    c = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0, timeout=120)
+    msgs: Any = [{"role": "user", "content": prompt}]
+    with pytest.raises(anthropic.BadRequestError) as e:  # raised on opening the stream
+        c.messages.create(model=model, max_tokens=3, messages=msgs, stream=True)
+    return str(e.value.message)
+
+
+def _responses_stream(url: str, model: str, prompt: str) -> str:
+    with pytest.raises(openai.BadRequestError) as e:
+        _openai(url).responses.create(model=model, input=prompt, stream=True)
+    return str(e.value.message)
+
+
+@pytest.mark.parametrize(
+    ("whole", "streamed"),
+    [(_anthropic_long, _anthropic_stream), (_responses_long, _responses_stream)],
+    ids=["anthropic", "responses"],
+)
+def test_the_agents_dialects_get_the_context_fallback_or_a_400_naming_the_context(
+    routed: Routed,
+    whole: Any,
+    streamed: Any,
+) -> None:
+    url = routed.gw.url
+    # llama.cpp's server answers one request at a time, its health probe included: after
+    # the test before's long prompt, this gateway's 2 s probe may have found it busy.
+    wait_for(lambda: deployment(url, "llamacpp")["state"] == "ok", 60, "llamacpp to be up")
+    # Too long for shorty's 256 tokens: its context fallback answers.
+    assert whole(url, "short:135m", LONG_PROMPT) == "llamacpp"
+    # No fallback: a 400 (which the agents show and do not retry), with the context size,
+    # before the stream opens, as Claude Code and Codex always stream.
+    message = streamed(url, UPSTREAM_MODEL, LONG_PROMPT * 8)
+    assert "exceeds the context length (4096 tokens)" in message
 
 
 def test_requests_spread_across_a_pool_as_each_strategy_defines(routed: Routed) -> None:
