@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import json
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -31,7 +33,7 @@ from tests.procs import running, start_gateway
 
 @dataclass
 class Target:
-    dialect: str  # "ollama" | "openai"
+    dialect: str  # "ollama" | "openai" | "anthropic" | "responses"
     url: str
     model: str
     key: str | None = None
@@ -93,6 +95,25 @@ def _openai(env: dict[str, str], conf: Any) -> Target:
     return Target("openai", env["OPENAI_BASE_URL"], env["OPENAI_MODEL"], env["OPENAI_API_KEY"])
 
 
+# Claude Code's model variables: every tier it may pick.
+CLAUDE_MODELS = (
+    "ANTHROPIC_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL", "ANTHROPIC_DEFAULT_SONNET_MODEL",
+    "ANTHROPIC_DEFAULT_HAIKU_MODEL", "ANTHROPIC_SMALL_FAST_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL",
+)  # fmt: skip
+
+
+def _claude_code(env: dict[str, str], conf: Any) -> Target:
+    assert conf == {"env": env}  # settings.json carries the same environment
+    (model,) = {env[v] for v in CLAUDE_MODELS}
+    return Target("anthropic", env["ANTHROPIC_BASE_URL"], model, env["ANTHROPIC_AUTH_TOKEN"])
+
+
+def _codex(env: dict[str, str], conf: Any) -> Target:
+    p = conf["model_providers"][conf["model_provider"]]
+    assert p["wire_api"] == "responses"
+    return Target("responses", p["base_url"], conf["model"], env[p["env_key"]])
+
+
 READS: dict[str, Callable[[dict[str, str], Any], Target]] = {
     "open-webui": _open_webui,
     "paperless-ai": _paperless_ai,
@@ -101,6 +122,16 @@ READS: dict[str, Callable[[dict[str, str], Any], Target]] = {
     "home-assistant": _home_assistant,
     "ollama": _ollama,
     "openai": _openai,
+    "claude-code": _claude_code,
+    "codex": _codex,
+}
+
+# How each app's own config file is read back.
+CONFIGS: dict[str, Callable[[str], Any]] = {
+    "frigate": yaml.safe_load,
+    "home-assistant": yaml.safe_load,
+    "claude-code": json.loads,
+    "codex": tomllib.loads,
 }
 
 
@@ -124,6 +155,26 @@ def _resolve(t: Target) -> None:
         r = c.chat(t.model, messages=[{"role": "user", "content": "Hi"}],
                    options={"num_predict": 8})  # fmt: skip
         assert r.done and r.message.content
+    elif t.dialect == "anthropic":
+        # As Claude Code does: the root URL (it appends /v1/messages), a Bearer token,
+        # always streaming.
+        assert not t.url.rstrip("/").endswith(("/v1", "/api")) and t.key
+        ac = anthropic.Anthropic(base_url=t.url, auth_token=t.key)
+        with ac.messages.stream(
+            model=t.model, max_tokens=8, messages=[{"role": "user", "content": "Hi"}]
+        ) as st:
+            m = st.get_final_message()
+        assert m.content and m.content[0].type == "text" and m.content[0].text
+    elif t.dialect == "responses":
+        # As Codex does: {base_url}/responses, streamed, until response.completed.
+        assert t.url.rstrip("/").endswith("/v1") and t.key
+        oc = openai.OpenAI(base_url=t.url, api_key=t.key)
+        events = list(
+            oc.responses.create(model=t.model, input="Hi", max_output_tokens=8, stream=True)
+        )
+        done = events[-1]
+        assert done.type == "response.completed" and done.response.usage is not None
+        assert done.response.usage.total_tokens > 0 and done.response.output_text
     else:
         assert t.url.rstrip("/").endswith("/v1") and t.key
         oc = openai.OpenAI(base_url=t.url, api_key=t.key)
@@ -146,6 +197,8 @@ CASES = [(app, None, None) for app in APPS] + [
     ("home-assistant", "sk-app-123", None),
     ("ollama", "sk-app-123", None),
     ("openai", "sk-app-123", None),
+    ("claude-code", "sk-app-123", None),
+    ("codex", "sk-app-123", None),
 ]
 
 
@@ -165,8 +218,8 @@ def test_snippet_parses_back_and_resolves_against_the_gateway(
     assert {e["name"]: e["value"] for e in k8s["env"]} == env  # the same settings twice
     assert all(isinstance(e["value"], str) for e in k8s["env"])  # Kubernetes wants strings
     conf = None
-    if app in ("frigate", "home-assistant"):
-        conf = yaml.safe_load(_snippet(app, *args, fmt="config"))
+    if app in CONFIGS:
+        conf = CONFIGS[app](_snippet(app, *args, fmt="config"))
     if key:
         assert key in env_text + yaml.safe_dump(conf)
     t = READS[app](env, conf)
@@ -239,7 +292,7 @@ def test_create_key_is_not_minted_for_a_bad_request(tmp_path: Path) -> None:
         {"backends": [], "database_url": str(tmp_path / "aistack.db")},
     )
     out = aistack("snippet", "home-assistant", "--via", "openai", "--create-key", config=cfg)
-    assert out.returncode == 2 and "speaks only the ollama API" in out.stderr
+    assert out.returncode == 2 and "speaks only the native Ollama API" in out.stderr
     listed = aistack("keys", "list", "--json", config=cfg)
     assert json.loads(listed.stdout)["keys"] == []
 
@@ -247,6 +300,8 @@ def test_create_key_is_not_minted_for_a_bad_request(tmp_path: Path) -> None:
 def test_one_dialect_apps_refuse_the_other(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "aistack.yaml", {"backends": []})
     out = aistack("snippet", "home-assistant", "--via", "openai", config=cfg)
-    assert out.returncode == 2 and "speaks only the ollama API" in out.stderr
+    assert out.returncode == 2 and "speaks only the native Ollama API" in out.stderr
     out = aistack("snippet", "openai", "--format", "config", config=cfg)
     assert out.returncode == 2 and "no config form" in out.stderr
+    out = aistack("snippet", "codex", "--via", "openai", config=cfg)
+    assert out.returncode == 2 and "speaks only the OpenAI Responses API" in out.stderr

@@ -18,10 +18,17 @@ Which variables each app reads comes from the apps' own sources
   `/api/tags` exactly, so the name is the listed `name:tag`.
 - Generic Ollama client (ollama-python/-js, langchain): `OLLAMA_HOST`, `OLLAMA_API_KEY`.
 - Generic OpenAI client (the SDKs): `OPENAI_BASE_URL` (`/v1`), `OPENAI_API_KEY`.
+- Claude Code (Anthropic Messages; shared/reference/agent-clients.md):
+  `ANTHROPIC_BASE_URL` (root: it appends `/v1/messages`), `ANTHROPIC_AUTH_TOKEN` (sent as
+  a Bearer token; without one it asks to log in to Anthropic), and its model variables.
+- Codex CLI (OpenAI Responses): a `model_providers` entry in `$CODEX_HOME/config.toml`
+  with `base_url` (`/v1`), `wire_api = "responses"` and `env_key`, the variable holding
+  the key.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,7 +36,16 @@ import yaml
 
 from aistack.core.models import canonical
 
-Dialect = Literal["ollama", "openai"]
+# The API an app speaks to aistack. Only the first two are a choice (`--via`).
+Dialect = Literal["ollama", "openai", "anthropic", "responses"]
+Via = Literal["ollama", "openai"]
+
+API_NAMES: dict[str, str] = {
+    "ollama": "native Ollama API",
+    "openai": "OpenAI API",
+    "anthropic": "Anthropic Messages API",
+    "responses": "OpenAI Responses API",
+}
 
 APPS: dict[str, str] = {
     "open-webui": "Open WebUI",
@@ -39,6 +55,8 @@ APPS: dict[str, str] = {
     "home-assistant": "Home Assistant",
     "ollama": "an Ollama client (ollama-python, ollama-js, langchain, scripts)",
     "openai": "an OpenAI client (the OpenAI SDKs, agents, scripts)",
+    "claude-code": "Claude Code",
+    "codex": "Codex CLI",
 }
 
 # Apps that can speak either dialect to aistack; the others speak one.
@@ -46,6 +64,9 @@ _BOTH = ("open-webui", "paperless-ai")
 
 # What an OpenAI SDK needs when the gateway asks for no key: any non-empty string.
 NO_KEY = "aistack"
+
+# The variable Codex reads the key from (its provider entry's env_key).
+CODEX_KEY_VAR = "AISTACK_API_KEY"
 
 
 @dataclass
@@ -59,6 +80,7 @@ class Snippet:
     # An app's own config file block (Frigate) or the fields of its setup form (HA).
     config: dict[str, Any] | None = None
     config_where: str = ""
+    config_format: Literal["yaml", "toml", "json"] = "yaml"
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -67,10 +89,12 @@ class Snippet:
             "title": self.title,
             "url": self.url,
             "dialect": self.dialect,
+            "api": API_NAMES[self.dialect],
             "model": self.model,
             "env": self.env,
             "config": self.config,
             "config_where": self.config_where,
+            "config_format": self.config_format,
             "notes": self.notes,
         }
 
@@ -85,13 +109,13 @@ def build(
     base: str,
     model: str,
     key: str | None = None,
-    via: Dialect | None = None,
+    via: Via | None = None,
 ) -> Snippet:
     """The snippet for `app`, pointing at the gateway's root URL `base`."""
     if app not in APPS:
         raise SnippetError(f"unknown app '{app}'; one of: {', '.join(APPS)}")
     if via is not None and app not in _BOTH and via != _dialect_of(app):
-        raise SnippetError(f"{APPS[app]} speaks only the {_dialect_of(app)} API to aistack")
+        raise SnippetError(f"{APPS[app]} speaks only the {API_NAMES[_dialect_of(app)]} to aistack")
     root = base.rstrip("/")
     v1 = root + "/v1"
     listed = canonical(model)  # the form /api/tags and /v1/models list
@@ -198,13 +222,75 @@ def build(
             s.env["OLLAMA_API_KEY"] = key
         s.notes.append("ollama-js sends OLLAMA_API_KEY only to ollama.com: pass headers there")
         return s
+    if app == "claude-code":
+        return _claude_code(root, model, key)
+    if app == "codex":
+        return _codex(v1, model, key)
     s = Snippet(app, title, v1, "openai", model)
     s.env = {"OPENAI_BASE_URL": v1, "OPENAI_API_KEY": key or NO_KEY, "OPENAI_MODEL": model}
     return s
 
 
+def _claude_code(root: str, model: str, key: str | None) -> Snippet:
+    s = Snippet("claude-code", APPS["claude-code"], root, "anthropic", model)
+    # Every model it may pick: the main one, the opus/sonnet/haiku tiers (titles and
+    # summaries go to haiku), the older small-fast name, and subagents.
+    s.env = {
+        "ANTHROPIC_BASE_URL": root,
+        "ANTHROPIC_AUTH_TOKEN": key or NO_KEY,
+        "ANTHROPIC_MODEL": model,
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": model,
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
+        "ANTHROPIC_SMALL_FAST_MODEL": model,
+        "CLAUDE_CODE_SUBAGENT_MODEL": model,
+    }
+    # Or in its settings file, which it reads at every start.
+    s.config = {"env": dict(s.env)}
+    s.config_where = "~/.claude/settings.json (or a project's .claude/settings.json)"
+    s.config_format = "json"
+    s.notes.append(
+        "give ANTHROPIC_DEFAULT_HAIKU_MODEL a small fast model for titles and summaries, "
+        "if you have one"
+    )
+    s.notes.append(
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 keeps Claude Code from calling "
+        "Anthropic for telemetry and updates"
+    )
+    return s
+
+
+def _codex(v1: str, model: str, key: str | None) -> Snippet:
+    s = Snippet("codex", APPS["codex"], v1, "responses", model)
+    s.config = {
+        "model": model,
+        "model_provider": "aistack",
+        "model_providers": {
+            "aistack": {
+                "name": "aistack",
+                "base_url": v1,
+                "wire_api": "responses",
+                "env_key": CODEX_KEY_VAR,
+            }
+        },
+    }
+    s.config_where = "$CODEX_HOME/config.toml (~/.codex/config.toml)"
+    s.config_format = "toml"
+    s.env = {CODEX_KEY_VAR: key or NO_KEY}
+    s.notes.append(f"{CODEX_KEY_VAR} must be in the environment Codex runs in")
+    s.notes.append(
+        "avoid model names in Codex's own catalog (gpt-5-codex, ...): Codex changes its "
+        "requests for those; an alias gives a model another name"
+    )
+    return s
+
+
+# The one API of apps that speak one other than Ollama's.
+_SPEAKS: dict[str, Dialect] = {"openai": "openai", "claude-code": "anthropic", "codex": "responses"}
+
+
 def _dialect_of(app: str) -> Dialect:
-    return "openai" if app == "openai" else "ollama"
+    return _SPEAKS.get(app, "ollama")
 
 
 def _env_value(v: str) -> str:
@@ -230,7 +316,38 @@ def render_k8s(s: Snippet) -> str:
 def render_config(s: Snippet) -> str:
     if s.config is None:
         return ""
+    if s.config_format == "toml":
+        return render_toml(s.config)
+    if s.config_format == "json":
+        return json.dumps(s.config, indent=2) + "\n"
     return yaml.safe_dump(s.config, sort_keys=False, default_flow_style=False)
+
+
+def render_toml(d: dict[str, Any], prefix: str = "") -> str:
+    """Keys with string, number or boolean values, and tables of them (all a config
+    snippet needs); the scalars first, then each table under its dotted name."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for k, v in d.items():
+        if isinstance(v, dict):
+            name = f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k)
+            scalars = any(not isinstance(x, dict) for x in v.values())
+            head = f"\n[{name}]\n" if scalars else ""
+            out += head + render_toml(v, name)
+    return out
+
+
+def _toml_key(k: str) -> str:
+    return k if k and all(c.isalnum() or c in "-_" for c in k) else _toml_value(k)
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    text = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c >= " " else f"\\u{ord(c):04x}" for c in text) + '"'
 
 
 def render(s: Snippet, fmt: str = "all") -> str:
@@ -241,8 +358,7 @@ def render(s: Snippet, fmt: str = "all") -> str:
         return render_k8s(s)
     if fmt == "config":
         return render_config(s)
-    api = "native Ollama API" if s.dialect == "ollama" else "OpenAI API"
-    out = [f"# {s.title} -> aistack at {s.url} ({api}), model {s.model}"]
+    out = [f"# {s.title} -> aistack at {s.url} ({API_NAMES[s.dialect]}), model {s.model}"]
     out += [f"# note: {n}" for n in s.notes]
     if s.config is not None:
         out += ["", f"# --- {s.config_where} ---", render_config(s).rstrip("\n")]

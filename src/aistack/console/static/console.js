@@ -1198,7 +1198,7 @@
       mk.hidden = !d.key_placeholder;
       const withKey = (t) => (key && d.key_placeholder ? t.split(d.key_placeholder).join(key) : t);
       const sn = d.snippet;
-      const parts = [h("p", {}, `${sn.title} talks to `, h("code", {}, sn.url), ` (${sn.dialect === "ollama" ? "Ollama API" : "OpenAI API"}) with model `, h("code", {}, sn.model), ".")];
+      const parts = [h("p", {}, `${sn.title} talks to `, h("code", {}, sn.url), ` (${sn.api}) with model `, h("code", {}, sn.model), ".")];
       if (d.key_placeholder && !key) parts.push(h("p", { class: "note" }, `Replace ${d.key_placeholder} with the app's key, or create one here.`));
       if (key) parts.push(h("p", { class: "note" }, h("strong", {}, "The key below is shown only now."), " Copy the settings before leaving this page."));
       if (sn.config) parts.push(copyBlock(sn.config_where || "the app's config", withKey(d.config), "snippet-config"));
