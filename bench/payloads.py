@@ -275,6 +275,34 @@ def ollama_request(model: str, *, stream: bool, prompt: str = QUESTION) -> bytes
     return dumps(body).encode()
 
 
+def anthropic_request(model: str, *, stream: bool, prompt: str = QUESTION) -> bytes:
+    """The same turn as Claude Code sends it to /v1/messages (system apart, max_tokens
+    required)."""
+    body = {
+        "model": model,
+        "system": SYSTEM,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 256,
+        "temperature": 0.2,
+        "stream": stream,
+    }
+    return dumps(body).encode()
+
+
+def responses_request(model: str, *, stream: bool, prompt: str = QUESTION) -> bytes:
+    """The same turn to /v1/responses, with `store: false` as Codex sends it."""
+    body = {
+        "model": model,
+        "instructions": SYSTEM,
+        "input": prompt,
+        "max_output_tokens": 256,
+        "temperature": 0.2,
+        "store": False,
+        "stream": stream,
+    }
+    return dumps(body).encode()
+
+
 @functools.cache
 def big_prompt(size: int = 500_000) -> str:
     """An agent-sized prompt of `size` UTF-8 bytes: code-like lines with quotes, tabs, non-ASCII."""

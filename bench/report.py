@@ -24,6 +24,8 @@ LANE_LABEL = {
     "ol>ol": "Ollama → ollama",
     "oa>ol": "OpenAI → ollama",
     "ol>oa": "Ollama → openai",
+    "an>ol": "Anthropic → ollama",
+    "rs>oa": "Responses → openai",
 }
 ARM_LABEL = {
     "direct": "direct",

@@ -91,7 +91,21 @@ class Plan:
     tests: tuple[str, ...] = TESTS  # --only picks some
 
 
-LANES = ("oa>oa", "ol>ol", "oa>ol", "ol>oa")
+# "client>backend": oa OpenAI chat, ol Ollama, an Anthropic Messages, rs OpenAI Responses
+# (the agents' dialects, served only by translating).
+LANES = ("oa>oa", "ol>ol", "oa>ol", "ol>oa", "an>ol", "rs>oa")
+CLIENT_PATHS = {
+    "oa": "/v1/chat/completions",
+    "ol": "/api/chat",
+    "an": "/v1/messages",
+    "rs": "/v1/responses",
+}
+REQUESTS = {
+    "oa": payloads.openai_request,
+    "ol": payloads.ollama_request,
+    "an": payloads.anthropic_request,
+    "rs": payloads.responses_request,
+}
 QUICK = Plan(
     mode="quick",
     rounds=2,
@@ -101,7 +115,7 @@ QUICK = Plan(
     conc=64,
     peer_lanes=("oa>oa",),
     lat_lanes=("oa>oa",),
-    ttft_lanes=("oa>oa", "ol>ol"),
+    ttft_lanes=("oa>oa", "ol>ol", "an>ol", "rs>oa"),
     ttft_pairs=20,
     gap_lanes=("oa>oa",),
     gap_conns=50,
@@ -377,11 +391,10 @@ def target(arm: Arm, lane: str, shape: str) -> sc.Target | None:
     elif arm.name == "litellm" and client == "ol":
         return None  # LiteLLM has no Ollama-dialect front end
     else:
-        path = "/v1/chat/completions" if client == "oa" else "/api/chat"
+        path = CLIENT_PATHS[client]
     prompt = payloads.big_prompt() if shape == "big" else payloads.QUESTION
-    make = payloads.openai_request if client == "oa" else payloads.ollama_request
-    body = make(name, stream=stream, prompt=prompt)
-    framing = (sc.SSE if client == "oa" else sc.NDJSON) if stream else sc.JSON
+    body = REQUESTS[client](name, stream=stream, prompt=prompt)
+    framing = (sc.NDJSON if client == "ol" else sc.SSE) if stream else sc.JSON
     auth = aistack_auth if arm.name == "aistack" else AUTH if arm.name == "litellm" else ""
     return sc.Target(arm.port, path, body, framing, auth)
 

@@ -20,8 +20,17 @@ from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
-# A frame that carries a token: non-empty text in an OpenAI delta or an Ollama chat/generate line.
-TOKEN = re.compile(rb'"(?:content|response|reasoning_content|thinking)"\s*:\s*"[^"]')
+# A frame that carries a token: non-empty text in an OpenAI delta or an Ollama chat/generate
+# line, an Anthropic text_delta, or a Responses output_text.delta (whose later events repeat
+# the whole text, and so are not counted).
+TOKEN = re.compile(
+    rb'"(?:content|response|reasoning_content|thinking)"\s*:\s*"[^"]'
+    rb'|"text_delta"\s*,\s*"text"\s*:\s*"[^"]'
+    rb'|"response\.output_text\.delta".*"delta"\s*:\s*"[^"]'
+)
+# The end of an SSE stream: OpenAI chat's [DONE], Anthropic's message_stop, Responses'
+# response.completed.
+SSE_DONE = re.compile(rb'\[DONE\]|"type"\s*:\s*"(?:message_stop|response\.completed)"')
 
 SSE = "sse"
 NDJSON = "ndjson"
@@ -215,7 +224,7 @@ class _Protocol(asyncio.Protocol):
         if self.framing == SSE:
             if b"data:" not in frame:  # comments (": keep-alive"), event-only frames
                 return
-            if b"[DONE]" in frame:
+            if SSE_DONE.search(frame):
                 self.result.done = True
         elif not frame.strip():
             return
