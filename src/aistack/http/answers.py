@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aistack.core.chat import JSONObject
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
-from aistack.http.asgi import Request, end_stream, respond_json, send_chunk, start_stream
-from aistack.service import Answer
+from aistack.http.asgi import SSE_TYPE, Request, end_stream, respond_json, send_chunk, start_stream
+from aistack.service import Answer, RequestContext
 
 log = logging.getLogger("aistack.http")
 
@@ -144,3 +144,45 @@ class Keepalive:
             self._handle.cancel()
             self._handle = None
         await self.settle()
+
+
+async def send_kept_alive(
+    req: Request,
+    ctx: RequestContext,
+    ka: Keepalive,
+    start: Callable[[], Awaitable[Answer]],
+    encode: Callable[[Chunk], bytes],
+    error: Callable[[GatewayError], bytes],
+    before_last: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """A stream of the agents' dialects, kept alive by `ka` while `start` waits for the
+    backend: a failure before any byte is the caller's status (raised); once `ka` has
+    opened the stream, or after the first chunk, it is the dialect's `error` event.
+    `before_last` runs once the last chunk is encoded and before it is sent."""
+    try:
+        try:
+            answer = await start()
+        except GatewayError as e:
+            if not await ka.settle():
+                raise  # nothing sent yet: a real status
+            ctx.error = e.kind.name
+            await send_chunk(req, error(e))
+            await end_stream(req)
+            return
+        if not await ka.settle():
+            await start_stream(req, SSE_TYPE, answer_headers(answer))
+        try:
+            async for c in answer:
+                data = encode(c)
+                if c.finish is not None and before_last is not None:
+                    await before_last()
+                await send_chunk(req, data)
+                ka.touch()
+        except GatewayError as e:
+            ctx.error = e.kind.name
+            await send_chunk(req, error(e))
+        finally:
+            await answer.aclose()
+    finally:
+        await ka.close()
+    await end_stream(req)

@@ -13,11 +13,10 @@ import logging
 from msgspec.structs import replace
 
 from aistack.core.chat import ChatRequest
-from aistack.core.errors import GatewayError
 from aistack.dialects.anthropic import convert
 from aistack.dialects.anthropic.stream import PING, StreamEncoder, error_event
-from aistack.http.answers import Keepalive, answer_headers, send_whole
-from aistack.http.asgi import SSE_TYPE, Request, end_stream, respond_json, send_chunk, start_stream
+from aistack.http.answers import Keepalive, send_kept_alive, send_whole
+from aistack.http.asgi import SSE_TYPE, Request, respond_json
 from aistack.http.openai_routes import models as openai_models
 from aistack.service import Gateway, RequestContext
 
@@ -48,31 +47,14 @@ async def messages(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         await send_whole(req, answer, lambda c: convert.message_to_wire(c, r.model, mid))
         return
     enc = StreamEncoder(r.model, mid)
-    ka = Keepalive(req, gw.config.agents.keepalive, SSE_TYPE, enc.start, PING)
-    try:
-        try:
-            answer = await gw.chat(ctx, r)
-        except GatewayError as e:
-            if not await ka.settle():
-                raise  # nothing sent yet: a real status
-            ctx.error = e.kind.name
-            await send_chunk(req, error_event(convert.error_to_wire(e)))
-            await end_stream(req)
-            return
-        if not await ka.settle():
-            await start_stream(req, SSE_TYPE, answer_headers(answer))
-        try:
-            async for c in answer:
-                await send_chunk(req, enc.encode(c))
-                ka.touch()
-        except GatewayError as e:
-            ctx.error = e.kind.name
-            await send_chunk(req, error_event(convert.error_to_wire(e)))
-        finally:
-            await answer.aclose()
-    finally:
-        await ka.close()
-    await end_stream(req)
+    await send_kept_alive(
+        req,
+        ctx,
+        Keepalive(req, gw.config.agents.keepalive, SSE_TYPE, enc.start, PING),
+        lambda: gw.chat(ctx, r),
+        enc.encode,
+        lambda e: error_event(convert.error_to_wire(e)),
+    )
 
 
 async def count_tokens(gw: Gateway, req: Request, ctx: RequestContext) -> None:

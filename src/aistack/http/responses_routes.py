@@ -21,14 +21,11 @@ from aistack.core.errors import ErrorKind, GatewayError
 from aistack.dialects.openai import convert
 from aistack.dialects.openai import responses as rs
 from aistack.dialects.openai.responses_stream import KEEPALIVE, StreamEncoder
-from aistack.http.answers import Keepalive, answer_headers
+from aistack.http.answers import Keepalive, answer_headers, send_kept_alive
 from aistack.http.asgi import (
     SSE_TYPE,
     Request,
-    end_stream,
     respond_json,
-    send_chunk,
-    start_stream,
 )
 from aistack.service import Gateway, RequestContext
 from aistack.store.responses import StoredResponse
@@ -104,34 +101,20 @@ async def create(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         return
 
     enc = StreamEncoder(base)
-    ka = Keepalive(req, gw.config.agents.keepalive, SSE_TYPE, enc.start, KEEPALIVE)
-    try:
-        try:
-            answer = await gw.chat(ctx, r)
-        except GatewayError as e:
-            if not await ka.settle():
-                raise  # nothing sent yet: a real status
-            ctx.error = e.kind.name
-            await send_chunk(req, enc.failed(convert.error_to_wire(e)["error"]))
-            await end_stream(req)
-            return
-        if not await ka.settle():
-            await start_stream(req, SSE_TYPE, answer_headers(answer))
-        try:
-            async for c in answer:
-                data = enc.encode(c)
-                if enc.response is not None:
-                    await keep(enc.response)  # before the client can ask for it
-                await send_chunk(req, data)
-                ka.touch()
-        except GatewayError as e:
-            ctx.error = e.kind.name
-            await send_chunk(req, enc.failed(convert.error_to_wire(e)["error"]))
-        finally:
-            await answer.aclose()
-    finally:
-        await ka.close()
-    await end_stream(req)
+
+    async def kept() -> None:
+        if enc.response is not None:
+            await keep(enc.response)  # before the client can ask for it
+
+    await send_kept_alive(
+        req,
+        ctx,
+        Keepalive(req, gw.config.agents.keepalive, SSE_TYPE, enc.start, KEEPALIVE),
+        lambda: gw.chat(ctx, r),
+        enc.encode,
+        lambda e: enc.failed(convert.error_to_wire(e)["error"]),
+        kept,
+    )
 
 
 async def _stored(gw: Gateway, req: Request, ctx: RequestContext) -> StoredResponse:
