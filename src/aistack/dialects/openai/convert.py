@@ -210,25 +210,34 @@ def _response_format_from_wire(v: object) -> JsonFormat | None:
         return None
     rf = item_obj(v, "response_format")
     kind = rf.get("type")
+    at = "response_format.json_schema"
+    spec = item_obj(rf.get("json_schema"), at) if kind == "json_schema" else None
+    return json_format(kind, spec, "response_format", at)
+
+
+def json_format(
+    kind: object, spec: dict[str, Any] | None, where: str, spec_at: str
+) -> JsonFormat | None:
+    """A format `type` (`text`, `json_object` or `json_schema`, whose schema, name and
+    strict are in `spec`, at `spec_at`) as the core's; `where` names the field."""
     if kind == "text":
         return None
     if kind == "json_object":
         return JsonFormat()
-    if kind == "json_schema":
-        js = item_obj(rf.get("json_schema"), "response_format.json_schema")
-        schema = js.get("schema")
+    if kind == "json_schema" and spec is not None:
+        schema = spec.get("schema")
         if not isinstance(schema, dict):
-            raise wrong_type("response_format.json_schema.schema", "an object", schema)
-        strict = js.get("strict")
+            raise wrong_type(f"{spec_at}.schema", "an object", schema)
+        strict = spec.get("strict")
         return JsonFormat(
             schema=schema,
-            name=str(js.get("name") or ""),
+            name=str(spec.get("name") or ""),
             strict=strict if isinstance(strict, bool) else None,
         )
     raise invalid(
-        f"invalid value for 'response_format.type': {kind!r}; "
+        f"invalid value for '{where}.type': {kind!r}; "
         "expected 'text', 'json_object' or 'json_schema'",
-        "response_format.type",
+        f"{where}.type",
     )
 
 

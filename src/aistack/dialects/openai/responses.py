@@ -46,7 +46,7 @@ from aistack.dialects._fields import (
     require_model,
     wrong_type,
 )
-from aistack.dialects.openai.convert import image_from_url, new_id, think_from_effort
+from aistack.dialects.openai.convert import image_from_url, json_format, new_id, think_from_effort
 
 
 class ResponsesCall(msgspec.Struct, kw_only=True):
@@ -291,26 +291,7 @@ def _format_from_wire(text: dict[str, Any] | None) -> JsonFormat | None:
     f = opt_obj(text, "format", "text.format")
     if f is None:
         return None
-    kind = f.get("type")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return JsonFormat()
-    if kind == "json_schema":
-        schema = f.get("schema")
-        if not isinstance(schema, dict):
-            raise wrong_type("text.format.schema", "an object", schema)
-        strict = f.get("strict")
-        return JsonFormat(
-            schema=schema,
-            name=str(f.get("name") or ""),
-            strict=strict if isinstance(strict, bool) else None,
-        )
-    raise invalid(
-        f"invalid value for 'text.format.type': {kind!r}; "
-        "expected 'text', 'json_object' or 'json_schema'",
-        "text.format.type",
-    )
+    return json_format(f.get("type"), f, "text.format", "text.format")
 
 
 _ECHO = (
