@@ -164,6 +164,23 @@ def test_a_session_reads_the_admin_api_and_its_changes_need_the_csrf_token(gw: G
         assert gone.status_code == 200
 
 
+def test_the_session_is_the_callers_identity_on_the_model_apis_only_from_the_console(
+    gw: Gw,
+) -> None:
+    """The playground is an ordinary chat call made as the signed-in user."""
+    chat = {"model": "llama3.2:1b", "messages": [{"role": "user", "content": "hi"}]}
+    with sign_in(gw) as (c, csrf):
+        assert c.get("/v1/models").status_code == 200  # no key: the console user
+        # A change needs the session's CSRF token, as in the admin API.
+        assert c.post("/v1/chat/completions", json=chat).status_code == 403
+        # From another site's page the cookie is no identity at all: no key, 401.
+        other = {"Sec-Fetch-Site": "cross-site", "X-Aistack-CSRF": csrf}
+        assert c.get("/v1/models", headers=other).status_code == 401
+        assert c.post("/v1/chat/completions", json=chat, headers=other).status_code == 401
+    with gw.client() as anonymous:
+        assert anonymous.get("/v1/models").status_code == 401
+
+
 def test_sign_out_ends_the_session(gw: Gw) -> None:
     with sign_in(gw) as (c, csrf):
         cookie = c.cookies[COOKIE]
@@ -291,9 +308,11 @@ def test_usage_exports_csv(gw: Gw) -> None:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/csv")
         assert "attachment" in r.headers["content-disposition"]
-        assert r.text.splitlines()[0] == (
-            "day,key,requests,errors,tokens_in,tokens_out,cost,cost_unknown,avg_duration_ms"
-        )
+        head = r.text.splitlines()[0].split(",")
+        # The groups first (a key's rows also name its app), then the sums.
+        assert head[:2] == ["day", "key"] and set(head[2:-7]) <= {"app"}
+        assert head[-7:] == ["requests", "errors", "tokens_in", "tokens_out", "cost",
+                             "cost_unknown", "avg_duration_ms"]  # fmt: skip
         assert c.get("/admin/api/usage?format=xml").status_code == 400
 
 

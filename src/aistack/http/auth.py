@@ -86,7 +86,8 @@ def authenticate(
 ) -> None:
     """A KEY route's caller: its key, a console session, or open mode; else 401."""
     token = presented_key(req)
-    if token is None and sessions is not None:
+    if token is None and sessions is not None and not cross_site(req):
+        # Only the console's own pages: another site's page never acts as its user.
         who = session_admin(sessions, req)
         if who is not None:
             # Recorded in the ledger as app and key `console`, the user as end user.
