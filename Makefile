@@ -12,7 +12,7 @@ ARGS ?=
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: serve test lint typecheck unit clean help chromium screenshots
+.PHONY: serve test lint typecheck unit clean help chromium deploy-tools screenshots
 
 # The benchmark harness (make bench, make bench-quick) lives with its code.
 -include bench/bench.mk
@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 serve: $(STAMP)
+	@echo "aistack is installed in $(CURDIR)/$(VENV)/bin. To type plain 'aistack' (aistack keys,"
+	@echo "aistack admin link, ...) in another terminal: export PATH=\"$(CURDIR)/$(VENV)/bin:\$$PATH\""
 	$(BIN)/aistack serve $(ARGS)
 
 lint: $(STAMP)
@@ -48,9 +50,21 @@ chromium:
 	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; } \
 	  || echo "could not install chromium: the browser tests will say so"; }
 
+# The deploy files are checked by the tools that read them: kubectl kustomize and
+# docker-compose config (Debian's kubernetes-client and docker-compose), installed here
+# when missing. If they cannot be, those tests skip saying why (and fail under CI=true).
+deploy-tools:
+	@command -v kubectl >/dev/null && command -v docker-compose >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing Debian's kubernetes-client and docker-compose for the deploy checks"; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq \
+	      $$(command -v kubectl >/dev/null || echo kubernetes-client) \
+	      $$(command -v docker-compose >/dev/null || echo docker-compose); } \
+	  || echo "could not install them: the deploy checks will say so"; }
+
 # The suite under coverage (the gateways it starts included, see pyproject.toml), then
 # the floor; `make unit ARGS=tests/test_x.py` runs some tests and skips the floor.
-unit: $(STAMP) chromium
+unit: $(STAMP) chromium deploy-tools
 	@rm -rf build/coverage && mkdir -p build/coverage
 	$(BIN)/coverage run -m pytest $(ARGS)
 	@$(BIN)/coverage combine -q

@@ -101,9 +101,10 @@ def start_gateway(
     name: str = "gw",
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
+    port: int | None = None,
 ) -> Proc:
-    """`aistack serve` on a free port; `config=None` runs the embedded default."""
-    port = free_port()
+    """`aistack serve` on a free port (or `port`); `config=None` runs the embedded default."""
+    port = port or free_port()
     cmd = [str(VENV_BIN / "aistack"), "serve", "--host", "127.0.0.1", "--port", str(port)]
     work = tmp / name
     work.mkdir(parents=True, exist_ok=True)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from aistack.access.sessions import COOKIE, Sessions, cookie_value
+from aistack.access.sessions import COOKIE, cookie_value, session_id
 from aistack.config import ConfigError, parse
 from aistack.http.admin_routes import usage_csv
 from tests.fake_ollama import FakeOllama
@@ -93,7 +94,7 @@ def test_pages_need_a_sign_in_and_say_where(gw: Gw) -> None:
         assert c.get("/admin/api/keys").status_code == 401
 
 
-def test_sign_in_with_the_master_key_sets_a_signed_session_cookie(gw: Gw) -> None:
+def test_sign_in_with_the_master_key_sets_a_session_cookie_kept_only_as_a_hash(gw: Gw) -> None:
     with gw.client() as c:
         wrong = c.post("/ui/login", data={"key": "sk-not-the-master-key-at-all"})
         assert wrong.status_code == 401
@@ -103,20 +104,21 @@ def test_sign_in_with_the_master_key_sets_a_signed_session_cookie(gw: Gw) -> Non
         assert r.status_code == 303
         assert r.headers["location"] == "/ui/models"
         cookie = r.headers["set-cookie"]
-        assert cookie.startswith(f"{COOKIE}=v1.")
         for attr in ("HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"):
             assert attr in cookie
+        assert "Secure" not in cookie  # plain http, and no https public URL
         value = cookie_value(cookie.split(";")[0].encode())
-        assert value is not None and MASTER not in value
-        payload = json.loads(
-            __import__("base64").urlsafe_b64decode(value.split(".")[1] + "==").decode()
-        )
-        assert payload["sub"] == "master" and payload["role"] == "admin"
-        assert MASTER not in json.dumps(payload)
+        assert value is not None and MASTER not in value and len(value) >= 43
         page = c.get("/ui/models")
         assert page.status_code == 200
         assert MASTER not in page.text
         assert 'name="aistack-role" content="admin"' in page.text
+        # The store keeps the session's hash, never the cookie.
+        db = gw.proc.log.parent / "data" / "aistack" / "aistack.db"
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT id, name, via FROM console_sessions").fetchall()
+        assert (session_id(value), "master", "master key") in rows
+        assert value.encode() not in db.read_bytes()
         # Sign-in never goes back to another site.
         r = c.post("/ui/login", data={"key": MASTER, "next": "https://evil.example/"})
         assert r.headers["location"] == "/ui"
@@ -196,19 +198,14 @@ def test_sign_out_ends_the_session(gw: Gw) -> None:
         assert old.get("/ui").status_code == 303
 
 
-def test_a_tampered_or_foreign_cookie_is_refused(gw: Gw) -> None:
+def test_a_tampered_or_unknown_cookie_is_refused(gw: Gw) -> None:
     with sign_in(gw) as (c, _):
         value = c.cookies[COOKIE]
-    version, body, sig = value.split(".")
-    import base64
-
-    raw = json.loads(base64.urlsafe_b64decode(body + "=="))
-    raw["sub"], raw["role"] = "mallory", "admin"
-    forged_body = base64.urlsafe_b64encode(json.dumps(raw).encode()).rstrip(b"=").decode()
-    other = Sessions(b"another secret entirely", 3600).issue("master", "admin", "master key")[0]
-    for bad in (f"{version}.{forged_body}.{sig}", other, "v1.garbage", ""):
+    flipped = value[:-1] + ("A" if value[-1] != "A" else "B")
+    for bad in (flipped, "x" * 43, "v1.garbage", ""):
         with gw.client(cookies={COOKIE: bad}) as x:
             assert x.get("/admin/api/keys").status_code == 401
+            assert x.get("/ui").status_code == 303
 
 
 def test_forward_auth_admins_and_viewers(gw: Gw) -> None:
@@ -245,14 +242,22 @@ def test_forward_auth_admins_and_viewers(gw: Gw) -> None:
         assert r.status_code == 403
         assert gw.store.pulls == []
     with gw.client(headers=ADMIN_HEADERS) as admin:
-        assert 'content="admin"' in admin.get("/ui").text
-        made = admin.post("/admin/api/keys", json={"name": "by-alice"})
+        # The identity provider's cookie rides along with any request, cross-site too:
+        # a change needs the console's CSRF token, like any other sign-in's.
+        blind = admin.post("/admin/api/keys", json={"name": "by-alice"})
+        assert blind.status_code == 403 and "CSRF" in blind.text
+        page = admin.get("/ui")
+        assert 'content="admin"' in page.text
+        token = re.search(r'name="aistack-csrf" content="([0-9a-f]+)"', page.text)
+        assert token
+        csrf_h = {"X-Aistack-CSRF": token[1]}
+        made = admin.post("/admin/api/keys", json={"name": "by-alice"}, headers=csrf_h)
         assert made.status_code == 201
-        # The identity provider's cookie rides along cross-site: such changes are refused.
         cross = admin.post("/admin/api/keys", json={"name": "x"},
-                           headers={"Sec-Fetch-Site": "cross-site"})  # fmt: skip
+                           headers={**csrf_h, "Sec-Fetch-Site": "cross-site"})  # fmt: skip
         assert cross.status_code == 403
-        assert admin.delete(f"/admin/api/keys/{made.json()['id']}").status_code == 200
+        gone = admin.delete(f"/admin/api/keys/{made.json()['id']}", headers=csrf_h)
+        assert gone.status_code == 200
     stranger = {"X-authentik-username": "eve", "X-authentik-groups": "staff"}
     with gw.client(headers=stranger) as c:
         assert c.get("/ui").status_code == 303
@@ -330,52 +335,21 @@ def test_usage_csv_writes_groups_then_sums_and_defuses_formulas() -> None:
     assert lines[1] == "key_1,'=HYPERLINK(1),2,0,10,5,0.5,0,12.5"
 
 
-def test_sessions_expire_are_revocable_and_bind_their_csrf_token() -> None:
-    s = Sessions(b"k" * 32, 60)
-    token, sess = s.issue("ann", "viewer", "forward auth", now=1000)
-    got = s.verify(token, now=1030)
-    assert got is not None and got.name == "ann" and got.role == "viewer"
-    assert got.csrf == sess.csrf and s.check_csrf(got, sess.csrf.encode())
-    assert not s.check_csrf(got, None) and not s.check_csrf(got, "x" * 40)
-    assert s.verify(token, now=1061) is None  # expired
-    other, other_sess = s.issue("bob", "admin", "master key", now=1000)
-    assert other_sess.csrf != sess.csrf
-    s.revoke(got)
-    assert s.verify(token, now=1030) is None
-    assert s.verify(other, now=1030) is not None
-
-
 def test_console_config_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"auth\.viewer_groups: set auth\.admin_groups too"):
         parse("auth: {viewer_groups: [ai-viewers]}", "t.yaml")
-    with pytest.raises(ConfigError, match=r"console\.session_secret: too short"):
-        parse("console: {session_secret: short}", "t.yaml")
     with pytest.raises(ConfigError, match=r"console\.session_hours"):
         parse("console: {session_hours: 0}", "t.yaml")
     cfg = parse("console: {enabled: false}", "t.yaml")
     assert cfg.console.enabled is False
 
 
-def test_without_a_master_key_only_local_callers_sign_in_while_open(
-    tmp_path_factory: pytest.TempPathFactory, gw: Gw
-) -> None:
-    tmp = tmp_path_factory.mktemp("console-open")
-    cfg = {"backends": [{"name": "box", "kind": "ollama", "url": gw.store.url}]}
-    with running(start_gateway(tmp, cfg)) as p, httpx.Client(base_url=p.url, timeout=30) as c:
-        page = c.get("/ui/login")
-        assert "Continue as local admin" in page.text
-        assert 'name="key"' in page.text and "disabled" in page.text  # no master key to type
-        # A page on another name that resolves here (DNS rebinding) gets nothing.
-        rebound = c.post("/ui/login", data={"mode": "local"}, headers={"Host": "evil.example"})
-        assert rebound.status_code == 401
-        proxied = c.post("/ui/login", data={"mode": "local"},
-                         headers={"X-Forwarded-For": "203.0.113.9"})  # fmt: skip
-        assert proxied.status_code == 401
-        ok = c.post("/ui/login", data={"mode": "local"})
-        assert ok.status_code == 303
-        assert c.get("/admin/api/me").json()["name"] == "local"
-    # The console can be turned off: /ui is then not there at all.
-    off = {**cfg, "console": {"enabled": False}}
+def test_the_console_can_be_turned_off(tmp_path_factory: pytest.TempPathFactory, gw: Gw) -> None:
+    tmp = tmp_path_factory.mktemp("console-off")
+    off = {
+        "backends": [{"name": "box", "kind": "ollama", "url": gw.store.url}],
+        "console": {"enabled": False},
+    }
     with running(start_gateway(tmp, off, name="off")) as p:
         assert httpx.get(f"{p.url}/ui", timeout=30).status_code == 404
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,7 @@ def test_sign_in_with_the_master_key(page: Page, console: Console) -> None:
     shot(pg, console, "login")
     pg.get_by_label("Master key").fill("sk-wrong-key-0000000000")
     pg.get_by_role("button", name="Sign in").click()
-    assert pg.get_by_role("alert").inner_text() == "That is not the master key."
+    assert pg.get_by_role("alert").inner_text() == "That is not the master key or the admin key."
     console.errors.clear()  # the browser logs that 401: it was the point
     pg.get_by_label("Master key").fill(MASTER)
     pg.get_by_label("Master key").press("Enter")
@@ -407,3 +408,44 @@ def test_screenshots_cover_every_page(console: Console) -> None:
     for name, _, _ in PAGES:
         assert name in names, f"no screenshot of {name}"
     assert {"login", "overview-phone"} <= names
+
+
+def test_a_first_run_signs_in_with_the_printed_link(
+    browser: Browser, console: Console, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A fresh data directory, `aistack serve` with no master key: the link it prints
+    opens the console, signed in as the admin, once."""
+    tmp = tmp_path_factory.mktemp("first-run")
+    cfg = {"backends": [{"name": "box", "kind": "ollama", "url": console.store.url}]}
+    with running(start_gateway(tmp, cfg, name="first")) as gw:
+        link = ""
+        deadline = time.monotonic() + 30
+        while not link:
+            m = re.search(r"console: sign in at (http://\S+/ui/login\?link=\S+)", gw.output())
+            link = m.group(1) if m else ""
+            assert link or time.monotonic() < deadline, gw.output()[-2000:]
+            time.sleep(0.05)
+        assert (tmp / "first" / "data" / "aistack" / "admin.key").is_file()
+        ctx = browser.new_context(viewport=WIDE)
+        try:
+            pg = ctx.new_page()
+            pg.goto(link)
+            pg.wait_for_url(f"{gw.url}/ui")
+            pg.wait_for_selector("body[data-ready='1']")
+            assert "admin" in pg.locator(".who").inner_text()
+            assert link.split("link=")[1] not in pg.url
+            # The Keys page works: the first key can be made from here.
+            pg.goto(f"{gw.url}/ui/keys")
+            pg.wait_for_selector("body[data-ready='1']")
+            assert pg.get_by_role("button", name="Create key").is_enabled()
+            # Used: opened again (another browser), it signs nobody in.
+            other = browser.new_context(viewport=WIDE)
+            try:
+                again = other.new_page()
+                again.goto(link)
+                assert "used already" in again.get_by_role("alert").inner_text()
+                assert not [c for c in other.cookies() if c["name"] == "aistack_console"]
+            finally:
+                other.close()
+        finally:
+            ctx.close()

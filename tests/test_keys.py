@@ -169,14 +169,37 @@ def test_with_no_keys_on_loopback_it_is_open_and_says_so(open_gw: Proc) -> None:
     assert client.chat.completions.create(model="canned", messages=CHAT).choices  # type: ignore[arg-type]
 
 
-def test_implicitly_open_refuses_requests_that_came_through_a_proxy(open_gw: Proc) -> None:
-    r = httpx.post(
-        f"{open_gw.url}/api/chat",
-        json={"model": "canned", "messages": CHAT, "stream": False},
-        headers={"X-Forwarded-For": "203.0.113.9"},
-    )
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Forwarded-For": "203.0.113.9"},
+        {"Forwarded": "for=203.0.113.9"},
+        {"X-Real-IP": "203.0.113.9"},
+        {"X-Forwarded-Host": "ai.example.org"},
+        {"Via": "1.1 proxy"},
+        # DNS rebinding: a web page whose own name now resolves to 127.0.0.1 sends it.
+        {"Host": "evil.example"},
+        {"Host": "evil.example:8434"},
+        {"Host": "127.0.0.1.evil.example"},
+    ],
+    ids=lambda h: next(iter(h.items()))[0] + "=" + next(iter(h.items()))[1],
+)
+def test_implicitly_open_serves_only_local_callers_by_a_loopback_name(
+    open_gw: Proc, headers: dict[str, str]
+) -> None:
+    body = {"model": "canned", "messages": CHAT, "stream": False}
+    r = httpx.post(f"{open_gw.url}/api/chat", json=body, headers=headers)
     assert r.status_code == 401
-    assert "came through a proxy" in r.json()["error"]
+    assert "serves local callers only" in r.json()["error"]
+    o = httpx.post(f"{open_gw.url}/v1/chat/completions", json=body, headers=headers)
+    assert o.status_code == 401 and o.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:8434", "app.localhost", "[::1]:80"])
+def test_implicitly_open_serves_loopback_names(open_gw: Proc, host: str) -> None:
+    body = {"model": "canned", "messages": CHAT, "stream": False}
+    r = httpx.post(f"{open_gw.url}/api/chat", json=body, headers={"Host": host})
+    assert r.status_code == 200, r.text
 
 
 def test_explicitly_open_serves_anyone_and_still_honours_known_keys(

@@ -86,8 +86,9 @@ def wait_for(cond: Any, timeout: float = 15.0) -> None:
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
 
 
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+def scrape(url: str, key: str | None = None) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    text = httpx.get(f"{url}/metrics", timeout=10, headers=headers).text
     out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -412,7 +413,7 @@ def test_spend_and_budgets_show_per_app_never_per_key(tmp_path: Path) -> None:
                 client.chat.completions.create(
                     model="paid-model", messages=[{"role": "user", "content": "hi"}]
                 )
-            m = scrape(gw.url)
+            m = scrape(gw.url, master)
             assert (
                 value(m, "aistack_spend_usd_total", model="paid-model:latest", app="paperless")
                 == 0.5

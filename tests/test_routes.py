@@ -240,4 +240,8 @@ def test_every_gateway_route_says_who_may_call_it_and_what_it_does() -> None:
         "root", "version", "health", "live", "ready",
     }  # fmt: skip
     assert all(r.access is ADMIN for r in by_name.values() if r.path.startswith("/admin/"))
-    assert all(r.access is ADMIN for n, r in by_name.items() if n in ("pull", "delete", "copy"))
+    # Model management: keys with the `models` scope (Open WebUI's), admins, and an open
+    # gateway's local callers; nothing else names a scope.
+    scoped = {n: r.scope for n, r in by_name.items() if r.scope}
+    assert scoped == {"pull": "models", "delete": "models", "copy": "models"}
+    assert all(by_name[n].access is KEY for n in scoped)

@@ -7,6 +7,10 @@ Where it comes from, in order: `--config FILE`, `$AISTACK_CONFIG`, `./aistack.ya
 else the embedded default (the local model, nothing else). A mistake stops startup with
 one line naming the file, the key and the problem; unknown keys are mistakes too (a
 typo in a config must not silently do nothing).
+
+Two things a file leaves out come from elsewhere, and `Loaded.notes` says so at start:
+a file without a `backends:` key keeps the embedded default's local model (`backends:
+[]` means none), and `auth.master_key` unset is read from `$AISTACK_MASTER_KEY`.
 """
 
 from __future__ import annotations
@@ -143,7 +147,8 @@ class RoutingConfig(_Strict):
 
 
 class AuthConfig(_Strict):
-    # Grants every model and the admin API. Put it in the environment: ${AISTACK_MASTER_KEY}.
+    # Grants every model and the admin API. Unset: $AISTACK_MASTER_KEY, when set. Without
+    # either, `aistack serve` creates an admin credential in data_dir (access/credential.py).
     master_key: str | None = None
     # None: open only while there is no master key and no virtual key (and then serve
     # binds only to loopback). true: requests without a key are served. false: never.
@@ -157,6 +162,13 @@ class AuthConfig(_Strict):
     viewer_groups: list[str] = msgspec.field(default_factory=list)
     # Seconds between reloads of keys and budget spend from the database.
     refresh: float = 5.0
+    # Seconds between looks at the database's change stamp: a key created or revoked, or
+    # a console sign-out, anywhere (another replica, a worker, the CLI) counts here
+    # within this time. One indexed row read per look.
+    watch: float = 0.5
+    # /health answers its details (each backend's URL, state, last error) to anyone.
+    # false: only to an admin or a key with scope `metrics`; others get the summary.
+    public_health: bool = False
 
 
 class LimitsConfig(_Strict):
@@ -187,8 +199,9 @@ class PriceConfig(_Strict):
 
 class MetricsConfig(_Strict):
     enabled: bool = True
-    # true: /metrics needs the master key (or admin forward auth), like the admin API.
-    auth: bool = False
+    # true: /metrics needs an admin or a key with scope `metrics` (a Prometheus bearer
+    # token). false: anyone who can reach the gateway reads it.
+    auth: bool = True
     # Seconds between polls of each backend's loaded models (Ollama /api/ps); 0: never.
     ps_interval: float = 30.0
 
@@ -219,12 +232,9 @@ class ConsoleConfig(_Strict):
     """The web console at /ui (console/)."""
 
     enabled: bool = True
-    # How long a sign-in lasts.
+    # How long a sign-in lasts. Sessions live in the database (every replica shares
+    # them, and a sign-out holds on all of them).
     session_hours: float = 12.0
-    # Signs session cookies. Default: derived from auth.master_key (so every replica
-    # with the same master key accepts the same sessions, and changing the key signs
-    # everyone out), else random per process. Put it in the environment.
-    session_secret: str | None = None
 
 
 class VectorQuota(_Strict):
@@ -296,8 +306,11 @@ class Config(_Strict):
     models_ttl: float = 10.0
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
-    # Keys and the usage ledger: a SQLite path (default under $XDG_DATA_HOME/aistack)
-    # or postgresql://user@host/db.
+    # Where aistack keeps its files: the admin credential, and the SQLite database
+    # unless database_url says otherwise. Default: $XDG_DATA_HOME/aistack.
+    data_dir: str | None = None
+    # Keys and the usage ledger: a SQLite path (default: data_dir/aistack.db) or
+    # postgresql://user@host/db.
     database_url: str | None = None
     # redis://host:6379/0: limits shared by every replica. Unset: limits per process.
     redis_url: str | None = None
@@ -317,11 +330,42 @@ class Config(_Strict):
 class Loaded:
     config: Config
     source: str  # the file it came from, or "embedded default"
+    # What the config took from elsewhere, for `aistack serve` to say at start.
+    notes: tuple[str, ...] = ()
 
     @property
     def base_dir(self) -> Path | None:
         """Where relative paths in the config start: the config file's folder."""
         return Path(self.source).parent if self.source != "embedded default" else None
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the admin credential (and the default SQLite database) live."""
+        return data_dir_of(self.config, self.base_dir)
+
+
+def local_url(cfg: Config) -> str:
+    """Where this machine reaches the gateway the config describes: its bind address
+    (loopback for a wildcard), over plain HTTP. What the CLI asks when it looks for the
+    running gateway."""
+    host = cfg.server.host
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{cfg.server.port}"
+
+
+def data_dir_of(cfg: Config, base_dir: Path | None, env: Mapping[str, str] | None = None) -> Path:
+    """`data_dir` (relative to the config file's folder), else $XDG_DATA_HOME/aistack
+    (~/.local/share/aistack): not the working directory, so `aistack serve` under
+    systemd and `aistack keys` from a shell find the same files."""
+    if cfg.data_dir:
+        p = Path(cfg.data_dir).expanduser()
+        return base_dir / p if not p.is_absolute() and base_dir is not None else p
+    env = os.environ if env is None else env
+    home = Path(env.get("HOME") or "~").expanduser()
+    return Path(env.get("XDG_DATA_HOME") or str(home / ".local" / "share")) / "aistack"
 
 
 EMBEDDED_DEFAULT = """\
@@ -330,6 +374,12 @@ backends:
   - name: local
     kind: local
 """
+# What a file without a `backends:` key serves: the embedded default's.
+_DEFAULT_BACKENDS: list[dict[str, Any]] = [{"name": "local", "kind": "local"}]
+
+# Values from the shipped examples (and their like) that must never guard a real
+# gateway: an unedited deploy would have a publicly known admin key.
+_PLACEHOLDER = re.compile(r"change.?me|replace.?me|placeholder|your.?(master.?)?key|example", re.I)
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -402,6 +452,15 @@ def _pinpoint(raw: Any, typ: Any, path: str) -> tuple[str, str] | None:
 
 
 def parse(text: str, where: str, env: Mapping[str, str] | None = None) -> Config:
+    return parse_noting(text, where, env)[0]
+
+
+def parse_noting(
+    text: str, where: str, env: Mapping[str, str] | None = None
+) -> tuple[Config, list[str]]:
+    """The config, and what it took from elsewhere (see the module's docstring)."""
+    env = os.environ if env is None else env
+    notes: list[str] = []
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -412,7 +471,13 @@ def parse(text: str, where: str, env: Mapping[str, str] | None = None) -> Config
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: (top level): expected a mapping of settings")
-    raw = _interpolate(raw, "", os.environ if env is None else env, where)
+    raw = _interpolate(raw, "", env, where)
+    if "backends" not in raw:
+        raw["backends"] = [dict(b) for b in _DEFAULT_BACKENDS]
+        notes.append(
+            f"{where} has no backends: key, so the embedded default's local model is "
+            "served (write backends: [] for none)"
+        )
     entries = raw.pop("backends", None)
     try:
         cfg = msgspec.convert(raw, Config, strict=False)
@@ -420,8 +485,14 @@ def parse(text: str, where: str, env: Mapping[str, str] | None = None) -> Config
         key, problem = _pinpoint(raw, Config, "") or _msgspec_problem(e)
         raise ConfigError(f"{where}: {key}: {problem}") from None
     cfg.backends = _backends(entries, where)
-    _check(cfg, where)
-    return cfg
+    if cfg.auth.master_key is None and env.get("AISTACK_MASTER_KEY"):
+        cfg.auth = msgspec.structs.replace(cfg.auth, master_key=env["AISTACK_MASTER_KEY"])
+        notes.append("auth.master_key is unset: the master key is $AISTACK_MASTER_KEY")
+        where_key = "auth.master_key ($AISTACK_MASTER_KEY)"
+    else:
+        where_key = "auth.master_key"
+    _check(cfg, where, where_key)
+    return cfg, notes
 
 
 def _backends(entries: object, where: str) -> list[BackendConfig]:
@@ -449,7 +520,7 @@ def _backends(entries: object, where: str) -> list[BackendConfig]:
     return out
 
 
-def _check(cfg: Config, where: str) -> None:
+def _check(cfg: Config, where: str, master_key: str = "auth.master_key") -> None:
     if not (0 < cfg.server.port < 65536):
         raise ConfigError(f"{where}: server.port: must be between 1 and 65535")
     if not cfg.server.keepalive_timeout > 0:
@@ -479,7 +550,7 @@ def _check(cfg: Config, where: str) -> None:
             if not m or not isinstance(m, str):
                 raise ConfigError(f"{where}: {key}.models[{j}]: must be a model name")
         _check_deployment(where, key, b.weight, b.max_in_flight)
-    _check_access(cfg, where)
+    _check_access(cfg, where, master_key)
     for alias, target in cfg.aliases.items():
         if not target:
             raise ConfigError(f"{where}: aliases.{alias}: needs a target model")
@@ -600,16 +671,26 @@ def _check_routing(cfg: Config, where: str) -> None:
                 raise ConfigError(f"{where}: {key}.defaults.max_tokens: must be at least 1")
 
 
-def _check_access(cfg: Config, where: str) -> None:
+def placeholder(value: str) -> bool:
+    """A value copied from an example (change-me, replace-me, ...), not a secret."""
+    return bool(_PLACEHOLDER.search(value))
+
+
+def _check_access(cfg: Config, where: str, master_key: str = "auth.master_key") -> None:
     import ipaddress
 
     a = cfg.auth
     if a.master_key is not None:
         if not a.master_key:
             # ${AISTACK_MASTER_KEY:-} left empty means "no master key".
-            cfg.auth = msgspec.structs.replace(a, master_key=None)
+            cfg.auth = a = msgspec.structs.replace(a, master_key=None)
         elif len(a.master_key) < 16:
-            raise ConfigError(f"{where}: auth.master_key: too short; use 16 characters or more")
+            raise ConfigError(f"{where}: {master_key}: too short; use 16 characters or more")
+        elif placeholder(a.master_key):
+            raise ConfigError(
+                f"{where}: {master_key}: this is a placeholder from an example, not a secret: "
+                "generate one (openssl rand -base64 32)"
+            )
     for i, c in enumerate(a.trusted_proxies):
         try:
             ipaddress.ip_network(c, strict=False)
@@ -619,6 +700,8 @@ def _check_access(cfg: Config, where: str) -> None:
             ) from None
     if a.refresh <= 0:
         raise ConfigError(f"{where}: auth.refresh: must be more than 0 seconds")
+    if a.watch <= 0:
+        raise ConfigError(f"{where}: auth.watch: must be more than 0 seconds")
     if a.viewer_groups and not a.admin_groups:
         raise ConfigError(
             f"{where}: auth.viewer_groups: set auth.admin_groups too (while it is empty, "
@@ -627,9 +710,12 @@ def _check_access(cfg: Config, where: str) -> None:
     con = cfg.console
     if con.session_hours <= 0:
         raise ConfigError(f"{where}: console.session_hours: must be more than 0")
-    if con.session_secret is not None and len(con.session_secret) < 16:
-        raise ConfigError(f"{where}: console.session_secret: too short; use 16 characters or more")
     url = cfg.database_url
+    password = re.match(r"^[a-z]+://[^:/@]*:([^@]*)@", url or "")
+    if password and placeholder(password.group(1)):
+        raise ConfigError(
+            f"{where}: database_url: its password is a placeholder from an example: set a real one"
+        )
     if url and "://" in url and not url.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise ConfigError(
             f"{where}: database_url: use a SQLite path, sqlite:///path or postgresql://..."
@@ -663,9 +749,11 @@ def find_config(explicit: str | None, env: Mapping[str, str] | None = None) -> P
 def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Loaded:
     path = find_config(explicit, env)
     if path is None:
-        return Loaded(parse(EMBEDDED_DEFAULT, "embedded default", env), "embedded default")
+        cfg, notes = parse_noting(EMBEDDED_DEFAULT, "embedded default", env)
+        return Loaded(cfg, "embedded default", tuple(notes))
     try:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    return Loaded(parse(text, str(path), env), str(path))
+    cfg, notes = parse_noting(text, str(path), env)
+    return Loaded(cfg, str(path), tuple(notes))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aistack import console, vectors
-from aistack.access.sessions import Sessions, secret_for
+from aistack.access.sessions import Sessions
 from aistack.http import routes
 from aistack.http.app import App
 from aistack.http.table import Entry, Mount
@@ -45,7 +45,7 @@ def build(
             listeners.append((own, host.strip("[]"), int(port)))
     sessions: Sessions | None = None
     if cfg.console.enabled:
-        secret = secret_for(cfg.console.session_secret, cfg.auth.master_key)
-        sessions = Sessions(secret, cfg.console.session_hours * 3600)
+        # The gate's sessions, in the store: every replica accepts them.
+        sessions = gateway.gate.sessions if gateway.gate is not None else None
         entries += console.routes(gateway, sessions)
     return App(gateway, obs, entries, sessions=sessions), listeners

@@ -400,17 +400,24 @@ class Gateway:
                 code="model_not_allowed",
             )
 
+    def shown(self, ctx: RequestContext | None) -> Callable[[str], bool] | None:
+        """What a 404's "did you mean" may name to this caller: its key's models."""
+        if ctx is None or ctx.key is None or not ctx.key.restricted:
+            return None
+        return lambda name: self.visible(ctx, name)
+
     # -- inference
 
-    async def _route(self, model: str) -> Route:
+    async def _route(self, model: str, ctx: RequestContext | None = None) -> Route:
         route = self.router.route(model)
         if route is None:
             # Only names nobody serves are worth checking: a 400 for a malformed one.
             check_name(model)
-            await self.catalog.lookup(model)  # asks the backends again, or a 404
+            shown = self.shown(ctx)
+            await self.catalog.lookup(model, shown)  # asks the backends again, or a 404
             route = self.router.route(model)
             if route is None:
-                raise self.catalog.not_found(model)
+                raise self.catalog.not_found(model, shown)
         return route
 
     async def _open(
@@ -448,7 +455,7 @@ class Gateway:
         ctx.stream = req.stream
         ctx.model = req.model
         await self.admit(ctx, req.model)
-        route = await self._route(req.model)
+        route = await self._route(req.model, ctx)
         if route.defaults is not None:
             req = route.defaults.chat(req)
         if route.sticky and not ctx.session:
@@ -462,7 +469,7 @@ class Gateway:
         ctx.stream = req.stream
         ctx.model = req.model
         await self.admit(ctx, req.model)
-        route = await self._route(req.model)
+        route = await self._route(req.model, ctx)
         if route.defaults is not None:
             req = route.defaults.generate(req)
         if route.sticky and not ctx.session:
@@ -481,7 +488,7 @@ class Gateway:
     async def embed(self, ctx: RequestContext, req: EmbedRequest) -> EmbedResult:
         ctx.model = req.model
         await self.admit(ctx, req.model)
-        route = await self._route(req.model)
+        route = await self._route(req.model, ctx)
         if route.defaults is not None:
             req = route.defaults.embed(req)
         t = time.monotonic_ns()
@@ -520,10 +527,12 @@ class Gateway:
         await self.catalog.first_round()
         return self.catalog.listed()
 
-    async def show(self, model: str) -> tuple[ModelShow, Deployment]:
-        dep = self.router.first_available(await self._route(model))
+    async def show(
+        self, model: str, ctx: RequestContext | None = None
+    ) -> tuple[ModelShow, Deployment]:
+        dep = self.router.first_available(await self._route(model, ctx))
         if dep is None:
-            raise self.catalog.not_found(model)
+            raise self.catalog.not_found(model, self.shown(ctx))
         return await dep.backend.show(dep.card), dep
 
     async def ps(self) -> list[tuple[str, LoadedModel]]:

@@ -3,18 +3,34 @@
 On the request path everything here is in memory: a SHA-256 of the presented key, a
 dict lookup, a constant-time compare, a few float operations for the limits (or one
 Redis round trip when `redis_url` is set), and after the answer a tuple appended to
-the ledger's queue. The keys and the spend that budgets are checked against are
-refreshed from the store every `auth.refresh` seconds by a background task, so
-revoking a key from the CLI or another replica takes effect within that interval;
-keys created or revoked through this replica's admin API take effect at once.
+the ledger's queue.
+
+Keys take effect at once, everywhere. A key this process has not loaded (made by the
+CLI or another replica a moment ago) is looked up in the store by its hash, once,
+and kept; keys nobody has are remembered for a minute (a bounded negative cache), so
+an SDK's placeholder ("ollama") costs one lookup. Every process polls the store's
+access stamp every `auth.watch` seconds (0.5), one indexed row, which changes in the
+transaction of any key or session change: a revocation anywhere (another replica, a
+worker, the CLI) reloads the keys and drops the cached sessions here within that
+time. Budgets' spend is reloaded every `auth.refresh` seconds.
 
 Auth modes:
-- open: no master key and no virtual keys yet (or `auth.open: true`): requests need no
-  key. Implicitly open serves local callers only: a request that came through a
-  reverse proxy gets 401. A key that is presented and known is still honoured (its
-  limits, its name in the ledger); one that is unknown is ignored, since SDKs insist on
-  sending something ("ollama", "none"). A known key revoked or expired is refused.
-- keys: every model request needs the master key or a live virtual key; 401 otherwise.
+- open: no master key and no virtual key yet (or `auth.open: true`): requests need no
+  key. Implicitly open serves local callers only (http/auth.py: a loopback peer that
+  named a loopback host and sent no proxy header). A key that is presented and known
+  is still honoured (its limits, its name in the ledger); one that is unknown is
+  ignored, since SDKs insist on sending something ("ollama", "none"). A known key
+  revoked or expired is refused.
+- keys: every model request needs the master key, the admin credential or a live
+  virtual key; 401 otherwise.
+
+The admin credential (access/credential.py) always exists: a configured master key, or
+the one `aistack serve` made in the data directory. The generated one grants what the
+master key grants but does not close an open gateway.
+
+Failed credentials are throttled per client address (`FAILURES`): past the burst, every
+attempt from that address gets 429 until it has waited, so a master key cannot be
+guessed at line rate.
 """
 
 from __future__ import annotations
@@ -30,9 +46,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aistack.access import scopes
+from aistack.access.credential import Credential, configured
 from aistack.access.keys import NewKey, digest, hint, new_key, new_key_id
 from aistack.access.ledger import Ledger
 from aistack.access.pricing import Prices
+from aistack.access.sessions import Session, Sessions
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Usage
 from aistack.core.models import canonical
@@ -49,11 +68,14 @@ class KeyInfo:
 
     __slots__ = (
         "_allowed", "_pattern", "budget", "digest", "expires_at", "id", "limited", "name",
-        "period", "quota", "restricted", "revoked",
+        "period", "quota", "restricted", "revoked", "scopes",
     )  # fmt: skip
 
     def __init__(self, rec: KeyRecord | None, *, id: str = "", name: str = "") -> None:
         self.id = rec.id if rec else id
+        # What routes with a `scope` it may call: the defaults and its own; an admin
+        # (no record) every one.
+        self.scopes = scopes.held(rec.scopes) if rec else scopes.ALL
         self.name = rec.name if rec else name
         self.digest = bytes.fromhex(rec.hash) if rec else b""
         self.revoked = bool(rec and rec.revoked_at is not None)
@@ -70,6 +92,10 @@ class KeyInfo:
         self._allowed: dict[str, bool] = {}
         self.limited = not self.quota.empty
         self.restricted = bool(self._pattern or self.limited or self.budget is not None)
+
+    def usable(self) -> bool:
+        """Neither revoked nor expired."""
+        return not self.revoked and (self.expires_at is None or time.time() < self.expires_at)
 
     def allows(self, model: str, aliases: Mapping[str, str]) -> bool:
         """Whether the key's model globs match `model`, or what it aliases to."""
@@ -94,6 +120,14 @@ def _pattern_form(glob: str) -> str:
 
 
 MASTER = KeyInfo(None, id="master", name="master")
+ADMIN_KEY = KeyInfo(None, id="admin", name="admin")
+
+# Failed credentials per client address, a minute: GCRA, so a burst of FAILURES, then
+# one more every 60/FAILURES s; past that, 429 until the address has waited.
+FAILURES = 10
+_FAILURE_WINDOW = 60.0
+_NEGATIVE_TTL = 60.0
+_NEGATIVE_MAX = 4096
 
 
 class Finished(Protocol):
@@ -136,8 +170,9 @@ class Admin:
     """Who is using the admin API, and how they proved it."""
 
     name: str
-    via: str  # "master key" | "forward auth" | "session" | "local"
+    via: str  # "master key" | "admin key" | "forward auth" | "session"
     role: str = "admin"  # "admin" | "viewer" (reads, never changes)
+    groups: tuple[str, ...] = ()  # forward auth: the groups the proxy named
 
     @property
     def read_only(self) -> bool:
@@ -152,11 +187,14 @@ class Gate:
         prices: Prices,
         *,
         master_key: str | None = None,
+        admin_key: Credential | None = None,
         open_mode: bool | None = None,
         trusted_proxies: Sequence[str] = (),
         admin_groups: Sequence[str] = (),
         viewer_groups: Sequence[str] = (),
         refresh: float = 5.0,
+        watch: float = 0.5,
+        session_hours: float = 12.0,
         ledger: Mapping[str, Any] | None = None,
         migrate: bool = True,
     ) -> None:
@@ -164,12 +202,19 @@ class Gate:
         self.limiter = limiter
         self.prices = prices
         self._master = digest(master_key) if master_key else None
+        # The admin credentials, in the order sign-in links are checked against them.
+        self.credentials: list[Credential] = [
+            c for c in (configured(master_key), admin_key) if c is not None
+        ]
+        self._credentials = [(digest(c.secret), c) for c in self.credentials]
         self.open_setting = open_mode
         self.proxies = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
         self.admin_groups = {g.strip() for g in admin_groups if g.strip()}
         self.viewer_groups = {g.strip() for g in viewer_groups if g.strip()}
         self.refresh_every = refresh
+        self.watch_every = watch
         self.migrate = migrate
+        self.sessions = Sessions(store, session_hours * 3600)
         led = dict(ledger or {})
         self.ledger_enabled = bool(led.pop("enabled", True))
         self.ledger = Ledger(store, on_written=self._written, **led)
@@ -181,10 +226,18 @@ class Gate:
         # the last refresh plus what this replica wrote since) and not yet written.
         self._spent: dict[str, float] = {}
         self._unwritten: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # Keys nobody has (digest -> until, monotonic), and lookups under way.
+        self._unknown: dict[bytes, float] = {}
+        self._looking: dict[bytes, asyncio.Future[KeyInfo | None]] = {}
+        self._stamp = ""
+        # Failed credentials per client: GCRA's theoretical arrival time (monotonic).
+        self._failures: dict[str, float] = {}
 
     @property
     def has_master(self) -> bool:
+        """A configured master key (which, unlike the generated admin key, closes an
+        open gateway)."""
         return self._master is not None
 
     # -- lifecycle
@@ -197,12 +250,16 @@ class Gate:
                 log.info("database %s: schema now at version %d", st.where, st.latest())
         else:
             await st.run(st.check_schema)
+        self._stamp = await st.run(st.access_stamp)
         await self.refresh()
         await self.limiter.start()
         if self.ledger_enabled:
             await self.ledger.start()
         self._say_how()
-        self._task = asyncio.create_task(self._refresh_loop(), name="aistack-keys-refresh")
+        self._tasks = [
+            asyncio.create_task(self._refresh_loop(), name="aistack-keys-refresh"),
+            asyncio.create_task(self._watch_loop(), name="aistack-access-watch"),
+        ]
 
     def _say_how(self) -> None:
         live = sum(1 for r in self.records if r.revoked_at is None)
@@ -231,10 +288,11 @@ class Gate:
         )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
         try:
@@ -246,10 +304,14 @@ class Gate:
 
     async def _refresh_loop(self) -> None:
         failing = False
+        ticks = 0
         while True:
             await asyncio.sleep(self.refresh_every)
             try:
                 await self.refresh()
+                ticks += 1
+                if ticks % max(1, round(3600 / self.refresh_every)) == 1:
+                    await self.store.run(self.store.prune_access)
             except Exception as e:
                 if not failing:
                     log.error(
@@ -260,6 +322,19 @@ class Gate:
                 if failing:
                     log.info("keys refreshed from %s again", self.store.where)
                 failing = False
+
+    async def _watch_loop(self) -> None:
+        """Notice a key or session change made by any process sharing the store."""
+        while True:
+            await asyncio.sleep(self.watch_every)
+            try:
+                stamp = await self.store.run(self.store.access_stamp)
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self.sessions.forget()
+                    self._install(await self.store.run(self.store.list_keys))
+            except Exception as e:  # the refresh loop says when the store is failing
+                log.debug("access watch: %s", e)
 
     async def refresh(self) -> None:
         records = await self.store.run(self.store.list_keys)
@@ -279,6 +354,7 @@ class Gate:
         self.records = records
         self._by_hash = {k.digest: k for k in infos}
         self._by_id = {k.id: k for k in infos}
+        self._unknown.clear()
         was = self.open
         self.open = self.open_setting is True or (
             self.open_setting is None and self._master is None and not records
@@ -286,23 +362,52 @@ class Gate:
         if was and not self.open:
             log.warning("auth: a key exists now; requests without a key get 401 from here on")
 
-    # -- who is calling (the HTTP layer calls this before reading the body)
+    # -- who is calling (the HTTP layer calls these before reading the body)
 
-    def authenticate(self, ctx: Caller, token: str | None, proxied: bool = False) -> None:
-        """Set the caller's key, or raise 401. `proxied`: the request carries
-        X-Forwarded-For or Forwarded, so it came through a reverse proxy."""
-        if token is None:
-            self._anonymous(proxied, "missing API key: send it as 'Authorization: Bearer <key>'")
-            return
+    def known(self, token: str) -> tuple[bytes, KeyInfo | None]:
+        """The presented key's digest, and the key if this process knows it (the master
+        key, the admin key, a loaded virtual key): the request path's whole check."""
         d = digest(token)
-        if self._master is not None and hmac.compare_digest(d, self._master):
-            ctx.key, ctx.key_id, ctx.app = MASTER, MASTER.id, MASTER.name
-            return
         info = self._by_hash.get(d)
-        if info is None or not hmac.compare_digest(info.digest, d):
-            # SDKs insist on a key and send placeholders ("ollama"): open ignores them.
-            self._anonymous(proxied, "invalid API key")
-            return
+        if info is not None and hmac.compare_digest(info.digest, d):
+            return d, info
+        for cd, c in self._credentials:
+            if hmac.compare_digest(d, cd):
+                return d, ADMIN_KEY if c.generated else MASTER
+        return d, None
+
+    async def lookup(self, d: bytes) -> KeyInfo | None:
+        """A key this process has not loaded, from the store (made elsewhere a moment
+        ago); None when nobody has it. One lookup per digest at a time."""
+        info = self._by_hash.get(d)
+        if info is not None:
+            return info
+        until = self._unknown.get(d)
+        if until is not None and until > time.monotonic():
+            return None
+        fut = self._looking.get(d)
+        if fut is None:
+            fut = self._looking[d] = asyncio.ensure_future(self._fetch(d))
+            fut.add_done_callback(lambda _: self._looking.pop(d, None))
+        return await asyncio.shield(fut)
+
+    async def _fetch(self, d: bytes) -> KeyInfo | None:
+        try:
+            rec = await self.store.run(self.store.key_by_hash, d.hex())
+        except Exception as e:
+            log.warning("cannot look a key up in %s: %s", self.store.where, e)
+            return None
+        if rec is None:
+            if len(self._unknown) >= _NEGATIVE_MAX:
+                self._unknown.clear()
+            self._unknown[d] = time.monotonic() + _NEGATIVE_TTL
+            return None
+        if rec.id not in self._by_id:
+            self._install([*self.records, rec])
+        return self._by_hash.get(d)
+
+    def accept(self, ctx: Caller, info: KeyInfo) -> None:
+        """Let a known key in, or raise 401 (revoked, expired)."""
         if info.revoked:
             raise GatewayError(
                 ErrorKind.UNAUTHORIZED, f"API key '{info.name}' was revoked", code="invalid_api_key"
@@ -313,20 +418,34 @@ class Gate:
             )
         ctx.key, ctx.key_id, ctx.app = info, info.id, info.name
 
-    def _anonymous(self, proxied: bool, refusal: str) -> None:
-        """Let a caller without a (known) key in, or raise 401."""
-        if not self.open:
-            raise GatewayError(ErrorKind.UNAUTHORIZED, refusal, code="invalid_api_key")
-        if proxied and self.open_setting is None:
-            # Implicit open mode is for local callers; a reverse proxy on this host
-            # would hand the whole network a keyless gateway.
-            raise GatewayError(
-                ErrorKind.UNAUTHORIZED,
-                "this gateway has no keys and serves local callers only, and this request "
-                "came through a proxy: create a key (aistack keys create), set "
-                "auth.master_key, or set auth.open: true to serve it without keys",
-                code="invalid_api_key",
-            )
+    # -- failed credentials, per client address
+
+    def throttled(self, client: str) -> GatewayError | None:
+        """A 429 while `client` is over its failures, else None."""
+        tat = self._failures.get(client)
+        if tat is None:
+            return None
+        # FAILURES failures in a row leave tat a whole window ahead: the next waits for
+        # one failure's worth of it to pass.
+        wait = tat - time.monotonic() - (_FAILURE_WINDOW - _FAILURE_WINDOW / FAILURES)
+        if wait <= 0:
+            return None
+        return GatewayError(
+            ErrorKind.RATE_LIMITED,
+            f"too many failed sign-in attempts from this address: retry in {max(1, round(wait))} s",
+            code="rate_limit_exceeded",
+            retry_after=wait,
+        )
+
+    def failed(self, client: str) -> None:
+        """A credential from `client` was wrong (GCRA: FAILURES a minute, in a burst)."""
+        now = time.monotonic()
+        if len(self._failures) > 10_000:
+            self._failures = {
+                k: v for k, v in self._failures.items() if v > now + _FAILURE_WINDOW - 1
+            }
+        tat = max(self._failures.get(client, 0.0), now) + _FAILURE_WINDOW / FAILURES
+        self._failures[client] = min(tat, now + 2 * _FAILURE_WINDOW)
 
     # -- may they use this model now (the service calls this once it knows the model)
 
@@ -445,33 +564,73 @@ class Gate:
 
     # -- the admin API's door
 
-    def admin(self, token: str | None, peer: str | None, header: Any) -> Admin | None:
-        """The admin (or read-only viewer) behind this request, or None.
-
-        The master key always works. Forward-auth headers (Authentik behind Traefik)
-        count only when the TCP peer is a trusted proxy, which must overwrite them; a
-        user in `admin_groups` (or anyone, while it is empty) is an admin, one in
-        `viewer_groups` a viewer.
-        """
-        if (
-            token is not None
-            and self._master is not None
-            and hmac.compare_digest(digest(token), self._master)
-        ):
-            return Admin("master", "master key")
-        if self.proxies and peer:
-            user = header(b"x-authentik-username")
-            if user and _peer_in(peer, self.proxies):
-                groups = {
-                    g.strip() for g in (header(b"x-authentik-groups") or b"").decode().split("|")
-                }
-                name = user.decode("utf-8", "replace")
-                if not self.admin_groups or self.admin_groups & groups:
-                    return Admin(name, "forward auth")
-                if self.viewer_groups & groups:
-                    return Admin(name, "forward auth", "viewer")
-                return None
+    def credential_of(self, token: str | None) -> Credential | None:
+        """The admin credential a presented key is, if it is one."""
+        if not token:
+            return None
+        d = digest(token)
+        for cd, c in self._credentials:
+            if hmac.compare_digest(d, cd):
+                return c
         return None
+
+    def admin_by_key(self, token: str | None) -> Admin | None:
+        """The admin a presented key stands for: the master key or the admin key."""
+        c = self.credential_of(token)
+        if c is None:
+            return None
+        return Admin("admin", "admin key") if c.generated else Admin("master", "master key")
+
+    def forwarded(self, peer: str | None, header: Any) -> Admin | None:
+        """The user a trusted proxy vouches for (Authentik behind Traefik), or None.
+
+        Forward-auth headers count only when the TCP peer is a trusted proxy, which must
+        overwrite them; a user in `admin_groups` (or anyone, while it is empty) is an
+        admin, one in `viewer_groups` a viewer, anyone else nobody.
+        """
+        if not self.proxies or not peer:
+            return None
+        user = header(b"x-authentik-username")
+        if not user or not _peer_in(peer, self.proxies):
+            return None
+        raw = (header(b"x-authentik-groups") or b"").decode("utf-8", "replace")
+        groups = tuple(g for g in (x.strip() for x in raw.split("|")) if g)
+        role = self.role_of(groups)
+        if role is None:
+            return None
+        return Admin(user.decode("utf-8", "replace")[:200], "forward auth", role, groups)
+
+    def trusts(self, peer: str) -> bool:
+        """The TCP peer is one of `auth.trusted_proxies`."""
+        return _peer_in(peer, self.proxies)
+
+    def role_of(self, groups: Sequence[str]) -> str | None:
+        """A forward-auth user's role under the current rules."""
+        g = set(groups)
+        if not self.admin_groups or self.admin_groups & g:
+            return "admin"
+        if self.viewer_groups & g:
+            return "viewer"
+        return None
+
+    def admin(self, token: str | None, peer: str | None, header: Any) -> Admin | None:
+        """The admin (or read-only viewer) behind this request, or None: the master key
+        or admin key presented, else forward auth."""
+        return self.admin_by_key(token) or self.forwarded(peer, header)
+
+    def session_admin(self, s: Session, fwd: Admin | None) -> Admin | None:
+        """What a console session may do now, under the current rules (every request):
+        a session signed in by a credential lives only while that credential is the
+        gateway's; a forward-auth session only while forward auth would still let its
+        user in with that role, and never as someone else the proxy names now."""
+        if s.via == "forward auth":
+            if not self.proxies or self.role_of(s.groups) != s.role:
+                return None
+            if fwd is not None and (fwd.name, fwd.role) != (s.name, s.role):
+                return None
+        elif not any(c.fingerprint == s.credential for c in self.credentials):
+            return None
+        return Admin(s.name, "session", s.role, s.groups)
 
 
 _CANONICAL: dict[str, str] = {}
@@ -533,6 +692,7 @@ def new_record(
     name: str,
     *,
     models: Sequence[str] = (),
+    key_scopes: Sequence[str] = (),
     rpm: int | None = None,
     tpm: int | None = None,
     concurrent: int | None = None,
@@ -561,8 +721,9 @@ def new_record(
         budget=budget[0] if budget else None,
         budget_period=budget[1] if budget else None,
         expires_at=expires_at,
+        scopes=scopes.parse(key_scopes),
     )
     return NewKey(key, rec.id), rec
 
 
-__all__ = ["MASTER", "Admin", "Gate", "KeyInfo", "StoreError", "new_record"]
+__all__ = ["ADMIN_KEY", "MASTER", "Admin", "Gate", "KeyInfo", "StoreError", "new_record"]

@@ -58,19 +58,23 @@ def parse_budget(text: str) -> tuple[float, Period]:
 
 def parse_duration(text: str) -> float:
     """`90d`, `12h`, `30m`, `2w`, `45s` -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
+    m = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([smhdw])\s*", text.lower())
     if not m:
         raise SpecError(f"duration {text!r}: write a number and s, m, h, d or w, e.g. 90d")
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def parse_expiry(text: str, now: float | None = None) -> int:
+# A key's expiry is in the future and at most this far: a longer one is "never", and
+# says so by leaving --expires out.
+MAX_EXPIRY_DAYS = 3650
+
+
+def _when(text: str, now: float) -> int:
     """A duration from now (`90d`) or a date/time (`2026-12-31`, ISO 8601, UTC if no zone)
-    -> ms since the epoch."""
-    now = time.time() if now is None else now
+    -> ms since the epoch, unchecked."""
     try:
         return int((now + parse_duration(text)) * 1000)
-    except SpecError:
+    except (SpecError, OverflowError):
         pass
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -81,6 +85,22 @@ def parse_expiry(text: str, now: float | None = None) -> int:
     return int(dt.timestamp() * 1000)
 
 
+def parse_expiry(text: str, now: float | None = None) -> int:
+    """When a key stops working: a duration from now (`90d`) or a date/time
+    (`2026-12-31`, ISO 8601, UTC if no zone) -> ms since the epoch, in the future and
+    at most MAX_EXPIRY_DAYS away."""
+    now = time.time() if now is None else now
+    at = _when(text, now)
+    if at <= now * 1000:
+        raise SpecError(f"expiry {text!r}: that is not in the future")
+    if at > (now + MAX_EXPIRY_DAYS * 86400) * 1000:
+        raise SpecError(
+            f"expiry {text!r}: more than {MAX_EXPIRY_DAYS // 365} years away; "
+            "leave it out for a key that does not expire"
+        )
+    return at
+
+
 def parse_since(text: str, now: float | None = None) -> int:
     """The start of a report: a duration back from now (`7d`) or a date -> ms."""
     now = time.time() if now is None else now
@@ -89,7 +109,7 @@ def parse_since(text: str, now: float | None = None) -> int:
     except SpecError:
         pass
     try:
-        return parse_expiry(text, now)
+        return _when(text, now)
     except SpecError:
         raise SpecError(f"since {text!r}: write a duration (7d, 24h) or a date") from None
 

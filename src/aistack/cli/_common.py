@@ -1,18 +1,31 @@
-"""What the fleet commands share: the --config option, the config, the backends, tables.
+"""What the commands share: the --config option, the config, the backends, tables, and
+the running gateway.
 
-These commands talk to the backends directly (the gateway need not run), with the same
-config file `aistack serve` reads.
+The fleet commands read the config `aistack serve` reads. `aistack models` and `aistack
+doctor` first look for the gateway that config describes (its bind address, see
+`config.local_url`) and, when it answers, inspect it, with the admin credential; else
+they talk to the backends directly, and say which they did. A secret for the gateway
+comes from `$AISTACK_KEY`, `--key-file FILE`, or the admin credential (the master key,
+or the data directory's admin key): never from the command line, where other users'
+`ps` would show it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from aistack.backends.base import Backend
-from aistack.config import ConfigError, Loaded, load
+from aistack.config import ConfigError, Loaded, load, local_url
 
 CONFIG_HELP = "YAML config (default: $AISTACK_CONFIG, ./aistack.yaml, else the embedded default)"
 
@@ -70,3 +83,83 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
         cells = [c.ljust(widths[i]) for i, c in enumerate(row[:-1])] + [row[-1]]
         out.append(indent + "  ".join(cells).rstrip())
     return "\n".join(out)
+
+
+# -- the running gateway
+
+
+def key_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help=f"{what}: a file holding the key (default: $AISTACK_KEY, else the admin "
+        "credential: the master key or the data directory's admin.key)",
+    )
+
+
+def gateway_key(loaded: Loaded, args: argparse.Namespace) -> str | None:
+    """The key to show the gateway: $AISTACK_KEY, --key-file, else the admin credential."""
+    from aistack.access import credential
+
+    env = os.environ.get("AISTACK_KEY", "").strip()
+    if env:
+        return env
+    path = getattr(args, "key_file", None)
+    if path:
+        try:
+            with open(path) as f:
+                return f.read().strip() or None
+        except OSError as e:
+            raise ConfigError(f"--key-file {path}: {e.strerror or e}") from None
+    try:
+        cred = credential.resolve(loaded.config.auth.master_key, loaded.data_dir)
+    except credential.CredentialError:
+        return None
+    return cred.secret if cred is not None else None
+
+
+def http_get(url: str, key: str | None, timeout: float = 60.0) -> tuple[int, bytes] | None:
+    """GET with a Bearer key: (status, body), or None when nothing answers."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    req = urllib.request.Request(url, headers=headers)  # noqa: S310  # our own gateway's URL
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310
+            return int(r.status), bytes(r.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), bytes(e.read())
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A gateway that answered: where, and whether it took our key as an admin's."""
+
+    url: str
+    key: str | None
+    admin: bool
+    version: str = ""
+
+
+def find_gateway(
+    loaded: Loaded, args: argparse.Namespace, url: str | None = None
+) -> Running | None:
+    """The aistack gateway at `url` (default: the config's own address), if one answers
+    there. Its /admin/api/me says it is ours, and whether the key is an admin's."""
+    base = (url or local_url(loaded.config)).rstrip("/")
+    key = gateway_key(loaded, args)
+    got = http_get(base + "/admin/api/me", key, timeout=3.0)
+    if got is None:
+        return None
+    status, body = got
+    if status == 200:
+        try:
+            me: dict[str, Any] = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        return Running(base, key, True, str(me.get("version", "")))
+    if status in (401, 403):  # an aistack that did not take the key
+        ok = http_get(base + "/health/live", None, timeout=3.0)
+        if ok is not None and ok[0] == 200 and b'"status"' in ok[1]:
+            return Running(base, key, False)
+    return None

@@ -16,7 +16,7 @@ def open_configured_store(config: str | None, *, upgrade: bool | None = None) ->
     unless `upgrade` is true. Raises ConfigError or StoreError with a one-line message.
     """
     loaded = load(config)
-    store = open_store(loaded.config.database_url, loaded.base_dir)
+    store = open_store(loaded.config.database_url, loaded.base_dir, loaded.data_dir)
     if upgrade is None:
         upgrade = store.kind == "sqlite"
     if upgrade:
@@ -49,7 +49,7 @@ def run_store_command(args: argparse.Namespace, fn: object) -> int:
 def db(args: argparse.Namespace) -> int:
     try:
         loaded = load(args.config)
-        store = open_store(loaded.config.database_url, loaded.base_dir)
+        store = open_store(loaded.config.database_url, loaded.base_dir, loaded.data_dir)
     except (ConfigError, StoreError) as e:
         print(f"aistack: {e}", file=sys.stderr)
         return 1

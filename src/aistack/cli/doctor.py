@@ -12,8 +12,16 @@ import sys
 
 import orjson
 
-from aistack.cli._common import backends_of, config_arg, load_config, table
-from aistack.config import ConfigError
+from aistack.cli._common import (
+    backends_of,
+    config_arg,
+    find_gateway,
+    gateway_key,
+    key_arg,
+    load_config,
+    table,
+)
+from aistack.config import ConfigError, local_url
 from aistack.doctor.checks import Options, Report, Status, run
 
 
@@ -36,9 +44,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument(
         "--gateway",
         metavar="URL",
-        help="also check a running gateway at URL (both dialects)",
+        help="the running gateway to check (both dialects); default: the config's "
+        "address, when a gateway answers there",
     )
-    d.add_argument("--key", help="with --gateway: a key for it, sent as a Bearer token")
+    d.add_argument(
+        "--direct",
+        action="store_true",
+        help="check the backends only, even if the config's gateway runs",
+    )
+    key_arg(d, "for the gateway")
     d.add_argument(
         "--no-embedded",
         action="store_true",
@@ -68,13 +82,25 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_config(args)
     if loaded is None:
         return 2
+    running = None
+    if not args.direct and not args.gateway:
+        running = find_gateway(loaded, args)
+    try:
+        key = gateway_key(loaded, args)
+    except ConfigError as e:
+        print(f"aistack: {e}", file=sys.stderr)
+        return 2
     opts = Options(
         prompts=args.prompts,
         timeout=args.timeout,
-        gateway=args.gateway,
-        gateway_key=args.key,
+        gateway=running.url if running is not None else args.gateway,
+        gateway_key=key,
         embedded=not args.no_embedded,
+        running=running is not None and running.admin,
     )
+    if running is None and not args.gateway and not args.json:
+        why = "--direct" if args.direct else f"no gateway answers at {local_url(loaded.config)}"
+        print(f"Inspected: the backends directly ({why})\n")
 
     async def go() -> Report:
         from aistack.vectors.doctor import check

@@ -1,19 +1,29 @@
 """`aistack keys create|list|revoke`: virtual keys, straight on the database.
 
-A running gateway picks changes up within `auth.refresh` seconds (5 by default).
+A running gateway takes a new key on its first use (it looks keys it has not loaded up
+in the database) and notices a revocation within `auth.watch` seconds (0.5): on every
+replica and worker that shares the database.
+
+`create` says so when its key is the first (the gateway then needs a key for every
+request), and warns when its allowlist matches no model served now; `revoke` says how
+to get back in when no live key is left.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 
 import orjson
 
-from aistack.access.gate import new_record
+from aistack.access.gate import KeyInfo, new_record
 from aistack.access.keys import SpecError, parse_budget, parse_expiry
+from aistack.cli._common import backends_of, find_gateway, http_get
 from aistack.cli.db import run_store_command
+from aistack.config import Loaded, load
+from aistack.core.errors import GatewayError
 from aistack.store import KeyRecord, Store
 from aistack.store.calendar import iso, now_ms
 
@@ -43,6 +53,7 @@ def _create(store: Store, args: argparse.Namespace) -> int:
         new, rec = new_record(
             args.name,
             models=models,
+            key_scopes=args.scope or [],
             rpm=args.rpm,
             tpm=args.tpm,
             concurrent=args.concurrent,
@@ -52,17 +63,78 @@ def _create(store: Store, args: argparse.Namespace) -> int:
     except (SpecError, ValueError) as e:
         print(f"aistack: {e}", file=sys.stderr)
         return 2
+    loaded = load(args.config)
+    first = _opens(loaded) and store.key_count() == 0
     store.create_key(rec)
     if args.json:
         print(orjson.dumps({"key": new.key, **rec.public()}).decode())
-        return 0
-    pub = rec.public()
-    print(f"Created {rec.id} for {rec.name}. Copy the key now; it is not shown again:\n")
-    print(f"    {new.key}\n")
-    print(f"models:  {', '.join(rec.models) or 'all'}")
-    print(f"limits:  {_limits(rec)}")
-    print(f"expires: {pub['expires_at'] or 'never'}")
+    else:
+        pub = rec.public()
+        print(f"Created {rec.id} for {rec.name}. Copy the key now; it is not shown again:\n")
+        print(f"    {new.key}\n")
+        print(f"models:  {', '.join(rec.models) or 'all'}")
+        print(f"scopes:  {', '.join(rec.scopes) or '-'}")
+        print(f"limits:  {_limits(rec)}")
+        print(f"expires: {pub['expires_at'] or 'never'}")
+    if first:
+        print(
+            "\nThis is the first key, so keys are on now: every request needs one (a "
+            "request without a key gets 401; a running gateway notices within a second). "
+            "Give each app its own; `aistack admin link` signs you in to the console.",
+            file=sys.stderr,
+        )
+    if rec.models:
+        _warn_unserved(loaded, args, rec)
     return 0
+
+
+def _opens(loaded: Loaded) -> bool:
+    """The gateway is open until its first key (no master key, auth.open unset)."""
+    a = loaded.config.auth
+    return not a.master_key and a.open is None
+
+
+def _warn_unserved(loaded: Loaded, args: argparse.Namespace, rec: KeyRecord) -> None:
+    served = _served(loaded, args)
+    if served is None:
+        return  # nothing to compare with: no warning rather than a wrong one
+    aliases = loaded.config.aliases
+    info = KeyInfo(rec)
+    if any(info.allows(name, aliases) for name in served):
+        return
+    shown = ", ".join(sorted(served)[:8]) or "none"
+    print(
+        f"\nwarning: --models {','.join(rec.models)!r} matches no model served now "
+        f"(served: {shown}): this key gets 403 for every model until one is",
+        file=sys.stderr,
+    )
+
+
+def _served(loaded: Loaded, args: argparse.Namespace) -> set[str] | None:
+    """The names the gateway serves: the running one's list, else the backends' own
+    lists, their declared models and the aliases."""
+    running = find_gateway(loaded, args)
+    if running is not None and running.admin:
+        got = http_get(running.url + "/api/tags", running.key, timeout=10.0)
+        if got is not None and got[0] == 200:
+            return {str(m["name"]) for m in orjson.loads(got[1]).get("models", [])}
+    cfg = loaded.config
+
+    async def ask() -> set[str]:
+        names = {m for b in cfg.backends for m in b.models} | set(cfg.aliases)
+        async with backends_of(loaded) as bs:
+            for b in bs:
+                try:
+                    async with asyncio.timeout(5):
+                        names |= {c.name for c in await b.list_models()}
+                except (GatewayError, TimeoutError):
+                    pass
+        return names
+
+    try:
+        return asyncio.run(ask())
+    except Exception:
+        return None
 
 
 def _list(store: Store, args: argparse.Namespace) -> int:
@@ -75,13 +147,14 @@ def _list(store: Store, args: argparse.Namespace) -> int:
     if not records:
         print("no keys (aistack keys create --name APP)")
         return 0
-    rows = [("ID", "NAME", "KEY", "MODELS", "LIMITS", "STATE", "EXPIRES", "LAST USED")]
+    rows = [("ID", "NAME", "KEY", "MODELS", "SCOPES", "LIMITS", "STATE", "EXPIRES", "LAST USED")]
     for r in records:
         pub = r.public()
         rows.append(
             (
-                r.id, r.name, r.hint, ",".join(r.models) or "all", _limits(r), r.state(now),
-                pub["expires_at"] or "never", pub["last_used_at"] or "never",
+                r.id, r.name, r.hint, ",".join(r.models) or "all", ",".join(r.scopes) or "-",
+                _limits(r), r.state(now), pub["expires_at"] or "never",
+                pub["last_used_at"] or "never",
             )
         )  # fmt: skip
     print_table(rows)
@@ -95,6 +168,13 @@ def _revoke(store: Store, args: argparse.Namespace) -> int:
         return 1
     for r in done:
         print(f"revoked {r.id} ({r.name}) at {iso(now_ms())}")
+    if not any(r.revoked_at is None for r in store.list_keys()):
+        print(
+            "No live key is left. Keys stay on once created: requests without one still "
+            "get 401. Create one (aistack keys create --name APP), or sign in to the "
+            "console with `aistack admin link` and make one there.",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -29,6 +29,12 @@ def _usage(args: argparse.Namespace) -> int:
     return usage(args)
 
 
+def _admin(args: argparse.Namespace) -> int:
+    from aistack.cli.admin import admin
+
+    return admin(args)
+
+
 def _db(args: argparse.Namespace) -> int:
     from aistack.cli.db import db
 
@@ -74,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GLOBS",
         help="models it may use, comma-separated globs ('gpt-oss:*,qwen3:8b'); default all",
     )
+    kc.add_argument(
+        "--scope",
+        action="append",
+        metavar="SCOPES",
+        help="rights beyond the model APIs, comma-separated: models (pull, delete, copy: "
+        "Open WebUI's model management), metrics (/metrics, /health's details)",
+    )
     kc.add_argument("--rpm", type=int, help="requests per minute")
     kc.add_argument("--tpm", type=int, help="tokens (in + out) per minute")
     kc.add_argument("--concurrent", type=int, help="requests in flight at once")
@@ -88,6 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(kr)
     kr.add_argument("key", metavar="ID_OR_NAME")
     k.set_defaults(func=_keys)
+
+    a = sub.add_parser("admin", help="the admin credential: console sign-in links")
+    asub = a.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+    al = asub.add_parser(
+        "link",
+        help="print a one-time console sign-in link",
+        description="A one-time link that signs its opener in to the console as the admin. "
+        "Made from the admin credential (the master key, or the admin.key aistack serve "
+        "made in the data directory), so only someone who can read it can make one.",
+    )
+    _config_arg(al)
+    al.add_argument(
+        "--minutes", type=float, default=15.0, help="how long it stays valid (default 15)"
+    )
+    al.add_argument(
+        "--url",
+        metavar="URL",
+        help="the gateway's root URL as your browser reaches it "
+        "(default: server.public_url, else its bind address)",
+    )
+    a.set_defaults(func=_admin)
 
     u = sub.add_parser("usage", help="requests, tokens and cost from the usage ledger")
     _config_arg(u)

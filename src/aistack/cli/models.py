@@ -1,8 +1,9 @@
 """`aistack models`: the fleet inventory, pull/delete/copy on one instance, and sync.
 
-These talk to the backends directly, with the config `aistack serve` reads; only
-`aistack models --gateway URL` asks a running gateway (whose embedded model's loaded
-state only it knows).
+The inventory comes from the running gateway when one answers at the config's address
+(or at `--gateway URL`): only it knows what its embedded model has loaded. Otherwise,
+and with `--direct`, from the backends themselves; the output says which. Pull, delete,
+copy and sync talk to the backends directly, with the config `aistack serve` reads.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import argparse
 import asyncio
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -20,9 +19,18 @@ from typing import Any
 import orjson
 
 from aistack.backends.base import Backend, ModelMemory, loaded_models, store_of
-from aistack.cli._common import backends_of, config_arg, load_config, table
+from aistack.cli._common import (
+    Running,
+    backends_of,
+    config_arg,
+    find_gateway,
+    http_get,
+    key_arg,
+    load_config,
+    table,
+)
 from aistack.cli.progress import ProgressPrinter
-from aistack.config import Config, ConfigError, Loaded
+from aistack.config import Config, ConfigError, Loaded, local_url
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.fleet import PullProgress
 from aistack.core.models import canonical
@@ -41,9 +49,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m.add_argument(
         "--gateway",
         metavar="URL",
-        help="ask a running gateway (GET URL/admin/api/models) instead of the backends",
+        help="the running gateway to ask (default: the config's address, when it answers)",
     )
-    m.add_argument("--key", help="with --gateway: an admin key, sent as a Bearer token")
+    m.add_argument("--direct", action="store_true", help="ask the backends, even if a gateway runs")
+    key_arg(m, "for the gateway")
     m.add_argument(
         "--no-details",
         action="store_true",
@@ -143,15 +152,35 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace, loaded: Loaded) -> int:
-    if args.gateway:
-        data = _from_gateway(args.gateway, args.key)
+    running = None if args.direct else find_gateway(loaded, args, args.gateway)
+    if args.gateway and (running is None or not running.admin):
+        why = "does not answer" if running is None else "refused the key"
+        print(
+            f"aistack: the gateway at {args.gateway} {why} "
+            "(an admin key: $AISTACK_KEY, --key-file, or the admin credential)",
+            file=sys.stderr,
+        )
+        return 1
+    if running is not None and running.admin:
+        data = _from_gateway(running)
         if data is None:
             return 1
+        inspected = f"the running gateway at {running.url}"
     else:
+        if running is not None:
+            print(
+                f"aistack: a gateway answers at {running.url} but refused the key; "
+                "asking the backends directly",
+                file=sys.stderr,
+            )
         data = asyncio.run(_collect(loaded, details=not args.no_details))
+        why = "--direct" if args.direct else f"no gateway answers at {local_url(loaded.config)}"
+        inspected = f"the backends directly ({why})"
+    data["inspected"] = inspected
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
+        print(f"Inspected: {inspected}\n")
         print(render_inventory(data))
     return 0 if all(b["reachable"] for b in data["backends"]) else 1
 
@@ -169,20 +198,23 @@ async def _collect(loaded: Loaded, *, details: bool) -> dict[str, Any]:
     return inv.to_json()
 
 
-def _from_gateway(url: str, key: str | None) -> dict[str, Any] | None:
-    target = url.rstrip("/") + "/admin/api/models"
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    req = urllib.request.Request(target, headers=headers)  # noqa: S310  # a URL we were given
+def _from_gateway(running: Running) -> dict[str, Any] | None:
+    target = running.url + "/admin/api/models"
+    got = http_get(target, running.key)
+    if got is None:
+        print(f"aistack: {target}: no answer", file=sys.stderr)
+        return None
+    status, body = got
+    if status != 200:
+        print(f"aistack: {target}: {status} {body[:300].decode('utf-8', 'replace')}",
+              file=sys.stderr)  # fmt: skip
+        return None
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310
-            data: dict[str, Any] = orjson.loads(r.read())
-            return data
-    except urllib.error.HTTPError as e:
-        body = e.read()[:300].decode("utf-8", "replace")
-        print(f"aistack: {target}: {e.code} {body}", file=sys.stderr)
-    except (OSError, orjson.JSONDecodeError) as e:
+        data: dict[str, Any] = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
         print(f"aistack: {target}: {e}", file=sys.stderr)
-    return None
+        return None
+    return data
 
 
 def _when(iso: str | None, *, date_only: bool = False) -> str:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from aistack import __version__
-from aistack.config import Config, ConfigError, Loaded, load
+from aistack.config import Config, ConfigError, Loaded, load, local_url
 
 if TYPE_CHECKING:
+    from aistack.access.credential import Credential
     from aistack.access.gate import Gate
 
 
@@ -72,8 +73,9 @@ def refuse_open_bind(cfg: Config) -> str | None:
     )
 
 
-def build_gate(loaded: Loaded, migrate: bool = False) -> Gate:
-    """Keys, limits and the ledger for this config (nothing connects until started)."""
+def build_gate(loaded: Loaded, migrate: bool = False, admin_key: Credential | None = None) -> Gate:
+    """Keys, limits and the ledger for this config (nothing connects until started).
+    `admin_key`: the data directory's generated credential (see admin_credential)."""
     from aistack.access.gate import Gate
     from aistack.access.pricing import Price, Prices
     from aistack.limits.base import Limiter
@@ -81,7 +83,7 @@ def build_gate(loaded: Loaded, migrate: bool = False) -> Gate:
     from aistack.store import open_store
 
     cfg = loaded.config
-    store = open_store(cfg.database_url, loaded.base_dir)
+    store = open_store(cfg.database_url, loaded.base_dir, loaded.data_dir)
     limiter: Limiter
     if cfg.redis_url:
         from aistack.limits.redis import RedisLimiter
@@ -104,16 +106,55 @@ def build_gate(loaded: Loaded, migrate: bool = False) -> Gate:
         limiter,
         prices,
         master_key=a.master_key,
+        admin_key=admin_key,
         open_mode=a.open,
         trusted_proxies=a.trusted_proxies,
         admin_groups=a.admin_groups,
         viewer_groups=a.viewer_groups,
         refresh=a.refresh,
+        watch=a.watch,
+        session_hours=cfg.console.session_hours,
         ledger=msgspec.structs.asdict(cfg.ledger),
         # SQLite upgrades itself; PostgreSQL is shared, so only when asked (`--migrate`
         # here, or `aistack db upgrade` from one place).
         migrate=migrate or store.kind == "sqlite",
     )
+
+
+def admin_credential(loaded: Loaded, log: logging.Logger) -> Credential | None:
+    """The generated admin credential, made on first start when no master key is
+    configured; said at start with a one-time console sign-in link."""
+    from aistack.access import credential
+
+    cfg = loaded.config
+    if cfg.auth.master_key:
+        log.info("admin: the master key (auth.master_key); `aistack admin link` makes "
+                 "one-time console sign-in links from it")  # fmt: skip
+        return None
+    try:
+        cred, made = credential.ensure(loaded.data_dir)
+    except credential.CredentialError as e:
+        log.warning(
+            "%s: no admin credential, so the admin API and the console take only forward "
+            "auth; set auth.master_key (or AISTACK_MASTER_KEY), or make %s writable",
+            e,
+            loaded.data_dir,
+        )
+        return None
+    log.warning(
+        "admin credential %s %s (mode 0600): whoever can read it is this gateway's admin "
+        "(Authorization: Bearer $(cat %s))",
+        cred.source,
+        "made now" if made else "in use",
+        cred.source,
+    )
+    base = cfg.server.public_url or local_url(cfg)
+    log.warning(
+        "console: sign in at %s (once, within %d minutes; `aistack admin link` prints another)",
+        credential.link_url(base, cred),
+        credential.LINK_TTL // 60,
+    )
+    return cred
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -135,7 +176,7 @@ def serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"aistack: {refusal}", file=sys.stderr)
         return 2
-    loaded = Loaded(cfg, loaded.source)
+    loaded = Loaded(cfg, loaded.source, loaded.notes)
 
     import asyncio
 
@@ -154,8 +195,12 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"aistack: config error: {loaded.source}: {e}", file=sys.stderr)
         return 2
+    log.info("aistack %s; config: %s", __version__, loaded.source)
+    for note in loaded.notes:
+        log.warning("config: %s", note)
+    admin_key = admin_credential(loaded, log)
     try:
-        gate = build_gate(loaded, migrate=getattr(args, "migrate", False))
+        gate = build_gate(loaded, migrate=getattr(args, "migrate", False), admin_key=admin_key)
     except Exception as e:  # a database URL the store cannot use
         print(f"aistack: config error: {loaded.source}: database_url: {e}", file=sys.stderr)
         return 2
@@ -164,7 +209,6 @@ def serve(args: argparse.Namespace) -> int:
     if obs.tracer is not None:
         log.info("tracing to %s", obs.tracer.settings.endpoint)
     base = f"http://{server.host}:{server.port}"
-    log.info("aistack %s; config: %s", __version__, loaded.source)
     for b in backends:
         log.info("backend %s", " ".join(f"{k}={v}" for k, v in b.describe().items()))
     if not backends:

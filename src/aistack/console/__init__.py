@@ -21,7 +21,7 @@ from aistack.http.table import GET, POST, PUBLIC, Route
 from aistack.service import Gateway
 
 
-def routes(gw: Gateway, sessions: Sessions) -> list[Route]:
+def routes(gw: Gateway, sessions: Sessions | None) -> list[Route]:
     """The console's entries for the route table: pages, sign-in, static files. The
     pages check the session themselves (a visitor without one is sent to sign in)."""
     static, version = load_static()

@@ -13,7 +13,7 @@ from importlib import resources
 from string import Template
 from urllib.parse import quote
 
-from aistack.console.signin import HTML_TYPE, PREFIX, SECURITY_HEADERS, SignIn
+from aistack.console.signin import HTML_TYPE, PREFIX, SECURITY_HEADERS, SignIn, redirect
 from aistack.http.asgi import Request, query_of, respond
 from aistack.service import Gateway, RequestContext
 
@@ -69,12 +69,17 @@ class Pages:
         title = next((t for n, t, _ in PAGES if n == name), "Overview")
         cookie: bytes | None = None
         fwd = self.signin.forwarded(req)
-        s = self.signin.session_of(req)
-        if fwd is not None and (s is None or (s.name, s.role) != (fwd.name, fwd.role)):
-            s, cookie = self.signin.start(req, fwd.name, fwd.role, "forward auth")
+        s = await self.signin.session_of(req)
+        if (
+            fwd is not None
+            and self.signin.sessions is not None
+            and (s is None or (s.name, s.role) != (fwd.name, fwd.role))
+        ):
+            s, cookie = await self.signin.start(
+                req, fwd.name, fwd.role, "forward auth", groups=fwd.groups
+            )
         if s is None:
-            target = f"{PREFIX}/login?next={quote(req.path)}"
-            await respond(req, 303, b"", HTML_TYPE, [(b"location", target.encode())])
+            await redirect(req, f"{PREFIX}/login?next={quote(req.path, safe='/')}")
             return
         ctx.app = f"admin:{s.name}"
         body = self._shell.substitute(

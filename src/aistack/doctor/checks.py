@@ -11,7 +11,9 @@ What it checks, in order (docs/doctor.md):
 - every alias and routing fallback points at a model somebody serves;
 - the embedded default model loads and answers;
 - the database and Redis answer, when the config names them;
-- optionally, a running gateway at `--gateway URL` answers in both dialects.
+- the running gateway (at the config's address, or `--gateway URL`) answers in both
+  dialects. When the config's own gateway runs, the embedded models are asked through
+  it (it holds them loaded; a second copy here would only measure this process).
 
 Every finding is PASS, WARN, FAIL or SKIP, with a one-line fix for anything not PASS.
 A backend that fails a check is not asked the later ones: one problem, one finding.
@@ -64,6 +66,9 @@ class Options:
     gateway: str | None = None
     gateway_key: str | None = None
     embedded: bool = True
+    # The gateway at `gateway` is the one this config describes (it answered there):
+    # local backends' models are prompted through it.
+    running: bool = False
 
 
 def _url(c: BackendConfig) -> str | None:
@@ -248,10 +253,24 @@ async def _backend(
         listed = {canonical(x.name) for x in to_prompt}
         to_prompt += [x for x in cards if canonical(x.name) not in listed]
     if opts.prompts != "none":
+        asked = b
         if to_prompt and b.kind == "local":
-            await b.start()
-        out += [await _answers(b, card, opts) for card in to_prompt]
+            if opts.running and opts.gateway:
+                asked = _through(b.name, opts.gateway, opts.gateway_key, client)
+            else:
+                await b.start()
+        out += [await _answers(asked, card, opts) for card in to_prompt]
     return out
+
+
+def _through(name: str, url: str, key: str | None, client: HttpClient) -> Backend:
+    """The running gateway as an Ollama backend named `name`: its embedded model, asked
+    where it is loaded."""
+    from aistack.backends.http import HttpConfig
+    from aistack.backends.registry import build
+
+    (b,) = build([HttpConfig(name=name, kind="ollama", url=url, api_key=key)], client)
+    return b
 
 
 # -- aliases, the embedded default, database, Redis, the gateway
@@ -293,6 +312,8 @@ def _names(cfg: Config, seen: dict[str, set[str]]) -> list[Finding]:
 async def _embedded(cfg: Config, opts: Options) -> list[Finding]:
     if any(b.kind == "local" for b in cfg.backends):
         return []  # the configured local backend was checked with the others
+    if opts.running:
+        return []  # the running gateway is what serves; its config has no local model
     from aistack.backends.local import DEFAULT_MODEL, LocalBackend, engine_available
 
     if not engine_available():
@@ -328,6 +349,13 @@ async def run(
 ) -> Report:
     opts = opts or Options()
     report = Report(source)
+    if opts.gateway:
+        how = (
+            "running: inspected it (its embedded models are asked through it)"
+            if opts.running
+            else "checked as given by --gateway"
+        )
+        report.findings.append(passed("inspected", opts.gateway, how))
     n_b, n_a = len(cfg.backends), len(cfg.aliases)
     report.findings.append(
         passed(

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from aistack.backends.transport import HttpClient, Timeouts, TransportError, parse_url
-from aistack.config import Config
+from aistack.config import Config, data_dir_of
 from aistack.doctor.findings import Finding, failed, ms, passed, since, skipped, warned
 from aistack.doctor.urls import url_problem
 from aistack.store import Store, StoreError, open_store
@@ -71,7 +71,7 @@ def _schema(store: Store) -> tuple[int, int]:
 async def database(cfg: Config, base_dir: Path | None = None) -> list[Finding]:
     """The store keys and the ledger use: it opens, and its schema is this version's."""
     try:
-        store = open_store(cfg.database_url, base_dir)
+        store = open_store(cfg.database_url, base_dir, data_dir_of(cfg, base_dir))
     except StoreError as e:
         return [failed("database", cfg.database_url or "-", str(e), "correct database_url")]
     target = f"{store.kind} {store.where}"
@@ -222,7 +222,7 @@ async def gateway(client: HttpClient, url: str, key: str | None = None) -> list[
                     "gateway",
                     base + path,
                     "401: it needs a key",
-                    "pass one with --key (a virtual key, or the master key)",
+                    "give it one in $AISTACK_KEY or --key-file (a virtual key, or the master key)",
                     took,
                 )
             )

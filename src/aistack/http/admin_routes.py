@@ -89,7 +89,8 @@ async def create_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     body = req.json()
     if not isinstance(body, dict):
         raise invalid("expected a JSON object")
-    unknown = set(body) - {"name", "models", "rpm", "tpm", "concurrent", "budget", "expires"}
+    fields = {"name", "models", "scopes", "rpm", "tpm", "concurrent", "budget", "expires"}
+    unknown = set(body) - fields
     if unknown:
         raise invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
     name = body.get("name")
@@ -100,6 +101,11 @@ async def create_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         models = [m for m in models.split(",") if m.strip()]
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise invalid("models: expected a list of model names or globs", param="models")
+    key_scopes = body.get("scopes") or []
+    if isinstance(key_scopes, str):
+        key_scopes = [key_scopes]
+    if not isinstance(key_scopes, list) or not all(isinstance(x, str) for x in key_scopes):
+        raise invalid("scopes: expected a list of scope names", param="scopes")
     try:
         budget = None
         b = body.get("budget")
@@ -110,10 +116,13 @@ async def create_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         elif b is not None:
             raise SpecError("budget: write AMOUNT/PERIOD, e.g. 5/month")
         exp = body.get("expires")
-        expires_at = parse_expiry(exp) if isinstance(exp, str) else None
+        if exp is not None and not isinstance(exp, str):
+            raise SpecError("expires: write a duration (90d) or a date (2026-12-31)")
+        expires_at = parse_expiry(exp) if exp else None
         new, rec = new_record(
             name,
             models=models,
+            key_scopes=key_scopes,
             rpm=_opt_int(body, "rpm"),
             tpm=_opt_int(body, "tpm"),
             concurrent=_opt_int(body, "concurrent"),

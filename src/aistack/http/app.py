@@ -75,8 +75,9 @@ class App:
     what every request gets from its entry (auth, the context, errors in its dialect).
 
     `routes`: the table; by default the gateway's own (`routes.table(obs)`), without the
-    rooms (aistack/rooms.py builds the whole house). `sessions`: the console's signed
-    sessions, accepted as an admin (and, on KEY routes, as the console user).
+    rooms (aistack/rooms.py builds the whole house). `sessions`: the console's
+    sessions (the gate's, when the console is on), accepted as an admin (and, on KEY
+    routes, as the console user).
     """
 
     def __init__(
@@ -201,14 +202,16 @@ class App:
         watch = req.watch(task)
         try:
             access = route.access
-            if access is KEY:
-                authenticate(self.gateway.gate, self.sessions, req, ctx)
-                # A conversation the client names, for sticky models (docs/routing.md).
-                s = req.header(b"x-aistack-session") or req.header(b"x-claude-code-session-id")
-                if s:
-                    ctx.session = s.decode("latin-1")[:200]
-            elif access is not PUBLIC:
-                check_admin(self.gateway.gate, self.sessions, req, ctx, route)
+            if access is not PUBLIC:
+                check = authenticate if access is KEY else check_admin
+                pending = check(self.gateway.gate, self.sessions, req, ctx, route)
+                if pending is not None:
+                    await pending
+                if access is KEY:
+                    # A conversation the client names, for sticky models (docs/routing.md).
+                    s = req.header(b"x-aistack-session") or req.header(b"x-claude-code-session-id")
+                    if s:
+                        ctx.session = s.decode("latin-1")[:200]
             if route.body:
                 await req.read_body(self.max_body)
             watch.arm()

@@ -1,5 +1,6 @@
-"""Model management over HTTP: Ollama's /api/pull, /api/delete, /api/copy, and the
-fleet inventory at GET /admin/api/models. Admin only (see `http.auth.check_admin`).
+"""Model management over HTTP: Ollama's /api/pull, /api/delete, /api/copy (for keys with
+scope `models`, admins, and an open gateway's local callers), and the fleet inventory
+at GET /admin/api/models (admins).
 
 Each call goes to one Ollama instance, chosen by `aistack.fleet.placement` (the
 `X-Aistack-Backend` header or `?backend=` names one; otherwise the declaring instance,
@@ -83,10 +84,42 @@ def _line(p: PullProgress) -> bytes:
     return orjson.dumps(wire.progress_to_wire(p)) + b"\n"
 
 
+def _served_unmanaged(gw: Gateway, model: str) -> Backend | None:
+    """A backend that cannot pull but already serves `model` (the embedded engine, an
+    OpenAI-compatible server), when no Ollama backend declares it: pulling it is done."""
+    key = canonical(model)
+    for c in gw.config.backends:
+        b = gw.backends.get(c.name)
+        if b is not None and b.manages_models and any(canonical(m) == key for m in c.models):
+            return None
+    for name, state in gw.catalog.states.items():
+        b = gw.backends.get(name)
+        if (
+            b is not None
+            and not b.manages_models
+            and any(canonical(card.name) == key for card in state.cards)
+        ):
+            return b
+    return None
+
+
 async def pull(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     r = wire.pull_request_from_wire(req.json())
     ctx.model = r.model
     model = placement.resolve_alias(r.model, gw.config.aliases)
+    if _explicit(req) is None:
+        await gw.catalog.refresh()
+        have = _served_unmanaged(gw, model)
+        if have is not None:
+            # As Ollama answers a pull of a model it has: success.
+            done = {"status": "success"}
+            if r.stream:
+                await start_stream(req, NDJSON_TYPE, _backend_header(have))
+                await send_chunk(req, orjson.dumps(done) + b"\n")
+                await end_stream(req)
+            else:
+                await respond_json(req, done, headers=_backend_header(have))
+            return
     b = await _choose(gw, req, "pull", model)
     log.info("pull %s on backend %s", model, b.name)
     it = store_of(b, "pull").pull(model, insecure=r.insecure)

@@ -6,15 +6,31 @@ the requests have already seen, so they stay cheap enough to poll every second.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aistack.http.asgi import Request, respond_json
+from aistack.http.auth import entitled
 from aistack.routing.health import report
 from aistack.service import Gateway, RequestContext
 
 
 async def health(gw: Gateway, req: Request, ctx: RequestContext) -> None:
-    """Every backend and deployment: state, last error, latency. Always 200."""
-    body = report(gw.router)
+    """Every backend and deployment: state, last error, latency. Always 200.
+
+    The details (backend URLs, error texts) are for admins and keys with scope
+    `metrics` (or everyone with auth.public_health); anyone else gets the summary."""
+    full = report(gw.router)
     ready, why = gw.ready()
+    gate = gw.gate
+    sessions = gate.sessions if gate is not None and gw.config.console.enabled else None
+    if gw.config.auth.public_health or await entitled(gate, sessions, req, "metrics"):
+        body: dict[str, Any] = full
+    else:
+        body = {
+            "status": full.get("status"),
+            "details": "an admin or a key with scope 'metrics' sees every backend here "
+            "(or set auth.public_health: true)",
+        }
     body["ready"] = ready
     if not ready:
         body["reason"] = why

@@ -49,7 +49,8 @@ async def tags(gw: Gateway, req: Request, ctx: RequestContext) -> None:
 
 
 async def ps(gw: Gateway, req: Request, ctx: RequestContext) -> None:
-    models = [convert.ps_to_wire(name, m) for name, m in await gw.ps()]
+    # What is loaded, as far as the caller's key may see (its allowlist, as /api/tags).
+    models = [convert.ps_to_wire(name, m) for name, m in await gw.ps() if gw.visible(ctx, name)]
     await respond_json(req, {"models": models})
 
 
@@ -59,7 +60,7 @@ async def show(gw: Gateway, req: Request, ctx: RequestContext) -> None:
 
     model = require_model(body_object(body), "model", "name")
     gw.check_visible(ctx, model)
-    info, _ = await gw.show(model)
+    info, _ = await gw.show(model, ctx)
     await respond_json(req, convert.show_to_wire(info))
 
 

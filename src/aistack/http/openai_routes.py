@@ -30,7 +30,7 @@ async def model(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     gw.check_visible(ctx, name)
     deps = gw.catalog.resolve(name)
     if not deps:
-        deps = await gw.catalog.lookup(name)
+        deps = await gw.catalog.lookup(name, gw.shown(ctx))
     await respond_json(req, convert.model_to_wire(name, deps[0].card))
 
 

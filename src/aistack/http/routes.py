@@ -35,8 +35,10 @@ from aistack.observability import Observability
 from aistack.service import Gateway, RequestContext
 
 CHAT, COMPLETION, EMBED = Operation.CHAT, Operation.COMPLETION, Operation.EMBED
+MODELS, METRICS = "models", "metrics"  # key scopes (access/scopes.py)
 
-# The Ollama API (/api/*), and Ollama's model management, for admins (docs/fleet.md).
+# The Ollama API (/api/*), and Ollama's model management (docs/fleet.md) for keys with
+# scope `models` (Open WebUI's own key), admins, and an open gateway's local callers.
 OLLAMA: tuple[Route, ...] = (
     Route(GET, "/", ol.root, "ollama", PUBLIC, name="root"),
     Route(GET, "/api/version", ol.version, "ollama", PUBLIC, name="version"),
@@ -47,9 +49,9 @@ OLLAMA: tuple[Route, ...] = (
     Route(POST, "/api/generate", ol.generate, "ollama", KEY, COMPLETION, name="generate"),
     Route(POST, "/api/embed", ol.embed, "ollama", KEY, EMBED, name="embed"),
     Route(POST, "/api/embeddings", ol.embeddings, "ollama", KEY, EMBED, name="embeddings"),
-    Route(POST, "/api/pull", fl.pull, "ollama", ADMIN, name="pull"),
-    Route(DELETE, "/api/delete", fl.delete, "ollama", ADMIN, name="delete", body=True),
-    Route(POST, "/api/copy", fl.copy, "ollama", ADMIN, name="copy"),
+    Route(POST, "/api/pull", fl.pull, "ollama", KEY, name="pull", scope=MODELS),
+    Route(DELETE, "/api/delete", fl.delete, "ollama", KEY, name="delete", body=True, scope=MODELS),
+    Route(POST, "/api/copy", fl.copy, "ollama", KEY, name="copy", scope=MODELS),
 )
 
 # The OpenAI API (/v1/*). /v1/models answers in Anthropic's format to a caller that
@@ -85,7 +87,9 @@ ANTHROPIC = Mount(
     "anthropic",
 )
 
-# Health is public: orchestrators probe it without keys, and it calls no model.
+# Health is public: orchestrators probe it without keys, and it calls no model. /health
+# shows its details (backend URLs, errors) to admins and keys with scope `metrics` only,
+# unless auth.public_health.
 HEALTH: tuple[Route, ...] = (
     Route(GET, "/health", hr.health, "plain", PUBLIC, name="health"),
     Route(GET, "/health/live", hr.live, "plain", PUBLIC, name="live"),
@@ -139,6 +143,9 @@ def table(obs: Observability | None = None) -> list[Entry]:
     out: list[Entry] = [*OLLAMA, *OPENAI, *RESPONSES, ANTHROPIC, *HEALTH, *ADMIN_API]
     out += admin_views(AdminViews(obs.contents if obs is not None else None))
     if obs is not None and obs.metrics is not None:
-        access = ADMIN if obs.metrics_auth else PUBLIC
-        out.append(Route(GET, "/metrics", _scrape(obs), "plain", access, name="metrics"))
+        scrape = _scrape(obs)
+        if obs.metrics_auth:  # an admin, or a Prometheus key with scope `metrics`
+            out.append(Route(GET, "/metrics", scrape, "plain", KEY, name="metrics", scope=METRICS))
+        else:
+            out.append(Route(GET, "/metrics", scrape, "plain", PUBLIC, name="metrics"))
     return out

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Literal
 
+from aistack.access.scopes import SCOPES
 from aistack.core.operations import Operation
 from aistack.http.asgi import NO_PARAMS, Request
 from aistack.service import Gateway, RequestContext
@@ -59,8 +60,11 @@ class Route:
     (`/v1/models/{id:path}`, `/admin/api/keys/{id}`), which the handler reads from
     `req.params`. `name`: the route's label in metrics, logs and the ledger (default:
     its path). `body`: read the whole body before the handler (default: for methods
-    other than GET and HEAD). `scope`: the key scope the route needs, for scoped keys
-    (issue 15); empty, any key that `access` lets in.
+    other than GET and HEAD). `scope`: on a KEY route, the right a caller needs beyond
+    being let in (a name from access/scopes.py: `models`, `metrics`, ...): a key must
+    have been given it unless it is a default one, a read-only console user holds only
+    the defaults, and the master key, the admin key and an open gateway's local caller
+    hold them all. Empty: any caller `access` lets in.
     """
 
     methods: tuple[str, ...]
@@ -81,6 +85,11 @@ class Route:
             raise ValueError(f"route {self.path!r}: needs methods and a path starting with /")
         object.__setattr__(self, "methods", methods)
         object.__setattr__(self, "name", self.name or self.path)
+        if self.scope and (self.scope not in SCOPES or self.access is not Access.KEY):
+            raise ValueError(
+                f"route {self.path!r}: scope {self.scope!r} needs KEY access and a name "
+                f"from access/scopes.py ({', '.join(SCOPES)})"
+            )
         if self.body is None:
             object.__setattr__(self, "body", not _SAFE.issuperset(methods))
 

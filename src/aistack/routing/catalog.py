@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aistack.backends.base import Backend
@@ -179,8 +179,10 @@ class Catalog:
         except TimeoutError:
             pass
 
-    async def lookup(self, name: str) -> list[Deployment]:
-        """Deployments for a name, or a 404 naming close matches."""
+    async def lookup(
+        self, name: str, shown: Callable[[str], bool] | None = None
+    ) -> list[Deployment]:
+        """Deployments for a name, or a 404 naming close matches (those `shown`)."""
         deps = self._index.get(self._target(name))
         if deps:
             return deps
@@ -189,10 +191,13 @@ class Catalog:
             deps = self._index.get(self._target(name))
             if deps:
                 return deps
-        raise self.not_found(name)
+        raise self.not_found(name, shown)
 
-    def not_found(self, name: str) -> GatewayError:
+    def not_found(self, name: str, shown: Callable[[str], bool] | None = None) -> GatewayError:
+        """A 404 naming close matches: among the names `shown` lets this caller see."""
         candidates = sorted(set(self._index) | set(self.aliases))
+        if shown is not None:
+            candidates = [c for c in candidates if shown(c)]
         hint = close_matches(name, candidates)
         msg = f"model '{name}' not found"
         if hint:

@@ -6,12 +6,20 @@ import os
 from pathlib import Path
 
 from aistack.store.base import Store
-from aistack.store.records import KeyRecord, Report, ReportRow, StoreError, UsageRow
+from aistack.store.records import (
+    KeyRecord,
+    Report,
+    ReportRow,
+    SessionRecord,
+    StoreError,
+    UsageRow,
+)
 
 __all__ = [
     "KeyRecord",
     "Report",
     "ReportRow",
+    "SessionRecord",
     "Store",
     "StoreError",
     "UsageRow",
@@ -32,16 +40,19 @@ def default_sqlite_path(env: dict[str, str] | None = None) -> Path:
     return Path(base) / "aistack" / "aistack.db"
 
 
-def open_store(url: str | None, base_dir: Path | None = None) -> Store:
+def open_store(
+    url: str | None, base_dir: Path | None = None, data_dir: Path | None = None
+) -> Store:
     """A store for `database_url`: postgresql://... or postgres://..., sqlite:///path, or a path.
 
-    A relative SQLite path is relative to `base_dir` (the config file's folder).
-    Nothing connects until the first call.
+    A relative SQLite path is relative to `base_dir` (the config file's folder); no URL
+    is `aistack.db` in `data_dir` (default: default_sqlite_path()'s folder). Nothing
+    connects until the first call.
     """
     if not url:
         from aistack.store.sqlite import SqliteStore
 
-        return SqliteStore(default_sqlite_path())
+        return SqliteStore(data_dir / "aistack.db" if data_dir else default_sqlite_path())
     if url.startswith(("postgresql://", "postgres://")):
         from aistack.store.postgres import PostgresStore
 

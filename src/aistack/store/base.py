@@ -6,10 +6,11 @@ share every statement: the differences are the placeholder style and one column 
 handled in `_sql` and the migrations. The gateway only ever calls the store off the
 request path (the ledger writer, the key cache refresh, admin requests, the CLI).
 
-Tables (see migrations.py): `api_keys` (hashed keys and their limits), `requests` (one
-row per request, kept `retention_days`), `usage_daily` (per day, key, model and
-backend, maintained in the same transaction as the rows it sums, kept for ever), and
-`meta` (small facts such as how far raw rows were pruned).
+Tables (see migrations.py): `api_keys` (hashed keys, their limits and scopes),
+`requests` (one row per request, kept `retention_days`), `usage_daily` (per day, key,
+model and backend, maintained in the same transaction as the rows it sums, kept for
+ever), `console_sessions` and `signin_links` (access.py), and `meta` (small facts: how
+far raw rows were pruned, and the access stamp that every key or session change bumps).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from aistack.store.access import AccessTables
 from aistack.store.calendar import now_ms
 from aistack.store.migrations import MIGRATIONS, Migration
 from aistack.store.records import KeyRecord, StoreError
@@ -27,11 +29,11 @@ log = logging.getLogger("aistack.store")
 
 _KEY_COLUMNS = (
     "id, name, hash, hint, created_at, models, rpm, tpm, concurrent, budget, budget_period, "
-    "expires_at, revoked_at, last_used_at"
+    "expires_at, revoked_at, last_used_at, scopes"
 )
 
 
-class Store(UsageTables):
+class Store(UsageTables, AccessTables):
     """Keys, the ledger and the schema; subclasses connect and run transactions."""
 
     # -- schema
@@ -101,7 +103,7 @@ class Store(UsageTables):
             cur.execute(
                 self._sql(
                     f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     k.id,
@@ -118,12 +120,19 @@ class Store(UsageTables):
                     k.expires_at,
                     k.revoked_at,
                     k.last_used_at,
+                    "\n".join(k.scopes),
                 ),
             )
+            self._changed(cur)
 
     def list_keys(self) -> list[KeyRecord]:
         rows = self._rows(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
         return [_key(r) for r in rows]
+
+    def key_by_hash(self, hash_hex: str) -> KeyRecord | None:
+        """One key by its SHA-256 (a key the gateway has not loaded yet: made elsewhere)."""
+        rows = self._rows(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ?", (hash_hex,))
+        return _key(rows[0]) if rows else None
 
     def key_count(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM api_keys")[0][0])
@@ -143,6 +152,8 @@ class Store(UsageTables):
             ids = [k.id for k in found if k.id == id_or_name] or [k.id for k in found]
             for kid in ids:
                 cur.execute(self._sql("UPDATE api_keys SET revoked_at = ? WHERE id = ?"), (at, kid))
+            if ids:
+                self._changed(cur)
         return [k for k in found if k.id in ids]
 
 
@@ -162,4 +173,5 @@ def _key(r: Sequence[Any]) -> KeyRecord:
         expires_at=r[11],
         revoked_at=r[12],
         last_used_at=r[13],
+        scopes=tuple(m for m in (r[14] or "").split("\n") if m),
     )

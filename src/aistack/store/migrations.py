@@ -114,4 +114,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX responses_created ON responses (created_at)",
         ),
     ),
+    Migration(
+        3,
+        "key scopes, console sessions, used sign-in links",
+        (
+            "ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT ''",
+            # A session's id is the SHA-256 of its cookie; the cookie itself is not kept.
+            """CREATE TABLE console_sessions (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                via TEXT NOT NULL,
+                groups TEXT NOT NULL DEFAULT '',
+                credential TEXT NOT NULL DEFAULT '',
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                revoked_at BIGINT
+            )""",
+            "CREATE INDEX console_sessions_expires ON console_sessions (expires_at)",
+            """CREATE TABLE signin_links (
+                nonce TEXT PRIMARY KEY,
+                used_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL
+            )""",
+        ),
+    ),
 )

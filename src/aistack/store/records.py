@@ -32,6 +32,7 @@ class KeyRecord:
     expires_at: int | None = None
     revoked_at: int | None = None
     last_used_at: int | None = None
+    scopes: tuple[str, ...] = ()  # rights beyond the model APIs' (access/scopes.py)
 
     def public(self) -> dict[str, Any]:
         """What the admin API and the CLI show: everything but the hash."""
@@ -40,6 +41,7 @@ class KeyRecord:
             "name": self.name,
             "hint": self.hint,
             "models": list(self.models),
+            "scopes": list(self.scopes),
             "rpm": self.rpm,
             "tpm": self.tpm,
             "concurrent": self.concurrent,
@@ -57,6 +59,21 @@ class KeyRecord:
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
         return "active"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A console session as stored: its id is the SHA-256 of the cookie, never the cookie."""
+
+    id: str
+    name: str
+    role: str  # "admin" | "viewer"
+    via: str  # "master key" | "admin key" | "sign-in link" | "forward auth"
+    groups: tuple[str, ...]  # forward auth: the groups the proxy named at sign-in
+    credential: str  # the fingerprint of the credential that signed it in, if any
+    created_at: int  # ms since the epoch
+    expires_at: int
+    revoked_at: int | None = None
 
 
 class UsageRow(NamedTuple):

@@ -830,7 +830,7 @@
     showAll.addEventListener("change", load);
     fill(root, 
       ADMIN ? null : h("p", { class: "note" }, READ_ONLY_NOTE),
-      me.auth_mode === "open" ? h("p", { class: "note" }, "This gateway is open: requests need no key. Creating the first key turns keys on, and requests without one get 401 from then on.") : null,
+      me.auth_mode === "open" ? h("p", { class: "note" }, "This gateway is open to callers on its own machine: requests need no key. Creating the first key turns keys on, and requests without one get 401 from then on.") : null,
       h("h2", {}, "New key"), keyForm(created, load), created,
       h("div", { class: "row" }, h("h2", { class: "grow" }, "Keys"),
         h("label", { for: "show-revoked" }, showAll, " Show revoked and expired")),
@@ -847,6 +847,8 @@
     const budget = h("input", { type: "number", min: "0", step: "0.01", placeholder: "none" });
     const period = select([["day", "per day"], ["week", "per week"], ["month", "per month"]], "month");
     const expires = h("input", { type: "text", placeholder: "90d or 2027-01-31 (empty: never)" });
+    const fleet = h("input", { type: "checkbox", id: "scope-models" });
+    const monitor = h("input", { type: "checkbox", id: "scope-metrics" });
     const go = h("button", { type: "submit", disabled: !ADMIN, title: ADMIN ? null : READ_ONLY_NOTE }, "Create key");
     const form = h("form", { class: "card", id: "key-form" },
       h("div", { class: "row" }, h("div", { class: "grow" }, field("App name", name, "letters, digits . - _ @")),
@@ -854,6 +856,9 @@
       h("div", { class: "row" }, field("Requests / min", rpm), field("Tokens / min", tpm), field("Concurrent", conc),
         field("Budget (USD)", budget), field("Budget period", period),
         h("div", { class: "grow" }, field("Expires", expires))),
+      h("div", { class: "row" },
+        h("label", { for: "scope-models" }, fleet, " May pull and delete models (scope models: Open WebUI's model management)"),
+        h("label", { for: "scope-metrics" }, monitor, " May read metrics (scope metrics: Prometheus)")),
       h("div", { class: "row" }, go));
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
@@ -862,6 +867,8 @@
       for (const [k, el] of [["rpm", rpm], ["tpm", tpm], ["concurrent", conc]]) if (el.value) body[k] = Number(el.value);
       if (budget.value) body.budget = `${budget.value}/${period.value}`;
       if (expires.value.trim()) body.expires = expires.value.trim();
+      const scopes = [[fleet, "models"], [monitor, "metrics"]].filter(([el]) => el.checked).map(([, n]) => n);
+      if (scopes.length) body.scopes = scopes;
       go.disabled = true;
       try {
         const k = await api("/admin/api/keys", { method: "POST", body });
@@ -917,7 +924,7 @@
       const limits = [k.rpm && `${k.rpm} rpm`, k.tpm && `${k.tpm} tpm`, k.concurrent && `${k.concurrent} at once`].filter(Boolean).join(", ") || "none";
       const budget = k.budget !== null ? `${fmtMoney(k.spent || 0)} of ${fmtMoney(k.budget)} / ${k.budget_period}` : "none";
       return h("tr", { "data-key": k.name }, td(h("strong", {}, k.name), null), td(h("span", { class: "mono small" }, k.hint), "hide-narrow"),
-        td(badge(k.state)), td(k.models.join(", ") || "all", "hide-narrow"), td(limits, "hide-narrow"), td(budget),
+        td(badge(k.state)), td([k.models.join(", ") || "all", ...(k.scopes || []).map((n) => ` + ${n}`)].join(""), "hide-narrow"), td(limits, "hide-narrow"), td(budget),
         td(fmtTime(k.created_at), "hide-narrow"), td(h("span", { title: fmtTime(k.last_used_at) }, ago(k.last_used_at)), "last-used"),
         td(k.expires_at ? fmtTime(k.expires_at) : "never", "hide-narrow"), td(rev));
     })));
