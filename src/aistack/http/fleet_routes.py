@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from aistack.backends.base import Backend, store_of
+from aistack.backends.base import Backend, manages_models, store_of
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.fleet import PullProgress
 from aistack.core.models import canonical
@@ -90,13 +90,13 @@ def _served_unmanaged(gw: Gateway, model: str) -> Backend | None:
     key = canonical(model)
     for c in gw.config.backends:
         b = gw.backends.get(c.name)
-        if b is not None and b.manages_models and any(canonical(m) == key for m in c.models):
+        if b is not None and manages_models(b) and any(canonical(m) == key for m in c.models):
             return None
     for name, state in gw.catalog.states.items():
         b = gw.backends.get(name)
         if (
             b is not None
-            and not b.manages_models
+            and not manages_models(b)
             and any(canonical(card.name) == key for card in state.cards)
         ):
             return b
