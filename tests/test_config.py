@@ -208,3 +208,58 @@ def test_each_kind_declares_its_schema_in_its_own_module_and_is_listed_once() ->
     assert types == [KINDS["ollama"].config, KINDS["openai"].config, KINDS["local"].config]
     assert [b.billed_as for b in cfg.backends] == ["local", "metered", "local"]
     assert cfg.backends[0].weight == 2
+
+
+def test_a_file_without_backends_keeps_the_embedded_model_and_says_so(tmp_path: Path) -> None:
+    f = tmp_path / "aistack.yaml"
+    f.write_text("auth: {admin_groups: [ai-admins]}\n")
+    loaded = load(str(f), env={})
+    assert [(b.name, b.kind) for b in loaded.config.backends] == [("local", "local")]
+    assert any("no backends: key" in n and "backends: []" in n for n in loaded.notes)
+    f.write_text("backends: []\n")
+    none = load(str(f), env={})
+    assert none.config.backends == [] and none.notes == ()
+
+
+def test_aistack_master_key_alone_is_the_master_key_and_is_said() -> None:
+    env = {"AISTACK_MASTER_KEY": "from-the-environment-0123"}
+    for text in ("", "server: {port: 9000}", "auth: {master_key: null}"):
+        loaded = load(None, env=env) if not text else None
+        cfg = loaded.config if loaded else parse(text, "f.yaml", env=env)
+        assert cfg.auth.master_key == env["AISTACK_MASTER_KEY"], text
+    assert any("$AISTACK_MASTER_KEY" in n for n in load(None, env=env).notes)
+    # A configured one wins; an empty interpolation means none (and the variable unset).
+    cfg = parse("auth: {master_key: configured-key-0123456789}", "f.yaml", env=env)
+    assert cfg.auth.master_key == "configured-key-0123456789"
+    assert parse("auth: {master_key: '${M:-}'}", "f.yaml", env={}).auth.master_key is None
+    with pytest.raises(ConfigError, match=r"auth\.master_key \(\$AISTACK_MASTER_KEY\): too short"):
+        parse("", "f.yaml", env={"AISTACK_MASTER_KEY": "short"})
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("", {"AISTACK_MASTER_KEY": "change-me-to-a-long-random-string"}, "placeholder"),
+        ("auth: {master_key: replace-me-with-a-real-key}", {}, "placeholder"),
+        ("auth: {master_key: your-master-key-goes-here}", {}, "placeholder"),
+        ("database_url: 'postgresql://aistack:change-me@db/aistack'", {}, "placeholder"),
+        ("auth: {watch: 0}", {}, "auth.watch: must be more than 0"),
+    ],
+)
+def test_placeholders_from_examples_are_refused(
+    text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(text, "f.yaml", env=env)
+
+
+def test_the_data_dir_is_xdg_unless_the_config_says(tmp_path: Path) -> None:
+    from aistack.config import data_dir_of
+
+    cfg = parse("", "f.yaml", env={})
+    assert data_dir_of(cfg, None, env={"HOME": "/home/ann"}) == Path(
+        "/home/ann/.local/share/aistack"
+    )
+    assert data_dir_of(cfg, None, env={"XDG_DATA_HOME": "/srv"}) == Path("/srv/aistack")
+    rel = parse("data_dir: state", "f.yaml", env={})
+    assert data_dir_of(rel, tmp_path) == tmp_path / "state"

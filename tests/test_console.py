@@ -368,3 +368,79 @@ def test_the_console_costs_api_requests_nothing(gw: Gw) -> None:
     assert methods is app.table.fixed["/v1/chat/completions"]
     assert path == "/v1/chat/completions" and not params
     assert "/ui/playground" in app.table.fixed and "/admin/api/overview" in app.table.fixed
+
+
+SPLITS = [
+    "/ui%0d%0aSet-Cookie:%20evil=1",
+    "/ui/keys%0aLocation:%20https://evil.example/",
+    "/ui%E2%80%A8x",  # a Unicode line separator
+    "/ui/%09keys",
+    "/ui\\@evil.example",
+    "//evil.example/ui",
+    "https://evil.example/ui",
+]
+
+
+@pytest.mark.parametrize("nxt", SPLITS)
+def test_no_redirect_can_be_split_or_sent_elsewhere(gw: Gw, nxt: str) -> None:
+    """Every redirect the console makes, fed a `next` with control characters or
+    another site in it: the Location is /ui, nothing more."""
+
+    def location(r: httpx.Response) -> str:
+        assert r.status_code == 303, r.text
+        assert "evil" not in r.headers.get("set-cookie", "")
+        loc = r.headers["location"]
+        assert loc == "/ui", loc
+        return loc
+
+    with gw.client() as c:
+        location(c.post("/ui/login", content=f"key={MASTER}&next={nxt}",
+                        headers={"Content-Type": "application/x-www-form-urlencoded"}))  # fmt: skip
+        location(c.get(f"/ui/login?next={nxt}"))  # signed in: straight on
+    with gw.client(headers=ADMIN_HEADERS) as c:
+        location(c.get(f"/ui/login?next={nxt}"))  # forward auth: straight on
+
+
+def test_a_page_path_with_control_characters_never_reaches_a_header(gw: Gw) -> None:
+    with gw.client() as c:
+        r = c.get("/ui/keys%0d%0aSet-Cookie:%20evil=1")
+        assert r.status_code in (303, 404)
+        assert "evil" not in r.headers.get("set-cookie", "")
+        assert "\r" not in r.headers.get("location", "") and "\n" not in r.headers.get(
+            "location", ""
+        )
+
+
+CHANGES = [
+    ("POST", "/admin/api/keys", {"name": "csrf-less"}),
+    ("DELETE", "/admin/api/keys/nope", None),
+    ("POST", "/admin/api/sync", {}),
+    ("POST", "/api/pull", {"model": "qwen3:4b"}),
+    ("DELETE", "/api/delete", {"model": "llama3.2:1b"}),
+    ("POST", "/api/copy", {"source": "llama3.2:1b", "destination": "x"}),
+    ("POST", "/v1/chat/completions", {"model": "llama3.2:1b", "messages": []}),
+    ("POST", "/api/chat", {"model": "llama3.2:1b", "messages": []}),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"), CHANGES, ids=[f"{m} {p}" for m, p, _ in CHANGES]
+)
+@pytest.mark.parametrize("how", ["session", "forward auth"])
+def test_every_change_from_a_browser_needs_the_csrf_token(
+    gw: Gw, method: str, path: str, body: object, how: str
+) -> None:
+    headers = ADMIN_HEADERS if how == "forward auth" else {}
+    pulls = len(gw.store.pulls)
+    with contextlib.ExitStack() as stack:
+        if how == "session":
+            c, _ = stack.enter_context(sign_in(gw))
+        else:
+            c = stack.enter_context(gw.client(headers=headers))
+            assert c.get("/ui").status_code == 200  # the session the proxy's user gets
+        for token in (None, "0" * 40):
+            extra = {"X-Aistack-CSRF": token} if token else {}
+            r = c.request(method, path, json=body, headers=extra)
+            assert r.status_code == 403, (token, r.text)
+            assert "CSRF" in r.text
+    assert len(gw.store.pulls) == pulls  # nothing reached the backend

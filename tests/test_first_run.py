@@ -14,6 +14,7 @@ are about who may do what, not about answers.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
@@ -322,10 +323,11 @@ def test_failed_sign_ins_are_throttled_per_address(tmp_path: Path, backend: Faul
         # While throttled even the right key waits: guessing gains nothing.
         r = c.post("/ui/login", data={"key": master})
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
-        bearer = {"Authorization": f"Bearer {master}-wrong"}
-        assert c.get("/admin/api/keys", headers=bearer).status_code == 429
-        assert httpx.post(f"{gw.url}/api/chat", headers=bearer, json={"model": "canned"},
-                          timeout=30).status_code == 429  # fmt: skip
+        for key in (f"{master}-wrong", master):
+            bearer = {"Authorization": f"Bearer {key}"}
+            assert c.get("/admin/api/keys", headers=bearer).status_code == 429
+            assert httpx.post(f"{gw.url}/api/chat", headers=bearer, json={"model": "canned"},
+                              timeout=30).status_code == 429  # fmt: skip
 
 
 # -- scopes, lists and details that follow the key
@@ -435,3 +437,32 @@ def test_the_data_dir_holds_the_database_unless_told_otherwise(
             "admin.key"
         ]
     assert os.access(tmp_path / "data" / "admin.key", os.R_OK)
+
+
+def test_doctor_and_models_inspect_the_running_gateway_and_say_which(
+    tmp_path: Path, backend: FaultServer
+) -> None:
+    cfg = _cfg(backend, tmp_path)
+    config = write_config(tmp_path / "cli", cfg)
+    url = f"http://127.0.0.1:{cfg['server']['port']}"  # type: ignore[index]
+    before = aistack_cli("models", config=config)
+    assert f"Inspected: the backends directly (no gateway answers at {url})" in before.stdout
+    with running(_serve(tmp_path, cfg)) as gw:
+        # Found at the config's address, asked with the data directory's admin key.
+        models = aistack_cli("models", "--json", config=config)
+        assert models.returncode == 0, models.stderr
+        assert json.loads(models.stdout)["inspected"] == f"the running gateway at {gw.url}"
+        doctor = aistack_cli("doctor", "--prompts", "none", "--json", config=config)
+        assert doctor.returncode == 0, doctor.stdout
+        findings = json.loads(doctor.stdout)["findings"]
+        assert (findings[0]["check"], findings[0]["target"]) == ("inspected", gw.url)
+        assert {f["target"] for f in findings if f["check"] == "gateway"} == {
+            f"{gw.url}/api/version",
+            f"{gw.url}/api/tags",
+            f"{gw.url}/v1/models",
+        }
+        direct = aistack_cli("models", "--direct", config=config)
+        assert "Inspected: the backends directly (--direct)" in direct.stdout
+        # A key for it from the environment; a wrong one is said, not hidden.
+        wrong = aistack_cli("models", config=config, env={"AISTACK_KEY": "sk-aistack-nope"})
+        assert "refused the key" in wrong.stderr and "backends directly" in wrong.stdout

@@ -179,9 +179,17 @@ def test_inventory_through_the_gateway_admin_api(fleet: Fleet) -> None:
     assert names == {"voice", "vision", "store", "store2", "llamacpp"}
     assert _instances(data, "qwen3:4b")["store"]["family"] == "qwen3"
     # The command line renders the gateway's answer the same way.
-    out = aistack("models", "--gateway", fleet.gw.url, "--key", MASTER, "--json")
+    # The key from the environment, never the command line (`ps` shows those).
+    out = aistack("models", "--gateway", fleet.gw.url, "--json", env={"AISTACK_KEY": MASTER})
     assert out.returncode == 0, out.stderr
-    assert {b["name"] for b in json.loads(out.stdout)["backends"]} == names
+    got = json.loads(out.stdout)
+    assert {b["name"] for b in got["backends"]} == names
+    assert got["inspected"] == f"the running gateway at {fleet.gw.url}"
+    refused = aistack("models", "--gateway", fleet.gw.url, env={"AISTACK_KEY": "sk-nope-123"})
+    assert refused.returncode == 1 and "refused the key" in refused.stderr
+    on_cli = aistack("models", "--gateway", fleet.gw.url, "--key", MASTER)
+    assert on_cli.returncode == 2 and "not on the command line" in on_cli.stderr
+    assert MASTER not in on_cli.stderr
 
 
 # -- pull, delete, copy from the command line
@@ -354,25 +362,22 @@ def test_the_backend_header_picks_the_instance(fleet: Fleet) -> None:
     assert r.status_code == 400 and "cannot pull models" in r.json()["error"]
 
 
-def test_managing_models_needs_an_admin(fleet: Fleet) -> None:
-    """No key, or an app's virtual key: 401 in the Ollama dialect; the master key: served."""
+def test_managing_models_needs_an_admin_or_the_models_scope(fleet: Fleet) -> None:
+    """No key: 401 in the Ollama dialect; an app's key without scope `models`: 403; the
+    master key, or a key with that scope (Open WebUI's): served."""
     cfg = fleet.gw.log.parent / "aistack.yaml"
     env = {"XDG_DATA_HOME": str(fleet.gw.log.parent / "data")}  # the gateway's database
-    app_key = create_key(cfg, "--name", "open-webui", env=env)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # the gateway reloads keys every auth.refresh
-        if httpx.get(f"{fleet.gw.url}/api/tags", headers=_bearer(app_key)).status_code == 200:
-            break
-        time.sleep(0.2)
-    for headers in ({}, _bearer(app_key)):
+    app_key = create_key(cfg, "--name", "paperless", env=env)
+    for headers, status, says in (({}, 401, "missing API key"),
+                                  (_bearer(app_key), 403, "needs scope 'models'")):  # fmt: skip
         r = httpx.post(f"{fleet.gw.url}/api/pull", json={"model": "x:1b"}, headers=headers)
-        assert r.status_code == 401 and "needs an admin" in r.json()["error"]
+        assert r.status_code == status and says in r.json()["error"]
         r = httpx.request(
             "DELETE", f"{fleet.gw.url}/api/delete", json={"model": "qwen3:4b"}, headers=headers
         )
-        assert r.status_code == 401 and "qwen3:4b" in fleet.store.models
+        assert r.status_code == status and "qwen3:4b" in fleet.store.models
         r = httpx.get(f"{fleet.gw.url}/admin/api/models", headers=headers)
-        assert r.status_code == 401
+        assert r.status_code == 401  # the admin API is for admins, scope or not
     # The app's key still does what apps do.
     tags = ollama.Client(host=fleet.gw.url, headers=_bearer(app_key)).list()
     assert "qwen3:4b" in [m.model for m in tags.models]
@@ -382,8 +387,9 @@ def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_without_a_gate_only_loopback_callers_manage() -> None:
-    """A gateway built without keys (embedded) lets only its own machine manage models."""
+def test_without_a_gate_only_loopback_callers_manage_models_and_nobody_administers() -> None:
+    """A gateway built without keys (embedded) lets only its own machine pull, as an
+    open gateway does; with no credential there is no admin at all."""
     import asyncio
 
     from aistack.backends.transport import HttpClient
@@ -397,16 +403,18 @@ def test_without_a_gate_only_loopback_callers_manage() -> None:
         out = []
         for client in (("192.0.2.7", 40000), ("127.0.0.1", 40000)):
             transport = httpx.ASGITransport(app=app, client=client)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+            base = "http://127.0.0.1:8434"  # a loopback name, as a local caller uses
+            async with httpx.AsyncClient(transport=transport, base_url=base) as c:
                 out.append(await c.post("/api/pull", json={"model": "x:1b"}))
                 out.append(await c.get("/admin/api/models"))
         return out
 
     remote_pull, remote_models, local_pull, local_models = asyncio.run(go())
-    assert remote_pull.status_code == 403 and "for admins" in remote_pull.json()["error"]
+    assert remote_pull.status_code == 403 and "own machine" in remote_pull.json()["error"]
     assert remote_models.status_code == 403
     assert local_pull.status_code == 400 and "no backend can pull" in local_pull.json()["error"]
-    assert local_models.status_code == 200 and local_models.json()["backends"] == []
+    assert local_models.status_code == 403
+    assert "no admin credential" in local_models.json()["error"]["message"]
 
 
 # -- sync

@@ -90,16 +90,16 @@ class Reader:
 
 
 def get(path: str, extra: str = "") -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+    return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode()
 
 
 def post(path: str, body: bytes, extra: str = "") -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     return head.encode() + body
 
 
 SHOW = json.dumps({"model": "nope:1b"}).encode()
-CHUNKED_HEAD = b"POST /api/show HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED_HEAD = b"POST /api/show HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 def test_keep_alive_answers_many_requests_on_one_connection(gw: Proc) -> None:
@@ -166,7 +166,7 @@ def test_expect_100_continue_is_answered_before_the_body(gw: Proc) -> None:
 def test_head_has_the_headers_and_no_body(gw: Proc) -> None:
     with connect(gw) as s:
         r = Reader(s)
-        s.sendall(b"HEAD /api/version HTTP/1.1\r\nHost: x\r\n\r\n" + get("/api/version"))
+        s.sendall(b"HEAD /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n" + get("/api/version"))
         status, headers, _ = r.answer(head_only=True)
         assert status == 200 and int(headers["content-length"]) > 0
         # Nothing of the HEAD's body is on the wire: the next answer follows at once.
@@ -213,7 +213,8 @@ def test_a_chunked_body_over_the_limit_is_refused(gw: Proc) -> None:
     with connect(gw) as s:
         r = Reader(s)
         s.sendall(
-            b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+            b"POST /api/chat HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + body
         )
         status, _, answer = r.answer()
         assert status == 413 and "too large" in json.loads(answer)["error"]

@@ -420,10 +420,19 @@ class Gate:
 
     # -- failed credentials, per client address
 
+    @property
+    def throttling(self) -> bool:
+        """Some address has failed lately: the admin credentials are checked only after
+        its throttle (a guess that is right must wait like the wrong ones)."""
+        return bool(self._failures)
+
     def throttled(self, client: str) -> GatewayError | None:
         """A 429 while `client` is over its failures, else None."""
         tat = self._failures.get(client)
         if tat is None:
+            return None
+        if tat <= time.monotonic():
+            del self._failures[client]  # all earned back
             return None
         # FAILURES failures in a row leave tat a whole window ahead: the next waits for
         # one failure's worth of it to pass.

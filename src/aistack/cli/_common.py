@@ -95,12 +95,20 @@ def key_arg(p: argparse.ArgumentParser, what: str) -> None:
         help=f"{what}: a file holding the key (default: $AISTACK_KEY, else the admin "
         "credential: the master key or the data directory's admin.key)",
     )
+    # Taken only to refuse it: a key on the command line shows in every user's `ps`
+    # (and argparse would otherwise read `--key SECRET` as `--key-file SECRET`).
+    p.add_argument("--key", dest="key_on_command_line", help=argparse.SUPPRESS)
 
 
 def gateway_key(loaded: Loaded, args: argparse.Namespace) -> str | None:
     """The key to show the gateway: $AISTACK_KEY, --key-file, else the admin credential."""
     from aistack.access import credential
 
+    if getattr(args, "key_on_command_line", None) is not None:
+        raise ConfigError(
+            "--key: not on the command line, where every user's `ps` shows it: put the "
+            "key in $AISTACK_KEY or a file (--key-file FILE)"
+        )
     env = os.environ.get("AISTACK_KEY", "").strip()
     if env:
         return env

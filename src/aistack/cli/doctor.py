@@ -82,14 +82,14 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_config(args)
     if loaded is None:
         return 2
-    running = None
-    if not args.direct and not args.gateway:
-        running = find_gateway(loaded, args)
     try:
         key = gateway_key(loaded, args)
     except ConfigError as e:
         print(f"aistack: {e}", file=sys.stderr)
         return 2
+    running = None
+    if not args.direct and not args.gateway:
+        running = find_gateway(loaded, args)
     opts = Options(
         prompts=args.prompts,
         timeout=args.timeout,

@@ -27,7 +27,7 @@ import ipaddress
 from collections.abc import Coroutine
 from typing import Any
 
-from aistack.access.gate import Admin, Gate, KeyInfo
+from aistack.access.gate import ADMIN_KEY, MASTER, Admin, Gate, KeyInfo
 from aistack.access.scopes import SCOPES
 from aistack.access.sessions import CSRF_HEADER, Session, Sessions, Unknown, cookie_value
 from aistack.core.errors import ErrorKind, GatewayError
@@ -103,10 +103,14 @@ def proxied(req: Request) -> bool:
 
 
 def local_caller(req: Request) -> bool:
-    """A process on this machine that asked for this machine by a loopback name, not
-    through a proxy: what implicit open mode serves (and what DNS rebinding is not)."""
+    """A process on this machine that asked for this machine by a loopback name (or, as
+    an HTTP/1.0 client may, by none: a browser always names one), not through a proxy:
+    what implicit open mode serves, and what DNS rebinding is not."""
     peer = req.client[0] if req.client else None
-    return loopback(peer) and loopback(host_name(req)) and not proxied(req)
+    if not loopback(peer) or proxied(req):
+        return False
+    host = host_name(req)
+    return not host or loopback(host)
 
 
 def client_of(gate: Gate, req: Request) -> str:
@@ -171,21 +175,27 @@ def authenticate(
     token = presented_key(req)
     if token is not None and gate is not None:
         d, info = gate.known(token)
-        if info is not None:
+        if info is not None and not (gate.throttling and info in _ADMINS):
             _key_in(gate, ctx, route, info, req)
             return None
-        return _unknown_key(gate, req, ctx, route, d)
+        return _unknown_key(gate, req, ctx, route, d, info)
     return _without_key(gate, sessions, req, ctx, route)
 
 
+_ADMINS = (MASTER, ADMIN_KEY)
+
+
 async def _unknown_key(
-    gate: Gate, req: Request, ctx: RequestContext, route: Route, d: bytes
+    gate: Gate, req: Request, ctx: RequestContext, route: Route, d: bytes, info: KeyInfo | None
 ) -> None:
+    """A key this process has not loaded (or an admin credential while some address is
+    throttled): the throttle first, then the store."""
     client = client_of(gate, req)
     throttled = gate.throttled(client)
     if throttled is not None:
         raise throttled
-    info = await gate.lookup(d)
+    if info is None:
+        info = await gate.lookup(d)
     if info is not None:
         _key_in(gate, ctx, route, info, req)
         return
@@ -277,7 +287,7 @@ def check_admin(
             "(auth.master_key, or the admin key aistack serve makes)",
         )
     token = presented_key(req)
-    found = gate.admin_by_key(token)
+    found = gate.admin_by_key(token) if not gate.throttling else None
     if found is not None:
         _admitted(ctx, found)
         return None
@@ -297,6 +307,10 @@ async def _check_admin(
         throttled = gate.throttled(client)
         if throttled is not None:
             raise throttled
+        by_key = gate.admin_by_key(token)
+        if by_key is not None:
+            _admitted(ctx, by_key)
+            return
     peer = req.client[0] if req.client else None
     found = gate.forwarded(peer, req.header)
     s: Session | None = None
