@@ -320,3 +320,55 @@ def test_old_stored_responses_are_pruned(store: Store) -> None:
     assert prune_responses(store, T0 - 30 * DAY) == 1
     assert get_response(store, "old", "k1") is None
     assert get_response(store, "new", "k1") is not None
+
+
+def test_keys_carry_scopes_and_are_found_by_their_hash(store: Store) -> None:
+    store.create_key(key("k1", scopes=("models", "metrics")))
+    store.create_key(key("k2", name="frigate"))
+    assert store.key_by_hash("hash-of-k1") == key("k1", scopes=("models", "metrics"))
+    assert store.key_by_hash("hash-of-k2") is not None
+    assert store.key_by_hash("hash-of-nobody") is None
+    assert [k.scopes for k in store.list_keys()] == [("models", "metrics"), ()]
+
+
+def test_every_key_and_session_change_moves_the_access_stamp(store: Store) -> None:
+    from aistack.store import SessionRecord
+
+    seen = [store.access_stamp()]
+
+    def moved() -> bool:
+        now = store.access_stamp()
+        changed = now != seen[-1]
+        seen.append(now)
+        return changed
+
+    store.create_key(key("k1"))
+    assert moved()
+    store.revoke_key("k1")
+    assert moved()
+    assert store.revoke_key("k1") == [] and not moved()  # nothing changed
+    s = SessionRecord("sid", "ann", "admin", "master key", (), "fp", T0, T0 + DAY)
+    store.create_session(s)
+    assert not moved()  # a new session is found by its id; nothing to reload
+    assert store.session("sid") == s
+    assert store.revoke_session("sid", at=T0 + 1)
+    assert moved()
+    revoked = store.session("sid")
+    assert revoked is not None and revoked.revoked_at == T0 + 1
+    assert not store.revoke_session("sid") and not moved()
+    assert store.session("nobody") is None
+
+
+def test_a_sign_in_link_is_used_once_and_stale_ones_are_pruned(store: Store) -> None:
+    from aistack.store import SessionRecord
+
+    assert store.use_link("n1", T0 + DAY)
+    assert not store.use_link("n1", T0 + DAY)
+    assert store.use_link("n2", T0 + 10)
+    old = SessionRecord("old", "bob", "viewer", "forward auth", ("ai-viewers",), "", T0, T0 + 5)
+    store.create_session(old)
+    assert store.session("old") == old  # groups come back as they went in
+    assert store.prune_access(now=T0 + 1000) == 1
+    assert store.session("old") is None
+    assert store.use_link("n2", T0 + 10)  # forgotten once it could never count again
+    assert not store.use_link("n1", T0 + DAY)
