@@ -669,7 +669,10 @@ def test_metrics_show_points_and_disk_per_collection_and_operations(embedded: Gw
     want = 'aistack_vector_points{collection="appb__metered",app="appb"} 3'
     deadline = time.monotonic() + 60
     while True:
-        with urllib.request.urlopen(f"{embedded.proc.url}/metrics") as r:
+        scrape = urllib.request.Request(
+            f"{embedded.proc.url}/metrics", headers={"Authorization": f"Bearer {MASTER}"}
+        )  # /metrics is for an admin or a key with scope metrics
+        with urllib.request.urlopen(scrape) as r:
             text = r.read().decode()
         if want in text:
             break
