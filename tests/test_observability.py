@@ -420,8 +420,9 @@ def test_spend_and_budgets_show_per_app_never_per_key(tmp_path: Path) -> None:
             )
             assert value(m, "aistack_key_budget_usd", app="paperless") == 5
             assert value(m, "aistack_key_budget_spent_usd", app="paperless") == 0.5
-            text = httpx.get(f"{gw.url}/metrics").text
-            assert key not in text and made["id"] not in text
+            text = httpx.get(f"{gw.url}/metrics", headers={"Authorization": f"Bearer {master}"})
+            assert text.status_code == 200
+            assert key not in text.text and made["id"] not in text.text
     finally:
         srv.stop()
 
