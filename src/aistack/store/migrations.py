@@ -139,4 +139,63 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "image jobs, their files, prompt presets",
+        (
+            # One row per image job; the queue is its `queued` rows, oldest first. A
+            # replica claims a row (owner, lease) before it submits, renews the lease while
+            # it runs it, and another replica adopts the job once the lease has run out.
+            """CREATE TABLE image_jobs (
+                id TEXT PRIMARY KEY,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                state TEXT NOT NULL,
+                model TEXT NOT NULL,
+                params TEXT NOT NULL,
+                key_id TEXT NOT NULL DEFAULT '',
+                app TEXT NOT NULL DEFAULT '',
+                end_user TEXT NOT NULL DEFAULT '',
+                backend TEXT NOT NULL DEFAULT '',
+                prompt_id TEXT NOT NULL DEFAULT '',
+                attempts INTEGER NOT NULL DEFAULT 0,
+                owner TEXT NOT NULL DEFAULT '',
+                lease_until BIGINT NOT NULL DEFAULT 0,
+                cancel_requested SMALLINT NOT NULL DEFAULT 0,
+                progress_value INTEGER NOT NULL DEFAULT 0,
+                progress_max INTEGER NOT NULL DEFAULT 0,
+                progress_node TEXT NOT NULL DEFAULT '',
+                seed BIGINT,
+                error TEXT NOT NULL DEFAULT '',
+                started_at BIGINT,
+                finished_at BIGINT,
+                gpu_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+                input_image TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX image_jobs_state ON image_jobs (state, created_at)",
+            "CREATE INDEX image_jobs_key ON image_jobs (key_id, created_at)",
+            """CREATE TABLE image_files (
+                id TEXT PRIMARY KEY,
+                job_id TEXT NOT NULL,
+                idx INTEGER NOT NULL,
+                created_at BIGINT NOT NULL,
+                key_id TEXT NOT NULL DEFAULT '',
+                path TEXT NOT NULL,
+                mime TEXT NOT NULL,
+                bytes BIGINT NOT NULL,
+                width INTEGER NOT NULL DEFAULT 0,
+                height INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX image_files_job ON image_files (job_id)",
+            "CREATE INDEX image_files_created ON image_files (created_at)",
+            """CREATE TABLE image_presets (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                key_id TEXT NOT NULL DEFAULT '',
+                model TEXT NOT NULL DEFAULT '',
+                params TEXT NOT NULL
+            )""",
+        ),
+    ),
 )

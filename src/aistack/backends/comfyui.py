@@ -1,0 +1,306 @@
+"""ComfyUI: image models behind its graph API (POST /prompt, the WebSocket, /history, /view).
+
+The backend knows the wire; what to run (workflows, bindings) and when (the job queue)
+live in `aistack.images`. Its models are image models: the workflows the config names,
+or with none, every checkpoint ComfyUI reports (`/object_info/CheckpointLoaderSimple`,
+then `/models/checkpoints`), named after the file without its extension. Chat and
+embeddings on them are a clear 400.
+
+Progress comes from ComfyUI's WebSocket, which sends a prompt's events only to the
+socket whose `clientId` submitted it: each backend keeps one socket open under a client
+id that stays the same across restarts of this gateway (`client_id`), so a restarted
+gateway hears about the prompts it submitted before. When the socket is down, the job
+runner falls back to reading `/history`. ComfyUI has no auth of its own; `api_key` and
+`headers` are sent for a proxy in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from aistack.backends.base import ChunkStream, HttpBackend, HttpSettings
+from aistack.backends.transport import Endpoint, HttpClient, TransportError
+from aistack.backends.websocket import WebSocket
+from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
+from aistack.core.errors import ErrorKind, GatewayError, invalid
+from aistack.core.images import ImageEvent, OutputRef
+from aistack.core.models import ModelCard, ModelShow
+from aistack.dialects import comfyui as wire
+
+log = logging.getLogger("aistack.comfyui")
+
+Listener = Callable[[ImageEvent], None]
+
+# Seconds between attempts to reopen the progress socket (doubling up to the cap).
+FEED_RETRY = 0.5
+FEED_RETRY_MAX = 5.0
+
+
+class ComfyUIBackend(HttpBackend):
+    kind = "comfyui"
+    supports_embeddings = False
+    supports_generate = False
+    unmanaged_reason = "ComfyUI's models are files in its models/ folders"
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: Endpoint,
+        client: HttpClient,
+        s: HttpSettings,
+        *,
+        workflows: tuple[str, ...] = (),
+        gpu: str = "",
+    ) -> None:
+        super().__init__(name, endpoint, client, s)
+        self.workflows = workflows  # public model names with a workflow file; empty: checkpoints
+        self.gpu = gpu
+        # Where ComfyUI sends our prompts' events; the images runtime sets a stable one.
+        self.client_id = f"aistack-{os.urandom(8).hex()}"
+        self.checkpoints: dict[str, str] = {}  # public name -> checkpoint file
+        self.devices: list[dict[str, Any]] = []
+        self.version = ""
+        self._listeners: dict[str, Listener] = {}
+        self._feed: asyncio.Task[None] | None = None
+        self._socket: WebSocket | None = None
+        self.feed_up = asyncio.Event()
+        self._ws_headers = [(k, v) for k, v in self._headers if k not in (b"content-type",
+                                                                         b"accept")]  # fmt: skip
+
+    def status_error(self, status: int, body: object) -> GatewayError:
+        if status == 400 and isinstance(body, dict) and ("error" in body or "node_errors" in body):
+            return GatewayError(
+                ErrorKind.UPSTREAM_ERROR,
+                f"backend '{self.name}' refused the workflow: {wire.prompt_error(body)}",
+                status=502,
+                backend=self.name,
+            )
+        detail = body if isinstance(body, str) and body else f"status {status}"
+        return GatewayError(
+            ErrorKind.UPSTREAM_ERROR,
+            f"backend '{self.name}' answered {status}: {str(detail)[:300]}",
+            status=502,
+            backend=self.name,
+        )
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        if self._feed is None:
+            self._feed = asyncio.create_task(self._run_feed(), name=f"comfyui-feed-{self.name}")
+
+    async def close(self) -> None:
+        task, self._feed = self._feed, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            await sock.close()
+
+    # -- models and health
+
+    async def list_models(self) -> list[ModelCard]:
+        if self.workflows:
+            return [wire.image_card(w, self.name, "workflow") for w in self.workflows]
+        files = await self.checkpoint_files()
+        found = {wire.model_name(f): f for f in files}
+        self.checkpoints = found
+        return [wire.image_card(n, self.name, "checkpoint") for n in sorted(found)]
+
+    async def checkpoint_files(self) -> list[str]:
+        obj = await self.get_json("/object_info/CheckpointLoaderSimple")
+        files = wire.checkpoints_from_object_info(obj)
+        if files:
+            return files
+        resp = await self.send("GET", "/models/checkpoints", probe=True)
+        got = await self.read_json(resp)
+        if resp.status == 200 and isinstance(got, list):
+            return [f for f in got if isinstance(f, str)]
+        return []
+
+    async def show(self, card: ModelCard) -> ModelShow:
+        return ModelShow(card=card, capabilities=("image",))
+
+    async def probe(self) -> None:
+        stats = await self.get_json("/system_stats")
+        self.devices = wire.devices_from_stats(stats)
+        system = stats.get("system")
+        if isinstance(system, dict):
+            self.version = str(system.get("comfyui_version") or "")
+
+    def describe(self) -> dict[str, object]:
+        out = super().describe()
+        if self.gpu:
+            out["gpu"] = self.gpu
+        return out
+
+    # -- not text models
+
+    def _not_text(self, model: str) -> GatewayError:
+        return invalid(
+            f"'{model}' is an image model (backend '{self.name}', ComfyUI): "
+            "use POST /v1/images/generations",
+            "model",
+        )
+
+    async def chat(self, req: ChatRequest, model: str) -> ChunkStream:
+        raise self._not_text(model)
+
+    async def generate(self, req: GenerateRequest, model: str) -> ChunkStream:
+        raise self._not_text(model)
+
+    async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
+        raise self._not_text(model)
+
+    # -- the graph API
+
+    async def submit(self, graph: dict[str, Any], prompt_id: str) -> str:
+        """Queue a graph under our prompt id (so a retry can ask whether it already ran)."""
+        body = {"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id}
+        obj = await self.get_json("/prompt", body, probe=False)
+        return str(obj.get("prompt_id") or prompt_id)
+
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The prompt's history entry once it has finished; None before (or if unknown)."""
+        obj = await self.get_json(f"/history/{urllib.parse.quote(prompt_id, safe='')}")
+        entry = obj.get(prompt_id)
+        return entry if isinstance(entry, dict) else None
+
+    async def queue(self) -> tuple[list[str], list[str]]:
+        """(running, pending) prompt ids."""
+        return wire.queue_ids(await self.get_json("/queue"))
+
+    async def _post(self, path: str, body: object) -> None:
+        resp = await self.send("POST", path, body, probe=True)
+        try:
+            raw = await resp.read()
+        except TransportError as e:
+            raise self.unreachable(e) from None
+        if resp.status != 200:
+            raise self.error_for(resp, raw.decode("utf-8", "replace"))
+
+    async def delete_pending(self, prompt_ids: list[str]) -> None:
+        await self._post("/queue", {"delete": prompt_ids})
+
+    async def interrupt(self, prompt_id: str) -> None:
+        """Stop this prompt if it is the one running (ComfyUI checks, atomically)."""
+        await self._post("/interrupt", {"prompt_id": prompt_id})
+
+    async def free(self) -> None:
+        """Unload its models and free their memory (the GPU is someone else's turn)."""
+        await self._post("/free", {"unload_models": True, "free_memory": True})
+
+    async def object_info(self, node_class: str) -> dict[str, Any]:
+        return await self.get_json(f"/object_info/{urllib.parse.quote(node_class, safe='')}")
+
+    async def view(self, ref: OutputRef) -> bytes:
+        q = urllib.parse.urlencode(
+            {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
+        )
+        resp = await self.send("GET", f"/view?{q}")
+        try:
+            data = await resp.read()
+        except TransportError as e:
+            raise self.unreachable(e) from None
+        if resp.status != 200:
+            raise self.error_for(resp, data.decode("utf-8", "replace")[:300])
+        return data
+
+    async def upload_image(self, data: bytes, filename: str, mime: str = "image/png") -> str:
+        """Put an input image in ComfyUI's input folder; the name to give LoadImage."""
+        boundary = os.urandom(12).hex()
+        safe = os.path.basename(filename.replace("\\", "/")) or "input.png"
+        parts = [
+            f'--{boundary}\r\ncontent-disposition: form-data; name="image"; '
+            f'filename="{safe}"\r\ncontent-type: {mime}\r\n\r\n'.encode(),
+            data,
+            f'\r\n--{boundary}\r\ncontent-disposition: form-data; name="type"\r\n\r\n'
+            f"input\r\n--{boundary}\r\ncontent-disposition: form-data; "
+            f'name="overwrite"\r\n\r\ntrue\r\n--{boundary}--\r\n'.encode(),
+        ]
+        headers = [(k, v) for k, v in self._headers if k not in (b"content-type",)] + [
+            (b"content-type", f"multipart/form-data; boundary={boundary}".encode())
+        ]
+        try:
+            resp = await self.client.request(
+                "POST",
+                self.endpoint,
+                "/upload/image",
+                body=b"".join(parts),
+                headers=headers,
+                timeouts=self.settings.timeouts,
+            )
+            raw = await resp.read()
+        except TransportError as e:
+            raise self.unreachable(e) from None
+        obj = orjson.loads(raw) if raw[:1] == b"{" else None
+        if resp.status != 200 or not isinstance(obj, dict) or not obj.get("name"):
+            raise self.error_for(resp, raw.decode("utf-8", "replace")[:300])
+        sub = str(obj.get("subfolder") or "")
+        return f"{sub}/{obj['name']}" if sub else str(obj["name"])
+
+    # -- the progress feed
+
+    def listen(self, prompt_id: str, listener: Listener) -> None:
+        self._listeners[prompt_id] = listener
+
+    def unlisten(self, prompt_id: str) -> None:
+        self._listeners.pop(prompt_id, None)
+
+    async def _run_feed(self) -> None:
+        wait = FEED_RETRY
+        while True:
+            try:
+                sock = await WebSocket.connect(
+                    self.endpoint,
+                    f"/ws?clientId={urllib.parse.quote(self.client_id)}",
+                    self._ws_headers,
+                    within=self._probe.connect or 5.0,
+                )
+            except TransportError as e:
+                log.debug("backend %s: progress feed unavailable: %s", self.name, e)
+                await asyncio.sleep(wait)
+                wait = min(FEED_RETRY_MAX, wait * 2)
+                continue
+            self._socket = sock
+            self.feed_up.set()
+            wait = FEED_RETRY
+            try:
+                while True:
+                    text, data = await sock.recv()
+                    if text:
+                        self._dispatch(data)
+            except TransportError:
+                log.info("backend %s: the progress feed closed; reopening", self.name)
+            finally:
+                self.feed_up.clear()
+                self._socket = None
+                await sock.close()
+            await asyncio.sleep(wait)
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            msg = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(msg, dict):
+            return
+        ev = wire.event_from_wire(msg)
+        if ev is None:
+            return
+        listener = self._listeners.get(ev.prompt_id)
+        if listener is not None:
+            try:
+                listener(ev)
+            except Exception:
+                log.exception("backend %s: a progress listener failed", self.name)
