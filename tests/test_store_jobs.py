@@ -55,8 +55,8 @@ def test_a_job_keeps_every_field_and_the_queue_is_oldest_first(table: JobTable) 
     assert table.get("a") == a
     assert table.get("nope") is None
     assert [j.id for j in table.dispatchable(T0)] == ["b", "c", "a"]
-    assert [j.id for j in table.list()] == ["a", "c", "b"]
-    assert [j.id for j in table.list(key_id="k2")] == ["c"]
+    assert [j.id for j in table.recent()] == ["a", "c", "b"]
+    assert [j.id for j in table.recent(key_id="k2")] == ["c"]
     assert table.count() == 3
     assert table.ahead_of(a) == 2 and table.ahead_of(b) == 0
 

@@ -17,7 +17,7 @@ Methods are synchronous, for the store's own thread (`Store.run`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -140,7 +140,7 @@ class JobTable:
         rows = self._rows(f"{_JOB_SELECT} WHERE id = ?", (job_id,))
         return _job(rows[0]) if rows else None
 
-    def list(
+    def recent(
         self,
         *,
         key_id: str | None = None,
@@ -408,10 +408,7 @@ class JobTable:
             "ORDER BY name, created_at",
             params,
         )
-        return [
-            replace(PresetRecord(*r[:5], params={}), params=orjson.loads(r[5]) if r[5] else {})
-            for r in rows
-        ]
+        return [PresetRecord(*r[:5], orjson.loads(r[5]) if r[5] else {}) for r in rows]
 
     def delete_preset(self, preset_id: str, key_id: str | None = None) -> bool:
         if key_id is None:
