@@ -408,7 +408,10 @@ class JobTable:
             "ORDER BY name, created_at",
             params,
         )
-        return [PresetRecord(*r[:5], orjson.loads(r[5]) if r[5] else {}) for r in rows]
+        return [
+            PresetRecord(r[0], r[1], int(r[2]), r[3], r[4], orjson.loads(r[5]) if r[5] else {})
+            for r in rows
+        ]
 
     def delete_preset(self, preset_id: str, key_id: str | None = None) -> bool:
         if key_id is None:
