@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "http": 8,
     # The rooms: each declares its own routes (http/table.py) and knows no other room.
     "console": 9,
+    "images": 9,
     "vectors": 9,
     # The house: the app with every room's routes.
     "rooms": 10,

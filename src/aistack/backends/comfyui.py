@@ -251,6 +251,15 @@ class ComfyUIBackend(HttpBackend):
 
     # -- the progress feed
 
+    def set_client_id(self, client_id: str) -> None:
+        """Listen under this client id from now on (reopening the socket if it is open)."""
+        if client_id == self.client_id:
+            return
+        self.client_id = client_id
+        sock = self._socket
+        if sock is not None:
+            sock.abort()
+
     def listen(self, prompt_id: str, listener: Listener) -> None:
         self._listeners[prompt_id] = listener
 

@@ -151,6 +151,11 @@ class WebSocket:
             with contextlib.suppress(Exception):
                 self._writer.write(frame(_CLOSE, struct.pack(">H", 1000)))
 
+    def abort(self) -> None:
+        """Drop the connection now (a reader waiting in `recv` gets Closed)."""
+        self.closed = True
+        self._writer.transport.abort()
+
     async def close(self) -> None:
         self._send_close()
         self._writer.close()

@@ -229,6 +229,22 @@ def defaults(graph: Graph, bindings: Mapping[str, tuple[Target, ...]]) -> dict[s
     return out
 
 
+def check_request(
+    bindings: Mapping[str, tuple[Target, ...]], req: ImageRequest, with_image: bool
+) -> None:
+    """A 400 for what the request asks that the workflow has no place for."""
+    if "prompt" not in bindings:
+        raise invalid(f"model '{req.model}': its workflow has no prompt input to fill", "prompt")
+    if req.n != 1 and "n" not in bindings:
+        raise invalid(f"model '{req.model}' makes one image per request (n must be 1)", "n")
+    if with_image and "image" not in bindings:
+        raise invalid(f"model '{req.model}' does not take an input image", "image")
+    if not with_image and "image" in bindings:
+        raise invalid(f"model '{req.model}' needs an input image: use /v1/images/edits", "image")
+    if req.negative_prompt and "negative_prompt" not in bindings:
+        raise invalid(f"model '{req.model}' has no negative prompt", "negative_prompt")
+
+
 def bind(
     graph: Graph,
     bindings: Mapping[str, tuple[Target, ...]],
@@ -256,14 +272,7 @@ def bind(
         values["checkpoint"] = checkpoint
     if image_name is not None:
         values["image"] = image_name
-    if "prompt" not in bindings:
-        raise invalid(f"model '{req.model}': its workflow has no prompt input to fill", "prompt")
-    if req.n != 1 and "n" not in bindings:
-        raise invalid(f"model '{req.model}' makes one image per request (n must be 1)", "n")
-    if image_name is not None and "image" not in bindings:
-        raise invalid(f"model '{req.model}' does not take an input image", "image")
-    if req.negative_prompt and "negative_prompt" not in bindings:
-        raise invalid(f"model '{req.model}' has no negative prompt", "negative_prompt")
+    check_request(bindings, req, image_name is not None)
     for knob, v in values.items():
         for nid, name in bindings.get(knob, ()):
             g[nid]["inputs"][name] = v
