@@ -32,7 +32,7 @@ class Retention:
 class Images:
     """What the gateway holds: the queue, and retention of what it made."""
 
-    def __init__(self, queue: ImageQueue, retention: Retention = Retention()) -> None:  # noqa: B008
+    def __init__(self, queue: ImageQueue, retention: Retention = Retention()) -> None:
         self.queue = queue
         self.retention = retention
         self._task: asyncio.Task[None] | None = None
