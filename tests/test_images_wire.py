@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from aistack.backends.comfyui import load_workflow
 from aistack.core.errors import GatewayError
 from aistack.core.images import ImageRequest, can_move, public_state
 from aistack.dialects import comfyui as wire
 from aistack.dialects.openai import images as oa
-from aistack.images import workflows
 
 # What ComfyUI's "Save (API Format)" writes for an SDXL base + refiner-less graph.
 SDXL: dict[str, Any] = {
@@ -144,7 +144,7 @@ def test_bad_bindings_stop_startup_naming_the_file(spec: dict[str, Any], problem
 def test_workflow_files_are_checked_when_loaded(tmp_path: Path) -> None:
     ok = tmp_path / "sdxl.json"
     ok.write_text(json.dumps(SDXL))
-    wf = workflows.load("sdxl", ok, {})
+    wf = load_workflow("sdxl", ok, {})
     assert wf.describe()["inputs"] == sorted(wire.discover(SDXL))
     assert wf.describe()["defaults"]["width"] == 1024
     cases = {
@@ -156,9 +156,9 @@ def test_workflow_files_are_checked_when_loaded(tmp_path: Path) -> None:
         p = tmp_path / name
         p.write_text("{" if content is None else json.dumps(content))
         with pytest.raises(ValueError, match=str(p)):
-            workflows.load("x", p, {})
+            load_workflow("x", p, {})
     with pytest.raises(ValueError, match="cannot read"):
-        workflows.load("x", tmp_path / "missing.json", {})
+        load_workflow("x", tmp_path / "missing.json", {})
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aistack import console, vectors
+from aistack import console, images, vectors
 from aistack.access.sessions import Sessions
 from aistack.http import routes
 from aistack.http.app import App
@@ -48,4 +48,5 @@ def build(
         # The gate's sessions, in the store: every replica accepts them.
         sessions = gateway.gate.sessions if gateway.gate is not None else None
         entries += console.routes(gateway, sessions)
+    entries += images.routes(gateway, sessions)
     return App(gateway, obs, entries, sessions=sessions), listeners

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,8 +34,8 @@ from aistack.backends.transport import Endpoint, HttpClient, TransportError
 from aistack.backends.websocket import WebSocket
 from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
 from aistack.core.errors import ErrorKind, GatewayError, invalid
-from aistack.core.images import ImageEvent, OutputRef
-from aistack.core.models import ModelCard, ModelShow
+from aistack.core.images import ImageEvent, ImageRequest, OutputRef
+from aistack.core.models import ModelCard, ModelShow, canonical
 from aistack.dialects import comfyui as wire
 
 log = logging.getLogger("aistack.comfyui")
@@ -42,6 +45,53 @@ Listener = Callable[[ImageEvent], None]
 # Seconds between attempts to reopen the progress socket (doubling up to the cap).
 FEED_RETRY = 0.5
 FEED_RETRY_MAX = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """An API-format graph and where each knob of a request goes in it."""
+
+    name: str  # the public model name it serves ("" for the built-in one)
+    graph: wire.Graph
+    bindings: dict[str, tuple[wire.Target, ...]]
+    source: str = "built-in"
+
+    def check(self, req: ImageRequest) -> None:
+        """A 400 for what the request asks that this workflow cannot do."""
+        wire.check_request(self.bindings, req, req.image is not None)
+
+    def describe(self) -> dict[str, Any]:
+        """What the console shows: the knobs it takes and the workflow's own values."""
+        return {
+            "source": self.source,
+            "inputs": sorted(self.bindings),
+            "defaults": wire.defaults(self.graph, self.bindings),
+        }
+
+
+# The built-in text-to-image workflow: every checkpoint, with no workflow file.
+BUILTIN = Workflow("", wire.BUILTIN_TXT2IMG, wire.merge_bindings(wire.BUILTIN_TXT2IMG, {}))
+
+
+def load_workflow(name: str, path: Path, bindings: Mapping[str, object] | None) -> Workflow:
+    """A workflow file, checked once at startup: raises ValueError naming the file."""
+    where = str(path)
+    try:
+        graph = json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError(f"{where}: cannot read the workflow: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not JSON: {e}") from None
+    g = wire.check_graph(graph, where)
+    merged = wire.merge_bindings(g, wire.parse_bindings(bindings or {}, g, where))
+    if "prompt" not in merged:
+        raise ValueError(
+            f"{where}: no prompt input found; add bindings.prompt: 'node_id.input' for the "
+            "text the prompt goes into"
+        )
+    if not wire.output_nodes(g):
+        raise ValueError(f"{where}: the workflow has no SaveImage (or PreviewImage) node")
+    return Workflow(name, g, merged, where)
 
 
 class ComfyUIBackend(HttpBackend):
@@ -57,11 +107,13 @@ class ComfyUIBackend(HttpBackend):
         client: HttpClient,
         s: HttpSettings,
         *,
-        workflows: tuple[str, ...] = (),
+        workflows: Mapping[str, Workflow] | None = None,
         gpu: str = "",
     ) -> None:
         super().__init__(name, endpoint, client, s)
-        self.workflows = workflows  # public model names with a workflow file; empty: checkpoints
+        # Public model name -> its workflow; none: every checkpoint, through BUILTIN.
+        self.workflows = {canonical(k): w for k, w in (workflows or {}).items()}
+        self._names = [w.name or k for k, w in (workflows or {}).items()]
         self.gpu = gpu
         # Where ComfyUI sends our prompts' events; the images runtime sets a stable one.
         self.client_id = f"aistack-{os.urandom(8).hex()}"
@@ -111,7 +163,7 @@ class ComfyUIBackend(HttpBackend):
 
     async def list_models(self) -> list[ModelCard]:
         if self.workflows:
-            return [wire.image_card(w, self.name, "workflow") for w in self.workflows]
+            return [wire.image_card(n, self.name, "workflow") for n in self._names]
         files = await self.checkpoint_files()
         found = {wire.model_name(f): f for f in files}
         self.checkpoints = found
@@ -161,6 +213,30 @@ class ComfyUIBackend(HttpBackend):
 
     async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
         raise self._not_text(model)
+
+    # -- what runs
+
+    def workflow_for(self, model: str) -> Workflow:
+        """The model's workflow here: its own, or the built-in one (checkpoints)."""
+        return self.workflows.get(canonical(model), BUILTIN)
+
+    def graph(
+        self, model: str, req: ImageRequest, *, seed: int, image_name: str | None, prefix: str
+    ) -> wire.Graph:
+        """The graph to queue for this request, the request's values bound in."""
+        wf = self.workflow_for(model)
+        checkpoint = None
+        if wf is BUILTIN:
+            checkpoint = self.checkpoints.get(model)
+            if checkpoint is None:
+                raise GatewayError(
+                    ErrorKind.NOT_FOUND,
+                    f"backend '{self.name}' has no checkpoint for '{model}' any more",
+                    param="model",
+                    code="model_not_found",
+                )
+        return wire.bind(wf.graph, wf.bindings, req, seed=seed, checkpoint=checkpoint,
+                         image_name=image_name, prefix=prefix)  # fmt: skip
 
     # -- the graph API
 

@@ -20,6 +20,10 @@ async def health(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     The details (backend URLs, error texts) are for admins and keys with scope
     `metrics` (or everyone with auth.public_health); anyone else gets the summary."""
     full = report(gw.router)
+    for b in full.get("backends", []):
+        devices = getattr(gw.backends.get(b["name"]), "devices", None)
+        if devices:
+            b["devices"] = devices  # ComfyUI's /system_stats: its GPU and memory
     ready, why = gw.ready()
     gate = gw.gate
     sessions = gate.sessions if gate is not None and gw.config.console.enabled else None

@@ -43,7 +43,8 @@ async def tags(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     models = [
         convert.tag_to_wire(m.name, _with_digest(m.card))
         for m in await gw.listed()
-        if gw.visible(ctx, m.name)
+        # Image models (ComfyUI) are for /v1/images, not for Ollama's chat clients.
+        if "image" not in m.card.capabilities and gw.visible(ctx, m.name)
     ]
     await respond_json(req, {"models": models})
 

@@ -1,9 +1,10 @@
 """Image generation: ComfyUI behind the OpenAI images API, as a persistent job queue.
 
-`queue.py` runs the jobs (dispatch, progress, cancel, failover, restarts), `workflows.py`
-turns a request into a ComfyUI graph, `results.py` keeps the images, `gpu.py` lets text
-and image models take turns on one card, and `Images` here holds them together with
-retention. The wire stays in `dialects/comfyui.py` and `backends/comfyui.py`.
+A room of its own (its routes in routes.py, added in aistack/rooms.py): `queue.py` runs
+the jobs (dispatch, progress, cancel, failover, restarts), `results.py` keeps the images,
+`gpu.py` lets text and image models take turns on one card, and `Images` here holds them
+together with retention. Workflows and the wire are the backend's (backends/comfyui.py,
+dialects/comfyui.py); the OpenAI side is dialects/openai/images.py.
 """
 
 from __future__ import annotations
@@ -11,13 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
+from aistack.access.sessions import Sessions
+from aistack.backends.comfyui import ComfyUIBackend
+from aistack.core.errors import ErrorKind, GatewayError
+from aistack.http.asgi import Request
+from aistack.http.table import POST, PUBLIC, Route
+from aistack.images.gpu import GpuSharing
 from aistack.images.queue import ImageQueue, QueueSettings, Who
+from aistack.images.results import Results
+from aistack.images.routes import ImageRoutes
+from aistack.service import Gateway, RequestContext
+from aistack.store import Store, default_sqlite_path, open_store
 from aistack.store.base import now_ms
 from aistack.store.jobs import FileRecord
 
-__all__ = ["ImageQueue", "Images", "QueueSettings", "Retention", "Who"]
+__all__ = ["ImageQueue", "Images", "QueueSettings", "Retention", "Who", "routes"]
 
 log = logging.getLogger("aistack.images")
 
@@ -32,12 +45,17 @@ class Retention:
 class Images:
     """What the gateway holds: the queue, and retention of what it made."""
 
-    def __init__(self, queue: ImageQueue, retention: Retention = Retention()) -> None:
+    def __init__(
+        self, queue: ImageQueue, retention: Retention = Retention(), own_store: bool = False
+    ) -> None:
         self.queue = queue
         self.retention = retention
+        self.own_store = own_store  # opened for the images (a gateway without keys)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self.own_store and self.queue.store.kind == "sqlite":
+            await self.queue.store.run(self.queue.store.migrate)
         await self.queue.start()
         self._task = asyncio.create_task(self._prune_loop(), name="images-retention")
 
@@ -48,6 +66,12 @@ class Images:
                 await self._task
             self._task = None
         await self.queue.close()
+        await self.gpu_close()
+        if self.own_store:
+            await self.queue.store.aclose()
+
+    async def gpu_close(self) -> None:
+        await self.queue.gpu.close()
 
     async def _prune_loop(self) -> None:
         while True:
@@ -91,3 +115,73 @@ class Images:
     async def _drop(self, files: list[FileRecord]) -> None:
         await self.queue.db(self.queue.table.delete_files, [f.id for f in files])
         await asyncio.to_thread(self.queue.results.unlink, files)
+
+
+def _storage(configured: str | None, store: Store) -> Path:
+    if configured:
+        return Path(configured)
+    path = getattr(store, "path", None)
+    if isinstance(path, Path):
+        return path.parent / "images"
+    return default_sqlite_path().parent / "images"
+
+
+def build(gw: Gateway) -> Images | None:
+    """The images room for this gateway: None when no backend is a comfyui one."""
+    comfy = {n: b for n, b in gw.backends.items() if isinstance(b, ComfyUIBackend)}
+    if not comfy:
+        return None
+    cfg = gw.config
+    im = cfg.images
+    store = gw.gate.store if gw.gate is not None else open_store(cfg.database_url)
+    by_name = {c.name: c for c in cfg.backends}
+    gpu = {c.name: c.gpu for c in cfg.backends if c.gpu}
+    free_after: dict[str, float | None] = {}
+    for name in comfy:
+        c = by_name.get(name)
+        given = c.free_after if c is not None else None
+        free_after[name] = (
+            given if given is not None else (im.free_after if gpu.get(name) else None)
+        )
+    settings = QueueSettings(
+        owner=f"{socket.gethostname()}:{cfg.server.port}",
+        concurrency={n: (by_name[n].max_in_flight or 1) if n in by_name else 1 for n in comfy},
+        queue_depth=im.queue_depth,
+        lease=im.lease,
+        job_timeout=im.job_timeout,
+    )
+    queue = ImageQueue(
+        store,
+        gw.catalog,
+        gw.router.health,
+        comfy,
+        Results(_storage(im.storage, store)),
+        GpuSharing.of(list(gw.backends.values()), gpu, gw.router.in_flight_on, free_after),
+        settings,
+        gw.health,
+    )
+    retention = Retention(im.retention_days, int(im.max_gb * (1 << 30)))
+    return Images(queue, retention, own_store=gw.gate is None)
+
+
+async def _no_images(gw: Gateway, req: Request, ctx: RequestContext) -> None:
+    raise GatewayError(
+        ErrorKind.NOT_FOUND,
+        "this gateway has no image models: add a comfyui backend (docs/images.md)",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def routes(gw: Gateway, sessions: Sessions | None) -> list[Route]:
+    """The room's entries; its runtime joins the gateway's components (started and
+    closed with it)."""
+    images = build(gw)
+    if images is None:
+        return [Route(POST, "/v1/images/{rest:path}", _no_images, "openai", PUBLIC,
+                      name="images_none")]  # fmt: skip
+    gw.components.append(images)
+    im = gw.config.images
+    r = ImageRoutes(images.queue, sessions, public_url=gw.config.server.public_url,
+                    timeout=im.timeout, default_model=im.default_model or "")  # fmt: skip
+    return r.routes()

@@ -44,7 +44,6 @@ from aistack.core.images import TERMINAL, ImageEvent, ImageRequest, OutputRef, c
 from aistack.dialects import comfyui as wire
 from aistack.images.gpu import GpuSharing
 from aistack.images.results import Results
-from aistack.images.workflows import Workflows
 from aistack.routing.catalog import Catalog, Deployment
 from aistack.routing.health import HealthMonitor
 from aistack.routing.state import BackendHealth
@@ -103,7 +102,6 @@ class ImageQueue:
         catalog: Catalog,
         health: dict[str, BackendHealth],
         backends: dict[str, ComfyUIBackend],
-        workflows: Workflows,
         results: Results,
         gpu: GpuSharing,
         settings: QueueSettings,
@@ -114,7 +112,6 @@ class ImageQueue:
         self.catalog = catalog
         self.health = health
         self.backends = backends
-        self.workflows = workflows
         self.results = results
         self.gpu = gpu
         self.s = settings
@@ -185,7 +182,7 @@ class ImageQueue:
         """Queue a job; returns it at once (a 429 when the queue is full)."""
         deps = await self.deployments(req.model)
         for d in deps:  # the workflows must be able to do what is asked
-            self.workflows.for_model(d.backend.name, d.model).check(req)
+            self.backends[d.backend.name].workflow_for(d.model).check(req)
         if await self.db(self.table.count) >= self.s.queue_depth:
             raise GatewayError(
                 ErrorKind.RATE_LIMITED,
@@ -568,11 +565,9 @@ class ImageQueue:
                 if data is None:
                     raise GatewayError(ErrorKind.INTERNAL, "the job's input image is gone")
                 image_name = await b.upload_image(data, f"{job.id}.png")
-            graph = self.workflows.graph(
-                b.name, dep.model, req, seed=job.seed if job.seed is not None else 0,
-                checkpoint=b.checkpoints.get(dep.model), image_name=image_name,
-                prefix=f"aistack/{job.id}",
-            )  # fmt: skip
+            seed = job.seed if job.seed is not None else 0
+            graph = b.graph(dep.model, req, seed=seed, image_name=image_name,
+                            prefix=f"aistack/{job.id}")  # fmt: skip
             await b.submit(graph, job.prompt_id)
         except GatewayError as e:
             if e.kind in _GONE:
