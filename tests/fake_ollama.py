@@ -12,7 +12,8 @@ Memory (section 2.4-2.6, 2.12): `/api/chat` and `/api/generate` load a cold mode
 first (counted in `loads`; it takes `load_time`, or until `open_loads()` while
 `hold_loads` is set), evicting the least recently used models when it does not fit in
 `vram`; `/api/ps` lists what is loaded with its size and keep-alive. An empty request
-loads (`done_reason: load`), with `keep_alive: 0` unloads (`unload`). Unlike Ollama,
+loads (`done_reason: load`), with `keep_alive: 0` unloads (`unload`, recorded in
+`unloads`: what GPU sharing asks for). Unlike Ollama,
 which waits for a model's requests to end before evicting it, this one swaps at once
 (as llama-swap does) and records each eviction under a running request in
 `evicted_running`, so a scheduler that lets that happen is caught. Answers take
@@ -75,6 +76,7 @@ class FakeOllama:
     hold_loads: bool = False
     hold_answers: bool = False
     loads: list[str] = field(default_factory=list)  # every model load, in order
+    unloads: list[str] = field(default_factory=list)  # every keep_alive: 0 unload, in order
     evicted: list[str] = field(default_factory=list)
     evicted_running: list[tuple[str, str]] = field(default_factory=list)  # (evicted, for)
     running: dict[str, int] = field(default_factory=dict)
@@ -284,6 +286,7 @@ class FakeOllama:
         prompt = "" if chat else str(body.get("prompt") or "")
         empty = (not messages) if chat else not prompt
         if empty and body.get("keep_alive") in (0, "0", "0s"):
+            self.unloads.append(name)
             self.loaded.discard(name)
             await self._final(writer, chat, name, stream, "", "unload")
             return

@@ -189,3 +189,17 @@ def test_presets_are_listed_by_name_and_per_key(table: JobTable) -> None:
     assert not table.delete_preset("p1", key_id="k2")
     assert table.delete_preset("p1", key_id="k1")
     assert table.presets() == [b]
+
+
+def test_a_job_handed_back_to_the_queue_is_dispatchable_with_its_last_prompt(
+    table: JobTable,
+) -> None:
+    table.insert(job("j"))
+    assert table.claim("j", "r1", "comfy-a", "j-1", T0 + 30_000, T0)
+    assert table.move("j", "r1", ["queued"], "submitted")
+    assert table.move("j", "r1", ["submitted"], "queued", owner="", lease_until=0)
+    (back,) = table.dispatchable(T0)
+    assert (back.owner, back.backend, back.prompt_id, back.attempts) == ("", "comfy-a", "j-1", 1)
+    assert table.claim("j", "r2", "comfy-b", "j-2", T0 + 30_000, T0)
+    got = table.get("j")
+    assert got is not None and (got.backend, got.prompt_id, got.attempts) == ("comfy-b", "j-2", 2)

@@ -205,9 +205,9 @@ class JobTable:
             == 1
         )
 
-    def move(self, job_id: str, owner: str, src: Iterable[str], dst: str, **changes: Any) -> bool:
-        """Change state (and fields) if the job is in one of `src` and held by `owner`
-        (owner "" matches any holder: a cancel of a job nobody runs)."""
+    def move(self, job_id: str, held_by: str, src: Iterable[str], dst: str, **changes: Any) -> bool:
+        """Change state (and fields) if the job is in one of `src` and held by `held_by`
+        ("" matches any holder: a job nobody runs). `changes` may hand it on (`owner`)."""
         bad = set(changes) - _MUTABLE
         if bad:
             raise ValueError(f"cannot set {sorted(bad)} on a job")
@@ -215,12 +215,12 @@ class JobTable:
         sets = ["state = ?", "updated_at = ?"] + [f"{k} = ?" for k in changes]
         params: list[Any] = [dst, now_ms(), *(_db(v) for v in changes.values()), job_id, *st]
         where = f"id = ? AND state IN ({_marks(len(st))})"
-        if owner:
+        if held_by:
             where += " AND owner = ?"
-            params.append(owner)
+            params.append(held_by)
         return self._exec(f"UPDATE image_jobs SET {', '.join(sets)} WHERE {where}", params) == 1
 
-    def update(self, job_id: str, owner: str, **changes: Any) -> bool:
+    def update(self, job_id: str, held_by: str, **changes: Any) -> bool:
         """Fields of an active job this owner holds (progress, the prompt id)."""
         bad = set(changes) - _MUTABLE
         if bad:
@@ -230,7 +230,7 @@ class JobTable:
             self._exec(
                 f"UPDATE image_jobs SET {sets}, updated_at = ? WHERE id = ? AND owner = ? "
                 f"AND state IN ({_marks(len(ACTIVE))})",
-                (*(_db(v) for v in changes.values()), now_ms(), job_id, owner, *ACTIVE),
+                (*(_db(v) for v in changes.values()), now_ms(), job_id, held_by, *ACTIVE),
             )
             == 1
         )
