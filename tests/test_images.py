@@ -315,7 +315,9 @@ def test_a_comfyui_killed_mid_queue_hands_its_jobs_to_another(
             # The doomed one: ComfyUI b dies with its job running.
             comfy_b.stop(signal.SIGKILL)
             results = [s.done(j["id"]) for j in jobs]
-            assert [r["status"] for r in results] == ["succeeded"] * 4, [r["error"] for r in results]
+            assert [r["status"] for r in results] == ["succeeded"] * 4, [
+                r["error"] for r in results
+            ]
             assert all(r["backend"] == "a" for r in results if r["id"] in on_b)
             assert all(len(r["data"]) == 1 for r in results)
     # None ran twice where it finished: ComfyUI a has one entry per job it finished.
