@@ -298,6 +298,30 @@ class AgentsConfig(_Strict):
     )
 
 
+class ImagesConfig(_Strict):
+    """The image job queue in front of comfyui backends (docs/images.md)."""
+
+    # Where images are kept. Default: images/ beside the SQLite database (with
+    # PostgreSQL: $XDG_DATA_HOME/aistack/images; replicas share one folder, a volume).
+    storage: str | None = None
+    # Jobs waiting at most; more are refused with 429.
+    queue_depth: int = 100
+    # How long POST /v1/images/generations waits for its images (the job goes on).
+    timeout: float = 600.0
+    # A job not finished this long after it was queued fails.
+    job_timeout: float = 3600.0
+    # Images older than this are deleted; then the oldest, while the total is over
+    # max_gb. 0: keep.
+    retention_days: float = 30.0
+    max_gb: float = 10.0
+    # The model for requests that name none (default: the only image model, if one).
+    default_model: str | None = None
+    # Seconds an idle comfyui backend in a gpu group keeps its models before /free.
+    free_after: float = 300.0
+    # Seconds a replica's claim on a job lasts without renewal (another takes it over).
+    lease: float = 30.0
+
+
 class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     backends: list[BackendConfig] = msgspec.field(default_factory=list)
@@ -324,6 +348,8 @@ class Config(_Strict):
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     vectors: VectorsConfig = msgspec.field(default_factory=VectorsConfig)
     agents: AgentsConfig = msgspec.field(default_factory=AgentsConfig)
+
+    images: ImagesConfig = msgspec.field(default_factory=ImagesConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,6 +577,7 @@ def _check(cfg: Config, where: str, master_key: str = "auth.master_key") -> None
                 raise ConfigError(f"{where}: {key}.models[{j}]: must be a model name")
         _check_deployment(where, key, b.weight, b.max_in_flight)
     _check_access(cfg, where, master_key)
+    _check_images(cfg, where)
     for alias, target in cfg.aliases.items():
         if not target:
             raise ConfigError(f"{where}: aliases.{alias}: needs a target model")
@@ -671,6 +698,16 @@ def _check_routing(cfg: Config, where: str) -> None:
                 raise ConfigError(f"{where}: {key}.defaults.max_tokens: must be at least 1")
 
 
+def _check_images(cfg: Config, where: str) -> None:
+    im = cfg.images
+    for name in ("queue_depth", "timeout", "job_timeout", "lease"):
+        if not getattr(im, name) > 0:
+            raise ConfigError(f"{where}: images.{name}: must be more than 0")
+    for name in ("retention_days", "max_gb", "free_after"):
+        if getattr(im, name) < 0:
+            raise ConfigError(f"{where}: images.{name}: must be 0 (off) or more")
+
+
 def placeholder(value: str) -> bool:
     """A value copied from an example (change-me, replace-me, ...), not a secret."""
     return bool(_PLACEHOLDER.search(value))
@@ -756,4 +793,19 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> L
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     cfg, notes = parse_noting(text, str(path), env)
-    return Loaded(cfg, str(path), tuple(notes))
+    return Loaded(_anchor(cfg, path.parent), str(path), tuple(notes))
+
+
+def _anchor(cfg: Config, base: Path) -> Config:
+    """Relative file paths in the config (workflows, image storage) start at its folder."""
+
+    def at(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    for b in cfg.backends:
+        for w in getattr(b, "workflows", {}).values():
+            w.file = at(w.file)
+    if cfg.images.storage:
+        cfg.images.storage = at(cfg.images.storage)
+    return cfg

@@ -22,18 +22,20 @@ import json
 import logging
 import os
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
-from aistack.backends.base import ChunkStream, HttpBackend, HttpSettings
-from aistack.backends.transport import Endpoint, HttpClient, TransportError
+from aistack.backends.base import ChunkStream, Kind
+from aistack.backends.http import HttpBackend, HttpConfig, HttpSettings, http_settings
+from aistack.backends.transport import Endpoint, HttpClient, TransportError, parse_url
 from aistack.backends.websocket import WebSocket
 from aistack.core.chat import ChatRequest, EmbedRequest, EmbedResult, GenerateRequest
-from aistack.core.errors import ErrorKind, GatewayError, invalid
+from aistack.core.errors import ConfigError, ErrorKind, GatewayError, invalid
 from aistack.core.images import ImageEvent, ImageRequest, OutputRef
 from aistack.core.models import ModelCard, ModelShow, canonical
 from aistack.dialects import comfyui as wire
@@ -96,8 +98,6 @@ def load_workflow(name: str, path: Path, bindings: Mapping[str, object] | None) 
 
 class ComfyUIBackend(HttpBackend):
     kind = "comfyui"
-    supports_embeddings = False
-    supports_generate = False
     unmanaged_reason = "ComfyUI's models are files in its models/ folders"
 
     def __init__(
@@ -127,20 +127,25 @@ class ComfyUIBackend(HttpBackend):
         self._ws_headers = [(k, v) for k, v in self._headers if k not in (b"content-type",
                                                                          b"accept")]  # fmt: skip
 
-    def status_error(self, status: int, body: object) -> GatewayError:
+    def status_error(
+        self, status: int, body: object, retry_after: float | None = None
+    ) -> GatewayError:
+        # A refused graph is the workflow's fault (the operator's), not the caller's.
         if status == 400 and isinstance(body, dict) and ("error" in body or "node_errors" in body):
             return GatewayError(
-                ErrorKind.UPSTREAM_ERROR,
+                ErrorKind.UPSTREAM_FAILED,
                 f"backend '{self.name}' refused the workflow: {wire.prompt_error(body)}",
-                status=502,
                 backend=self.name,
+                upstream_status=status,
             )
         detail = body if isinstance(body, str) and body else f"status {status}"
+        kind = ErrorKind.UPSTREAM_ERROR if status == 503 else ErrorKind.UPSTREAM_FAILED
         return GatewayError(
-            ErrorKind.UPSTREAM_ERROR,
+            kind,
             f"backend '{self.name}' answered {status}: {str(detail)[:300]}",
-            status=502,
             backend=self.name,
+            upstream_status=status,
+            retry_after=retry_after,
         )
 
     # -- lifecycle
@@ -389,3 +394,43 @@ class ComfyUIBackend(HttpBackend):
                 listener(ev)
             except Exception:
                 log.exception("backend %s: a progress listener failed", self.name)
+
+
+class ComfyConfig(HttpConfig):
+    """A `comfyui` entry's own keys (docs/images.md)."""
+
+    # Public model name -> its workflow file (API format) and bindings; none: every
+    # checkpoint ComfyUI has, through the built-in text-to-image workflow.
+    workflows: dict[str, WorkflowConfig] = msgspec.field(default_factory=dict)
+    # Seconds without a job before its models are freed (/free); default
+    # images.free_after when it is in a gpu group, else never; 0: never.
+    free_after: float | None = None
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from super().problems()
+        for name in self.workflows:
+            if not name or not name[0].isalnum() or any(c.isspace() for c in name):
+                yield "workflows", f"{name!r} is not a model name"
+        if self.free_after is not None and self.free_after < 0:
+            yield "free_after", "must be 0 (never) or more seconds"
+
+
+class WorkflowConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # An API-format workflow (ComfyUI's "Save (API Format)"); relative to the config file.
+    file: str
+    # Knob -> "node_id.input" (or a list of them): prompt, negative_prompt, width,
+    # height, n, seed, steps, cfg, checkpoint, image. Unset knobs are found in the graph.
+    bindings: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
+
+
+def _build(c: ComfyConfig, client: HttpClient) -> ComfyUIBackend:
+    s = http_settings(c)
+    try:
+        workflows = {n: load_workflow(n, Path(w.file), w.bindings) for n, w in c.workflows.items()}
+    except ValueError as e:
+        raise ConfigError(f"backend '{c.name}': workflows: {e}") from None
+    return ComfyUIBackend(c.name, parse_url(s.url), client, s, workflows=workflows,
+                          gpu=c.gpu or "")  # fmt: skip
+
+
+KIND = Kind("comfyui", ComfyConfig, _build)

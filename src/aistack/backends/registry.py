@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aistack.backends import anthropic, local, ollama, openai_compat
+from aistack.backends import anthropic, comfyui, local, ollama, openai_compat
 from aistack.backends.base import Backend, BackendConfig, Kind
 from aistack.backends.transport import HttpClient
 
 KINDS: dict[str, Kind[Any]] = {
-    k.name: k for k in (ollama.KIND, openai_compat.KIND, local.KIND, anthropic.KIND)
+    k.name: k for k in (ollama.KIND, openai_compat.KIND, local.KIND, anthropic.KIND, comfyui.KIND)
 }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aistack.access.sessions import Sessions
-from aistack.backends.comfyui import ComfyUIBackend
+from aistack.backends.comfyui import ComfyConfig, ComfyUIBackend
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.http.asgi import Request
 from aistack.http.table import POST, PUBLIC, Route
@@ -27,7 +27,7 @@ from aistack.images.results import Results
 from aistack.images.routes import ImageRoutes
 from aistack.service import Gateway, RequestContext
 from aistack.store import Store, default_sqlite_path, open_store
-from aistack.store.base import now_ms
+from aistack.store.calendar import now_ms
 from aistack.store.jobs import FileRecord
 
 __all__ = ["ImageQueue", "Images", "QueueSettings", "Retention", "Who", "routes"]
@@ -139,7 +139,7 @@ def build(gw: Gateway) -> Images | None:
     free_after: dict[str, float | None] = {}
     for name in comfy:
         c = by_name.get(name)
-        given = c.free_after if c is not None else None
+        given = c.free_after if isinstance(c, ComfyConfig) else None
         free_after[name] = (
             given if given is not None else (im.free_after if gpu.get(name) else None)
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from aistack.backends.base import Backend
 from aistack.backends.comfyui import ComfyUIBackend
+from aistack.backends.ollama import OllamaBackend
 from aistack.core.errors import GatewayError
 
 log = logging.getLogger("aistack.images.gpu")
@@ -53,7 +54,7 @@ class GpuSharing:
         self.busy(comfy)
         done: list[tuple[str, str]] = []
         for b in self.groups.get(comfy.gpu, []) if comfy.gpu else []:
-            if b is comfy or b.kind != "ollama":
+            if not isinstance(b, OllamaBackend):
                 continue
             try:
                 loaded = await b.ps()

@@ -47,7 +47,8 @@ from aistack.images.results import Results
 from aistack.routing.catalog import Catalog, Deployment
 from aistack.routing.health import HealthMonitor
 from aistack.routing.state import BackendHealth
-from aistack.store.base import Store, now_ms
+from aistack.store.base import Store
+from aistack.store.calendar import now_ms
 from aistack.store.jobs import FileRecord, JobRecord, JobTable
 
 log = logging.getLogger("aistack.images")

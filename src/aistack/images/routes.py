@@ -48,7 +48,7 @@ from aistack.http.auth import session_admin
 from aistack.http.table import DELETE, GET, KEY, POST, PUBLIC, Route
 from aistack.images.queue import ImageQueue, Who
 from aistack.service import Gateway, RequestContext
-from aistack.store.base import now_ms
+from aistack.store.calendar import now_ms
 from aistack.store.jobs import FileRecord, JobRecord, PresetRecord
 
 log = logging.getLogger("aistack.images")
@@ -181,11 +181,11 @@ class ImageRoutes:
             raise
         self._account(gw, ctx, job)
         if job.state == "failed":
-            raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"image generation failed: {job.error}",
-                               status=502, backend=job.backend or None)  # fmt: skip
+            raise GatewayError(ErrorKind.UPSTREAM_FAILED, f"image generation failed: {job.error}",
+                               backend=job.backend or None)  # fmt: skip
         if job.state == "cancelled":
-            raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"image job {job.id} was cancelled",
-                               status=409, code="cancelled")  # fmt: skip
+            raise GatewayError(ErrorKind.CONFLICT, f"image job {job.id} was cancelled",
+                               code="cancelled")  # fmt: skip
         files = (await self.q.files([job.id]))[job.id]
         items: list[tuple[str, str]] = []
         for f in files:

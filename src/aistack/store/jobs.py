@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from aistack.store.base import Store, now_ms
+from aistack.store.base import Store
+from aistack.store.calendar import now_ms
 
 ACTIVE = ("queued", "submitted", "running")
 
