@@ -650,7 +650,7 @@
   pages.playground = async (root) => {
     let models = [];
     try {
-      models = (await api("/admin/api/overview")).models.filter((m) => !m.alias_of);
+      models = (await api("/admin/api/overview")).models.filter((m) => !m.alias_of && !(m.capabilities || []).includes("image"));
     } catch (e) {
       showError(e);
     }
