@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from aistack.backends.base import HttpSettings
 from aistack.backends.comfyui import ComfyUIBackend
+from aistack.backends.http import HttpSettings
 from aistack.backends.transport import HttpClient, parse_url
 from aistack.core.chat import ChatRequest, Message
 from aistack.core.errors import GatewayError

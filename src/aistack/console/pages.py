@@ -22,6 +22,7 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("overview", "Overview", "backends, deployments and traffic, live"),
     ("models", "Models", "the fleet: pull, delete, sync"),
     ("playground", "Playground", "chat with any model"),
+    ("images", "Images", "make images, the queue, the gallery"),
     ("keys", "Keys", "per-app keys and their limits"),
     ("usage", "Usage", "requests, tokens and spend over time"),
     ("requests", "Requests", "the request log"),

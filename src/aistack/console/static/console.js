@@ -1233,6 +1233,234 @@
     await draw();
   };
 
+
+  // Images: make images with ComfyUI, follow the queue, browse the gallery (docs/images.md).
+  const SIZES = ["auto", "512x512", "768x768", "1024x1024", "1024x768", "768x1024", "1344x768", "768x1344"];
+  const ACTIVE = ["queued", "running"];
+
+  pages.images = async (root) => {
+    let models = [];
+    let presets = [];
+    let keys = [];
+    try {
+      [models, presets] = await Promise.all([
+        api("/v1/images/models").then((r) => r.data),
+        api("/v1/images/presets").then((r) => r.data),
+      ]);
+    } catch (e) {
+      if (e.status !== 404) showError(e);
+    }
+    if (!models.length) {
+      fill(root, empty("No image models",
+        "Add a comfyui backend to aistack.yaml (kind: comfyui, url: http://gpu-box:8188) and restart: every checkpoint ComfyUI has becomes an image model.",
+        "See docs/images.md."));
+      return;
+    }
+    try {
+      keys = (await api("/admin/api/keys")).keys || [];
+    } catch (e) {
+      keys = null;  // no admin API for this user: no key filter
+    }
+    const model = select(models.map((m) => m.id), models[0].id, { id: "img-model" });
+    const size = select(SIZES.map((s) => [s, s === "auto" ? "the workflow's own" : s]), "auto", { id: "img-size" });
+    const prompt = h("textarea", { id: "img-prompt", rows: "3", placeholder: "A lighthouse at dusk, oil painting" });
+    const negative = h("textarea", { id: "img-negative", rows: "2", placeholder: "blurry, text, watermark" });
+    const n = h("input", { type: "number", id: "img-n", min: "1", max: "4", value: "1" });
+    const steps = h("input", { type: "number", id: "img-steps", min: "1", max: "200", placeholder: "default" });
+    const seed = h("input", { type: "number", id: "img-seed", min: "0", placeholder: "random" });
+    const preset = select([["", "(none)"], ...presets.map((p) => [p.id, p.name])], "", { id: "img-preset" });
+    const presetName = h("input", { id: "img-preset-name", placeholder: "Preset name", maxlength: "100" });
+    const savePreset = h("button", { type: "button", class: "secondary", id: "img-save-preset", disabled: !ADMIN }, "Save as preset");
+    const go = h("button", { type: "submit", id: "img-generate", disabled: !ADMIN, title: ADMIN ? null : READ_ONLY_NOTE }, "Generate");
+    const negField = field("Negative prompt", negative);
+    const current = h("div", { id: "img-current", "aria-live": "polite" });
+    const queueBox = h("div", { id: "img-queue" });
+    const galleryBox = h("div", { id: "img-gallery" });
+    const keyFilter = keys
+      ? select([["", "every key"], ["console", "the console"], ...keys.map((k) => [k.id, k.name])], "", { id: "img-key" })
+      : null;
+
+    const info = (id) => models.find((m) => m.id === id) || models[0];
+    function fitModel() {
+      const m = info(model.value);
+      const takes = new Set(m.inputs || []);
+      negField.hidden = !takes.has("negative_prompt");
+      n.disabled = !takes.has("n");
+      if (!takes.has("n")) n.value = "1";
+      const d = m.defaults || {};
+      steps.placeholder = d.steps !== undefined ? `default ${d.steps}` : "default";
+      size.options[0].textContent = d.width && d.height ? `the workflow's own (${d.width}x${d.height})` : "the workflow's own";
+    }
+    model.addEventListener("change", fitModel);
+    fitModel();
+
+    function body() {
+      const b = { model: model.value, prompt: prompt.value.trim(), n: Number(n.value) || 1 };
+      if (size.value !== "auto") b.size = size.value;
+      if (!negField.hidden && negative.value.trim()) b.negative_prompt = negative.value.trim();
+      if (steps.value) b.steps = Number(steps.value);
+      if (seed.value) b.seed = Number(seed.value);
+      return b;
+    }
+
+    preset.addEventListener("change", () => {
+      const p = presets.find((x) => x.id === preset.value);
+      if (!p) return;
+      if (p.model && models.some((m) => m.id === p.model)) model.value = p.model;
+      fitModel();
+      prompt.value = p.prompt || "";
+      negative.value = p.negative_prompt || "";
+      size.value = SIZES.includes(p.size) ? p.size : "auto";
+      n.value = p.n || 1;
+      steps.value = p.steps || "";
+      seed.value = p.seed === undefined || p.seed === null ? "" : p.seed;
+    });
+    savePreset.addEventListener("click", () => guarded(async () => {
+      const name = presetName.value.trim();
+      if (!name) throw new Error("give the preset a name first");
+      const p = await api("/v1/images/presets", { method: "POST", body: { name, ...body() } });
+      presets.push(p);
+      preset.append(h("option", { value: p.id }, p.name));
+      preset.value = p.id;
+      presetName.value = "";
+    }));
+
+    function progressOf(j) {
+      const p = j.progress || {};
+      const bar = h("progress", { max: String(p.max || 1), value: String(p.max ? p.value : 0), class: "img-progress",
+        "aria-label": `progress of ${j.id}` });
+      const text = j.status === "running" && p.max ? `step ${p.value} of ${p.max}`
+        : j.status === "queued" ? (j.queue_position !== null && j.queue_position !== undefined ? `queued, ${j.queue_position} ahead` : "queued")
+          : j.status;
+      return h("span", { class: "img-status" }, bar, " ", h("span", { class: "muted small img-step" }, text));
+    }
+
+    function follow(job) {
+      const box = h("div", { class: "card img-job", id: `job-${job.id}` },
+        h("div", { class: "row" }, h("strong", {}, job.prompt), h("span", { class: "grow" }), badge(job.status)));
+      const line = h("div", {}, progressOf(job));
+      box.append(line);
+      current.prepend(box);
+      const es = new EventSource(`/v1/images/jobs/${encodeURIComponent(job.id)}/events`);
+      const draw = (j) => {
+        fill(box.querySelector(".row"), h("strong", {}, j.prompt), h("span", { class: "grow" }), badge(j.status, j.status));
+        fill(line, progressOf(j));
+      };
+      for (const kind of ["queued", "running", "progress"]) {
+        es.addEventListener(kind, (ev) => draw(JSON.parse(ev.data)));
+      }
+      for (const kind of ["succeeded", "failed", "cancelled"]) {
+        es.addEventListener(kind, (ev) => {
+          const j = JSON.parse(ev.data);
+          es.close();
+          draw(j);
+          if (j.status === "failed") line.append(h("p", { class: "error" }, (j.error || {}).message || "failed"));
+          if (j.status === "succeeded") {
+            line.append(h("div", { class: "thumbs" }, j.data.map((im) => thumb(j, im))));
+          }
+          reload();
+        });
+      }
+      es.onerror = () => { if (es.readyState === EventSource.CLOSED) reload(); };
+    }
+
+    const form = h("form", { class: "card", id: "img-form" },
+      ADMIN ? null : h("p", { class: "note" }, READ_ONLY_NOTE),
+      h("div", { class: "row" }, field("Preset", preset), field("Model", model), field("Size", size),
+        field("Images", n), field("Steps", steps), field("Seed", seed)),
+      field("Prompt", prompt), negField,
+      h("div", { class: "row" }, presetName, savePreset, h("span", { class: "grow" }), go));
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      guarded(async () => {
+        const b = body();
+        if (!b.prompt) throw new Error("type a prompt first");
+        go.disabled = true;
+        try {
+          follow(await api("/v1/images/jobs", { method: "POST", body: b }));
+        } finally {
+          go.disabled = !ADMIN;
+        }
+        reload();
+      });
+    });
+    prompt.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) form.requestSubmit();
+    });
+
+    // The full view: the image at its size, its job's metadata, download and delete.
+    const dialog = h("dialog", { class: "img-dialog", id: "img-dialog" });
+    function thumb(j, im) {
+      const img = h("img", { src: im.url, alt: j.prompt, loading: "lazy", width: "160", height: String(Math.round(160 * im.height / (im.width || 1))) });
+      return h("button", { type: "button", class: "thumb", title: j.prompt, onclick: () => open(j, im) }, img);
+    }
+    function open(j, im) {
+      const del = h("button", { type: "button", class: "danger", id: "img-delete", disabled: !ADMIN,
+        title: ADMIN ? null : READ_ONLY_NOTE }, "Delete");
+      del.addEventListener("click", () => guarded(async () => {
+        await api(`/v1/images/files/${encodeURIComponent(im.id)}`, { method: "DELETE" });
+        dialog.close();
+        reload();
+      }, dialog));
+      const meta = [
+        ["Prompt", j.prompt], ["Negative prompt", j.negative_prompt || "–"], ["Model", j.model],
+        ["Size", `${im.width}x${im.height}`], ["Seed", j.seed], ["Steps", j.steps || "default"],
+        ["Backend", j.backend], ["Key", j.app || "–"], ["Made", fmtTime((j.finished_at || j.created_at) * 1000)],
+        ["GPU time", `${j.gpu_seconds} s`], ["File", `${fmtBytes(im.bytes)} ${im.mime_type}`],
+      ];
+      fill(dialog,
+        h("div", { class: "row" }, h("h2", {}, "Image"), h("span", { class: "grow" }),
+          h("button", { type: "button", class: "secondary", onclick: () => dialog.close() }, "Close")),
+        h("img", { src: im.url, alt: j.prompt, class: "full" }),
+        h("dl", { class: "meta" }, meta.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
+        h("div", { class: "row" }, h("a", { class: "button", href: `${im.url}?download=1`, download: "", id: "img-download" }, "Download"), del));
+      dialog.showModal();
+    }
+
+    async function drawQueue() {
+      const r = await api(`/v1/images/jobs?status=${ACTIVE.join(",")}&limit=50`);
+      if (!r.data.length) {
+        fill(queueBox, h("p", { class: "muted" }, "Nothing waiting or running."));
+        return;
+      }
+      fill(queueBox, table(["Prompt", "Model", "Status", "Progress", ""],
+        r.data.map((j) => {
+          const cancel = h("button", { type: "button", class: "danger", disabled: !ADMIN, title: ADMIN ? null : READ_ONLY_NOTE,
+            "aria-label": `Cancel ${j.prompt}` }, "Cancel");
+          cancel.addEventListener("click", () => guarded(async () => {
+            cancel.disabled = true;
+            await api(`/v1/images/jobs/${encodeURIComponent(j.id)}`, { method: "DELETE" });
+            reload();
+          }));
+          return h("tr", { "data-job": j.id }, td(j.prompt), td(j.model), td(badge(j.status)), td(progressOf(j)), td(cancel));
+        })));
+    }
+
+    async function drawGallery() {
+      const key = keyFilter && keyFilter.value ? `&key=${encodeURIComponent(keyFilter.value)}` : "";
+      const r = await api(`/v1/images/jobs?status=succeeded&limit=48${key}`);
+      const shots = r.data.flatMap((j) => j.data.map((im) => ({ j, im })));
+      if (!shots.length) {
+        fill(galleryBox, h("p", { class: "muted" }, "No images yet."));
+        return;
+      }
+      fill(galleryBox, h("div", { class: "gallery" }, shots.map(({ j, im }) =>
+        h("figure", { class: "shot", "data-image": im.id }, thumb(j, im),
+          h("figcaption", { class: "small" }, h("span", {}, j.prompt), h("span", { class: "muted" }, ` · ${j.model} · seed ${j.seed}`))))));
+    }
+
+    const reload = () => guarded(async () => { await Promise.all([drawQueue(), drawGallery()]); });
+    if (keyFilter) keyFilter.addEventListener("change", reload);
+    fill(root,
+      h("p", { class: "muted" }, "Images made here are recorded as app ", h("code", {}, "console"), ". Ctrl+Enter generates."),
+      form, current,
+      h("h2", {}, "Queue"), queueBox,
+      h("div", { class: "row" }, h("h2", {}, "Gallery"), h("span", { class: "grow" }), keyFilter ? field("Key", keyFilter) : null),
+      galleryBox, dialog);
+    await reload();
+    every(3000, drawQueue);
+  };
+
   // -- start ---------------------------------------------------------------------------
 
   function setupMenu() {
