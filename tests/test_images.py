@@ -366,3 +366,62 @@ def test_gpu_sharing_unloads_idle_ollama_models_and_frees_comfyui_when_idle(
             assert s.done(s.job(prompt="again", steps=2)["id"])["status"] == "succeeded"
     finally:
         box.stop()
+
+
+def test_images_are_keyed_priced_and_counted_in_the_ledger_and_metrics(
+    tmp_path: Path, comfy_a: comfy.Comfy
+) -> None:
+    master = "sk-images-master-0123456789"
+    cfg = {
+        "backends": [comfy_backend(comfy_a)],
+        "auth": {"master_key": master},
+        "prices": {f"{MODEL}*": {"image": 0.04, "second": 0.001}},
+        "ledger": {"flush_interval": 0.2},
+    }
+    with running(start_gateway(tmp_path, cfg)) as gw:
+        admin = {"authorization": f"Bearer {master}"}
+        with httpx.Client(base_url=gw.url, timeout=DEADLINE) as c:
+            keys = [c.post("/admin/api/keys", json={"name": n}, headers=admin).json()["key"]
+                    for n in ("painter", "other")]  # fmt: skip
+            painter, other = ({"authorization": f"Bearer {k}"} for k in keys)
+            assert (
+                c.post("/v1/images/jobs", json={"model": MODEL, "prompt": "x"}).status_code == 401
+            )
+            # Waited for: two images in one request.
+            r = c.post("/v1/images/generations", headers=painter,
+                       json={"model": MODEL, "prompt": "two", "n": 2, "size": "64x64",
+                             "steps": 2})  # fmt: skip
+            assert r.status_code == 200 and len(r.json()["data"]) == 2, r.text
+            # A job: its row is written when it ends, not when it is accepted.
+            job = c.post(
+                "/v1/images/jobs",
+                headers=painter,
+                json={"model": MODEL, "prompt": "one", "size": "64x64", "steps": 2},
+            )
+            assert job.status_code == 202
+            jid = job.json()["id"]
+            until(lambda: c.get(f"/v1/images/jobs/{jid}", headers=painter).json()["status"]
+                  == "succeeded", "the job to succeed")  # fmt: skip
+            # Each key sees its own jobs; the master key sees everyone's.
+            assert c.get(f"/v1/images/jobs/{jid}", headers=other).status_code == 404
+            assert c.get("/v1/images/jobs", headers=other).json()["data"] == []
+            mine = c.get("/v1/images/jobs", headers=painter).json()["data"]
+            assert {j["prompt"] for j in mine} == {"two", "one"}
+            assert len(c.get("/v1/images/jobs", headers=admin).json()["data"]) == 2
+
+            def usage() -> dict[str, Any] | None:
+                u = c.get("/admin/api/usage", params={"by": "model"}, headers=admin).json()
+                return u if u["total"]["images"] == 3 else None
+
+            u = until(usage, "three images in the ledger")
+            (row,) = [r for r in u["rows"] if r["model"] == f"{MODEL}:latest"]
+            assert row["requests"] == 2 and row["gpu_seconds"] > 0
+            assert row["cost"] >= 3 * 0.04 and row["cost_unknown"] == 0
+            rows = c.get("/admin/api/requests", headers=admin).json()["requests"]
+            routes = sorted(r["route"] for r in rows if r.get("model", "").startswith(MODEL))
+            assert routes == ["images_generations", "images_jobs_create"], rows
+            metrics = c.get("/metrics").text
+        m = f'model="{MODEL}:latest",backend="comfy"'
+        assert f'aistack_image_jobs_total{{{m},status="succeeded"}} 2' in metrics
+        assert f'aistack_images_total{{{m},app="painter"}} 3' in metrics
+        assert "aistack_image_queue_depth 0" in metrics

@@ -191,10 +191,12 @@ class LedgerConfig(_Strict):
 
 
 class PriceConfig(_Strict):
-    """USD per million tokens."""
+    """USD per million tokens; for image models, per image and per second of GPU time."""
 
     input: float = 0.0
     output: float = 0.0
+    image: float = 0.0
+    second: float = 0.0
 
 
 class MetricsConfig(_Strict):
@@ -769,7 +771,7 @@ def _check_access(cfg: Config, where: str, master_key: str = "auth.master_key") 
     if cfg.limits.lease <= 0:
         raise ConfigError(f"{where}: limits.lease: must be more than 0 seconds")
     for name, p in cfg.prices.items():
-        if p.input < 0 or p.output < 0:
+        if p.input < 0 or p.output < 0 or p.image < 0 or p.second < 0:
             raise ConfigError(f"{where}: prices.{name}: prices cannot be negative")
 
 

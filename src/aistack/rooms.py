@@ -1,7 +1,7 @@
 """The house's rooms, put together: the app with the gateway's route table and every
 room's entries. The one module that knows which rooms there are.
 
-A room (console/, vectors/; images/ next) keeps its code in its own package and
+A room (console/, vectors/, images/) keeps its code in its own package and
 declares its routes there as `http.table.Route` entries (a whole sub-tree under a
 prefix as an `http.table.Mount`); it is added here with one line. See
 docs/architecture.md, "Add a route".
@@ -48,5 +48,5 @@ def build(
         # The gate's sessions, in the store: every replica accepts them.
         sessions = gateway.gate.sessions if gateway.gate is not None else None
         entries += console.routes(gateway, sessions)
-    entries += images.routes(gateway, sessions)
+    entries += images.routes(gateway, sessions, obs)
     return App(gateway, obs, entries, sessions=sessions), listeners

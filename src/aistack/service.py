@@ -106,6 +106,8 @@ class RequestContext:
     finish: str = ""  # why the answer ended (stop, length, tool_calls, ...)
     # The answer in progress; `Gateway.finish` ends it if the route did not.
     answer: Answer | None = None
+    # The ledger row is written later, by whatever finishes the work (an image job).
+    deferred: bool = False
 
     @property
     def backend(self) -> str:

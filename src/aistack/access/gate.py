@@ -150,6 +150,7 @@ class Finished(Protocol):
     end_ns: int
     usage: Usage | None
     ticket: Ticket | None
+    deferred: bool
 
     @property
     def backend(self) -> str: ...
@@ -510,8 +511,8 @@ class Gate:
         ticket = ctx.ticket
         if ticket is not None:
             self.limiter.done(ticket, usage.total_tokens if usage is not None else 0)
-        if ctx.operation is Operation.NONE or not self.ledger_enabled:
-            return  # the ledger records model work
+        if ctx.operation is Operation.NONE or ctx.deferred or not self.ledger_enabled:
+            return  # the ledger records model work (an image job's row: when it ends)
         backend = ctx.backend
         upstream = ctx.upstream_model
         cost, source = self.prices.cost(backend, upstream, ctx.model, usage)
@@ -544,6 +545,8 @@ class Gate:
                 cost,
                 source,
                 ctx.attempts,
+                usage.images if usage is not None else 0,
+                usage.gpu_seconds * 1000 if usage is not None else 0.0,
             )
         )
 

@@ -1,7 +1,8 @@
 """What a request cost, and how sure we are.
 
 In order: the cost the backend reported (OpenRouter's `usage.cost`) -> "backend"; a
-price from the config's table (USD per million input and output tokens) -> "price";
+price from the config's table (USD per million input and output tokens; for image
+models, per image and per second of GPU time) -> "price";
 a backend billed as `local` (the default for the embedded engine and Ollama) -> 0 and
 "local"; otherwise the cost is unknown: recorded as NULL with "unknown", counted in
 reports and warned about once per model, never silently $0.
@@ -24,6 +25,8 @@ log = logging.getLogger("aistack.cost")
 class Price:
     input: float  # USD per million prompt tokens
     output: float  # USD per million completion tokens
+    image: float = 0.0  # USD per image made
+    second: float = 0.0  # USD per second of the backend's time making images
 
 
 # Anthropic's list prices (USD per million input and output tokens), shipped with the
@@ -90,9 +93,8 @@ class Prices:
             return usage.cost, "backend"
         p = self.price_for(backend, upstream, requested)
         if p is not None:
-            return (usage.prompt_tokens * p.input + usage.completion_tokens * p.output) / 1e6, (
-                "price"
-            )
+            tokens = (usage.prompt_tokens * p.input + usage.completion_tokens * p.output) / 1e6
+            return tokens + usage.images * p.image + usage.gpu_seconds * p.second, "price"
         if self.billing.get(backend, "metered") == "local":
             return 0.0, "local"
         if (backend, upstream) not in self._warned:

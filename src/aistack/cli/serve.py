@@ -97,7 +97,7 @@ def build_gate(loaded: Loaded, migrate: bool = False, admin_key: Credential | No
     else:
         limiter = MemoryLimiter()
     prices = Prices(
-        {k: Price(v.input, v.output) for k, v in cfg.prices.items()},
+        {k: Price(v.input, v.output, v.image, v.second) for k, v in cfg.prices.items()},
         {b.name: b.billed_as for b in cfg.backends},
     )
     a = cfg.auth

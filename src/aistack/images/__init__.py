@@ -22,9 +22,11 @@ from aistack.core.errors import ErrorKind, GatewayError
 from aistack.http.asgi import Request
 from aistack.http.table import POST, PUBLIC, Route
 from aistack.images.gpu import GpuSharing
+from aistack.images.metrics import ImageMetrics
 from aistack.images.queue import ImageQueue, QueueSettings, Who
 from aistack.images.results import Results
 from aistack.images.routes import ImageRoutes
+from aistack.observability import Observability
 from aistack.service import Gateway, RequestContext
 from aistack.store import Store, default_sqlite_path, open_store
 from aistack.store.calendar import now_ms
@@ -173,9 +175,9 @@ async def _no_images(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     )
 
 
-def routes(gw: Gateway, sessions: Sessions | None) -> list[Route]:
+def routes(gw: Gateway, sessions: Sessions | None, obs: Observability | None = None) -> list[Route]:
     """The room's entries; its runtime joins the gateway's components (started and
-    closed with it)."""
+    closed with it), its jobs the ledger and `obs`'s metrics."""
     images = build(gw)
     if images is None:
         return [Route(POST, "/v1/images/{rest:path}", _no_images, "openai", PUBLIC,
@@ -184,4 +186,7 @@ def routes(gw: Gateway, sessions: Sessions | None) -> list[Route]:
     im = gw.config.images
     r = ImageRoutes(images.queue, sessions, public_url=gw.config.server.public_url,
                     timeout=im.timeout, default_model=im.default_model or "")  # fmt: skip
+    images.queue.on_finished.append(lambda job, files: r.record(gw, job, files))
+    if obs is not None and obs.metrics is not None:
+        ImageMetrics(obs.metrics.registry, images.queue)
     return r.routes()

@@ -119,7 +119,8 @@ class ImageQueue:
         self.monitor = monitor
         self._live: dict[str, _Live] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
-        self._active: dict[str, int] = {}  # backend -> our runners on it
+        self.active: dict[str, int] = {}  # backend -> our runners on it
+        self.depth = 0  # jobs waiting (ours, or a backend's not yet started), as last counted
         self._cancels: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -178,9 +179,15 @@ class ImageQueue:
         return image
 
     async def submit(
-        self, req: ImageRequest, who: Who, *, input_image: bytes | None = None
+        self,
+        req: ImageRequest,
+        who: Who,
+        *,
+        input_image: bytes | None = None,
+        origin: dict[str, str] | None = None,
     ) -> JobRecord:
-        """Queue a job; returns it at once (a 429 when the queue is full)."""
+        """Queue a job; returns it at once (a 429 when the queue is full). `origin`
+        (the request that made it: its id, its route) is kept with its parameters."""
         deps = await self.deployments(req.model)
         for d in deps:  # the workflows must be able to do what is asked
             self.backends[d.backend.name].workflow_for(d.model).check(req)
@@ -193,7 +200,7 @@ class ImageQueue:
             )
         now = now_ms()
         jid = "imgjob_" + os.urandom(12).hex()
-        params = req.params()
+        params = {**req.params(), **(origin or {})}
         seed = req.seed if req.seed is not None else random.getrandbits(32)
         job = JobRecord(
             id=jid, created_at=now, updated_at=now, state="queued", model=req.model, params=params,
@@ -305,6 +312,7 @@ class ImageQueue:
         if time.monotonic() >= self._next_upkeep:
             self._next_upkeep = time.monotonic() + self.s.lease / 3
             await self._upkeep(now)
+        self.depth = await self.db(self.table.count, ("queued", "submitted"))
         jobs: list[JobRecord] = await self.db(self.table.dispatchable, now, 100)
         if not jobs:
             return
@@ -410,7 +418,7 @@ class ImageQueue:
         self._cancels[job.id] = asyncio.Event()
         if job.cancel_requested:
             self._cancels[job.id].set()
-        self._active[b.name] = self._active.get(b.name, 0) + 1
+        self.active[b.name] = self.active.get(b.name, 0) + 1
         task = asyncio.create_task(self._run(job, dep, b, previous, adopted),
                                    name=f"image-job-{job.id}")  # fmt: skip
         self._runners[job.id] = task
@@ -418,8 +426,8 @@ class ImageQueue:
         def done(_: asyncio.Task[None]) -> None:
             self._runners.pop(job.id, None)
             self._cancels.pop(job.id, None)
-            n = self._active.get(b.name, 1) - 1
-            self._active[b.name] = n
+            n = self.active.get(b.name, 1) - 1
+            self.active[b.name] = n
             if n <= 0 and not self.closing:
                 self.gpu.idle(b)
             if not self.closing:

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +33,7 @@ import orjson
 
 from aistack.access.sessions import Sessions
 from aistack.core.errors import ErrorKind, GatewayError, invalid
+from aistack.core.events import Usage
 from aistack.core.images import TERMINAL, ImageRequest, public_state
 from aistack.core.operations import Operation
 from aistack.dialects.openai import images as wire
@@ -142,7 +144,7 @@ class ImageRoutes:
         return name
 
     async def _queue(
-        self, gw: Gateway, req: Request, ctx: RequestContext, r: ImageRequest
+        self, gw: Gateway, req: Request, ctx: RequestContext, r: ImageRequest, via: str
     ) -> JobRecord:
         self._may_change(req)
         model = await self._model(gw, ctx, r.model)
@@ -150,7 +152,10 @@ class ImageRoutes:
             r = msgspec.structs.replace(r, model=model)
         ctx.request = r
         data = r.image.data if r.image is not None else None
-        return await self.q.submit(r, Who(ctx.key_id, ctx.app, ctx.end_user), input_image=data)
+        origin = {"request_id": ctx.request_id, "via": via}
+        return await self.q.submit(
+            r, Who(ctx.key_id, ctx.app, ctx.end_user), input_image=data, origin=origin
+        )
 
     async def generations(self, gw: Gateway, req: Request, ctx: RequestContext) -> None:
         r = wire.image_request_from_wire(req.json())
@@ -163,7 +168,7 @@ class ImageRoutes:
         await self._make(gw, req, ctx, r)
 
     async def _make(self, gw: Gateway, req: Request, ctx: RequestContext, r: ImageRequest) -> None:
-        job = await self._queue(gw, req, ctx, r)
+        job = await self._queue(gw, req, ctx, r, "request")
         try:
             async with asyncio.timeout(self.timeout):
                 job = await self.q.wait(job.id)
@@ -179,14 +184,14 @@ class ImageRoutes:
             task = asyncio.ensure_future(self.q.cancel(job.id))
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
             raise
-        self._account(gw, ctx, job)
+        files = (await self.q.files([job.id]))[job.id]
+        self._account(gw, ctx, job, files)
         if job.state == "failed":
             raise GatewayError(ErrorKind.UPSTREAM_FAILED, f"image generation failed: {job.error}",
                                backend=job.backend or None)  # fmt: skip
         if job.state == "cancelled":
             raise GatewayError(ErrorKind.CONFLICT, f"image job {job.id} was cancelled",
                                code="cancelled")  # fmt: skip
-        files = (await self.q.files([job.id]))[job.id]
         items: list[tuple[str, str]] = []
         for f in files:
             if r.response_format == "url":
@@ -201,13 +206,39 @@ class ImageRoutes:
         await respond_json(req, wire.images_response_to_wire(job.created_at // 1000, items,
                                                               size, extra))  # fmt: skip
 
-    def _account(self, gw: Gateway, ctx: RequestContext, job: JobRecord) -> None:
-        """What the ledger, metrics and traces read about an image request."""
+    def _account(
+        self, gw: Gateway, ctx: RequestContext, job: JobRecord, files: list[FileRecord]
+    ) -> None:
+        """What the ledger, metrics and traces read about an image request: the images
+        made, the backend's time, who made them."""
         for d in gw.catalog.resolve(job.model):
             if d.backend.name == job.backend:
                 ctx.deployment = d
                 break
         ctx.attempts = max(1, job.attempts)
+        ctx.attempt_ns = ctx.started_ns
+        ctx.first_ns = time.monotonic_ns()
+        ctx.usage = Usage(images=len(files), gpu_seconds=job.gpu_ms / 1000)
+
+    def record(self, gw: Gateway, job: JobRecord, files: list[FileRecord]) -> None:
+        """The ledger's row of a job made with POST /v1/images/jobs, when it ends (its
+        request was answered at once; a waited-for one is its request's row)."""
+        if job.params.get("via") != "jobs" or gw.gate is None:
+            return
+        now_ns = time.monotonic_ns()
+        ctx = RequestContext("openai", "images_jobs_create", IMAGE, method="POST",
+                             path="/v1/images/jobs")  # fmt: skip
+        ctx.started_ns = now_ns - max(0, now_ms() - job.created_at) * 1_000_000
+        ctx.end_ns = now_ns
+        ctx.request_id = str(job.params.get("request_id") or "")
+        ctx.key_id, ctx.app, ctx.end_user = job.key_id, job.app, job.end_user
+        ctx.model = job.model
+        self._account(gw, ctx, job, files)
+        ctx.status = {"succeeded": 200, "cancelled": 499}.get(job.state, 502)
+        ctx.error = {"succeeded": "", "cancelled": "CLIENT_CLOSED"}.get(
+            job.state, "UPSTREAM_FAILED"
+        )
+        gw.gate.observe(ctx)
 
     def _url(self, req: Request, f: FileRecord) -> str:
         base = self.public_url
@@ -220,7 +251,8 @@ class ImageRoutes:
 
     async def create_job(self, gw: Gateway, req: Request, ctx: RequestContext) -> None:
         r = wire.image_request_from_wire(req.json(), default_format="url")
-        job = await self._queue(gw, req, ctx, r)
+        job = await self._queue(gw, req, ctx, r, "jobs")
+        ctx.deferred = True  # its row is written when the job ends (`record`)
         await respond_json(req, await self._wire(req, job), 202)
 
     async def _wire(

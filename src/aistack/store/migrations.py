@@ -198,4 +198,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "images and GPU time in the ledger",
+        (
+            "ALTER TABLE requests ADD COLUMN images INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE requests ADD COLUMN gpu_ms DOUBLE PRECISION NOT NULL DEFAULT 0",
+            "ALTER TABLE usage_daily ADD COLUMN images BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE usage_daily ADD COLUMN gpu_ms DOUBLE PRECISION NOT NULL DEFAULT 0",
+        ),
+    ),
 )

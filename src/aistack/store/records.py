@@ -100,6 +100,8 @@ class UsageRow(NamedTuple):
     cost: float | None  # USD; None: unknown (a metered backend with no price)
     cost_source: str  # "backend" | "price" | "local" | "unknown" | "" (no tokens)
     attempts: int
+    images: int = 0  # images made (image requests and jobs)
+    gpu_ms: float = 0.0  # the backend's time making them
 
 
 USAGE_COLUMNS = UsageRow._fields
@@ -115,6 +117,8 @@ class ReportRow:
     cost: float = 0.0
     cost_unknown: int = 0  # requests whose cost nobody knows
     duration_ms: float = 0.0  # summed
+    images: int = 0
+    gpu_ms: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +130,8 @@ class ReportRow:
             "cost": round(self.cost, 8),
             "cost_unknown": self.cost_unknown,
             "avg_duration_ms": round(self.duration_ms / self.requests, 1) if self.requests else 0,
+            "images": self.images,
+            "gpu_seconds": round(self.gpu_ms / 1000, 3),
         }
 
 
@@ -158,4 +164,6 @@ class Report:
             t.cost += r.cost
             t.cost_unknown += r.cost_unknown
             t.duration_ms += r.duration_ms
+            t.images += r.images
+            t.gpu_ms += r.gpu_ms
         return t

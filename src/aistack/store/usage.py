@@ -12,6 +12,7 @@ from aistack.store.worker import YIELD_EVERY, SqlThread, step_aside
 
 _DAILY_SUMS = (
     "requests", "errors", "tokens_in", "tokens_out", "cost", "cost_unknown", "duration_ms",
+    "images", "gpu_ms",
 )  # fmt: skip
 
 
@@ -33,7 +34,7 @@ class UsageTables(SqlThread):
             k = (day, r.key_id, r.model, r.backend)
             d = daily.get(k)
             if d is None:
-                d = daily[k] = [r.app, 0, 0, 0, 0, 0.0, 0, 0.0]
+                d = daily[k] = [r.app, 0, 0, 0, 0, 0.0, 0, 0.0, 0, 0.0]
             d[1] += 1
             d[2] += 1 if (r.status >= 400 or r.error) else 0
             d[3] += r.tokens_in
@@ -43,6 +44,8 @@ class UsageTables(SqlThread):
             else:
                 d[5] += r.cost
             d[7] += r.duration_ms
+            d[8] += r.images
+            d[9] += r.gpu_ms
             if r.key_id and r.ts > last_used.get(r.key_id, 0):
                 last_used[r.key_id] = r.ts
         cols = ", ".join(("day", *USAGE_COLUMNS))
@@ -57,7 +60,7 @@ class UsageTables(SqlThread):
             cur.executemany(
                 self._sql(
                     "INSERT INTO usage_daily (day, key_id, model, backend, app, "
-                    f"{', '.join(_DAILY_SUMS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    f"{', '.join(_DAILY_SUMS)}) VALUES ({', '.join('?' * (5 + len(_DAILY_SUMS)))}) "
                     "ON CONFLICT (day, key_id, model, backend) DO UPDATE SET "
                     f"app = excluded.app, {sums}"
                 ),
@@ -183,8 +186,9 @@ class UsageTables(SqlThread):
             queries.append(
                 (
                     f"SELECT {select}SUM(requests), SUM(errors), SUM(tokens_in), "
-                    f"SUM(tokens_out), SUM(cost), SUM(cost_unknown), SUM(duration_ms){app} "
-                    f"FROM usage_daily WHERE day >= ? AND day < ?{group_by}",
+                    f"SUM(tokens_out), SUM(cost), SUM(cost_unknown), SUM(duration_ms){app}, "
+                    f"SUM(images), SUM(gpu_ms) FROM usage_daily WHERE day >= ? AND day < ?"
+                    f"{group_by}",
                     (day_of(since_ms), day_of(raw_since)),
                 )
             )
@@ -194,7 +198,7 @@ class UsageTables(SqlThread):
                 "SUM(CASE WHEN status >= 400 OR error <> '' THEN 1 ELSE 0 END), "
                 "SUM(tokens_in), SUM(tokens_out), SUM(cost), "
                 "SUM(CASE WHEN cost IS NULL THEN 1 ELSE 0 END), SUM(duration_ms)"
-                f"{app} FROM requests WHERE ts >= ?{group_by}",
+                f"{app}, SUM(images), SUM(gpu_ms) FROM requests WHERE ts >= ?{group_by}",
                 (max(since_ms, raw_since),),
             )
         )
@@ -217,6 +221,8 @@ class UsageTables(SqlThread):
                 row.cost += float(r[n + 4] or 0.0)
                 row.cost_unknown += int(r[n + 5] or 0)
                 row.duration_ms += float(r[n + 6] or 0.0)
+                row.images += int(r[n + 8] or 0)
+                row.gpu_ms += float(r[n + 9] or 0.0)
         rep.rows = sorted(merged.values(), key=_report_order(by))
         return rep
 
