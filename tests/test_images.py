@@ -12,6 +12,7 @@ a stand-in Ollama that records `keep_alive: 0` unloads and holds a chat in fligh
 from __future__ import annotations
 
 import base64
+import io
 import json
 import signal
 import struct
@@ -27,8 +28,10 @@ import httpx
 import ollama
 import openai
 import pytest
+from dotenv import dotenv_values
 
 from tests import comfy
+from tests.cli import aistack
 from tests.fake_ollama import FakeOllama
 from tests.procs import VENV_BIN, Proc, free_port, running, start, start_gateway, write_config
 
@@ -191,6 +194,27 @@ def test_bad_image_requests_get_openai_errors(
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert words in err["message"] and set(err) == {"message", "type", "param", "code"}
+
+
+def test_the_open_webui_snippet_sets_up_its_image_engine(stack: Stack, tmp_path: Path) -> None:
+    """Open WebUI's image engine "openai", as the snippet configures it, makes an image."""
+    cfg = write_config(tmp_path / "cli", {"backends": [comfy_backend(stack.comfy)],
+                                          "images": {"default_model": MODEL}})  # fmt: skip
+    out = aistack("snippet", "open-webui", "--format", "env", "--url", stack.gw.url, config=cfg)
+    assert out.returncode == 0, out.stderr
+    env = {k: v or "" for k, v in dotenv_values(stream=io.StringIO(out.stdout)).items()}
+    assert env["ENABLE_IMAGE_GENERATION"] == "true" and env["IMAGE_GENERATION_ENGINE"] == "openai"
+    assert env["IMAGE_GENERATION_MODEL"] == f"{MODEL}:latest"
+    client = openai.OpenAI(base_url=env["IMAGES_OPENAI_API_BASE_URL"],
+                           api_key=env["IMAGES_OPENAI_API_KEY"], timeout=DEADLINE)  # fmt: skip
+    # What Open WebUI sends (backend/open_webui/routers/images.py): model, prompt, n, size,
+    # response_format b64_json.
+    res = client.images.generate(model=env["IMAGE_GENERATION_MODEL"], prompt="a cat", n=1,
+                                 size="64x64", response_format="b64_json",  # type: ignore[arg-type]
+                                 extra_body={"steps": 1})  # fmt: skip
+    assert res.data is not None and decode_png(base64.b64decode(res.data[0].b64_json or "")) == (
+        64, 64,
+    )  # fmt: skip
 
 
 def test_unknown_jobs_and_files_are_404s(stack: Stack) -> None:

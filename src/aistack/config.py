@@ -350,7 +350,6 @@ class Config(_Strict):
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     vectors: VectorsConfig = msgspec.field(default_factory=VectorsConfig)
     agents: AgentsConfig = msgspec.field(default_factory=AgentsConfig)
-
     images: ImagesConfig = msgspec.field(default_factory=ImagesConfig)
 
 

@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "else built from server.host and server.port)",
     )
     s.add_argument("--model", help="the model the app uses (default: the first alias)")
+    s.add_argument(
+        "--image-model",
+        help="the image model, for apps that make images (default: from the comfyui backends)",
+    )
     s.add_argument("--key", help="an existing key to put in the snippet")
     s.add_argument(
         "--create-key",
@@ -85,6 +89,19 @@ def default_model(cfg: Config) -> str:
     return DEFAULT_MODEL
 
 
+def default_image_model(cfg: Config) -> str | None:
+    """The image model from the config, "" when images are served but which is only
+    known by asking (checkpoints), None without a comfyui backend."""
+    from aistack.backends.comfyui import ComfyConfig
+
+    comfy = [b for b in cfg.backends if isinstance(b, ComfyConfig)]
+    if not comfy:
+        return None
+    if cfg.images.default_model:
+        return cfg.images.default_model
+    return next((n for b in comfy for n in b.workflows), "")
+
+
 def create_key(args: argparse.Namespace) -> str:
     """A new virtual key named after the app, in the configured store; the key itself."""
     from aistack.access.gate import new_record
@@ -125,6 +142,7 @@ def _run(args: argparse.Namespace) -> int:
             model=args.model or default_model(cfg),
             key=key,
             via=args.via,
+            images=args.image_model or default_image_model(cfg),
         )
 
     try:

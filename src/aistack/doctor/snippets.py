@@ -7,6 +7,9 @@ Which variables each app reads comes from the apps' own sources
 - Open WebUI: `OLLAMA_BASE_URL` (native, root URL; its model management then works
   through aistack) or `OPENAI_API_BASE_URL` + `OPENAI_API_KEY` (`/v1`; the only way to
   give it a key from the environment). `DEFAULT_MODELS` must match a listed id exactly.
+  Its image engine "openai" reads `ENABLE_IMAGE_GENERATION`, `IMAGE_GENERATION_ENGINE`,
+  `IMAGES_OPENAI_API_BASE_URL` (`/v1`), `IMAGES_OPENAI_API_KEY` and
+  `IMAGE_GENERATION_MODEL` (docs/images.md).
 - Paperless-AI: `AI_PROVIDER=ollama` + `OLLAMA_API_URL` (root; it adds `/v1` itself for
   chat, and sends no key) or `AI_PROVIDER=custom` + `CUSTOM_BASE_URL` (`/v1`) +
   `CUSTOM_API_KEY`.
@@ -110,8 +113,10 @@ def build(
     model: str,
     key: str | None = None,
     via: Via | None = None,
+    images: str | None = None,
 ) -> Snippet:
-    """The snippet for `app`, pointing at the gateway's root URL `base`."""
+    """The snippet for `app`, pointing at the gateway's root URL `base`. `images`: the
+    gateway makes images (with this model; "" when it is not known yet)."""
     if app not in APPS:
         raise SnippetError(f"unknown app '{app}'; one of: {', '.join(APPS)}")
     if via is not None and app not in _BOTH and via != _dialect_of(app):
@@ -148,6 +153,19 @@ def build(
         s.env["DEFAULT_MODELS"] = listed
         # Usage per end user: aistack reads X-OpenWebUI-User-* from these.
         s.env["ENABLE_FORWARD_USER_INFO_HEADERS"] = "true"
+        if images is not None:
+            # Its image engine "openai" calls /v1/images/generations (docs/images.md).
+            s.env["ENABLE_IMAGE_GENERATION"] = "true"
+            s.env["IMAGE_GENERATION_ENGINE"] = "openai"
+            s.env["IMAGES_OPENAI_API_BASE_URL"] = v1
+            s.env["IMAGES_OPENAI_API_KEY"] = key or NO_KEY
+            if images:
+                s.env["IMAGE_GENERATION_MODEL"] = canonical(images)
+            else:
+                s.notes.append(
+                    "set IMAGE_GENERATION_MODEL to one of the image models "
+                    "(GET /v1/images/models lists them)"
+                )
         s.notes.append(
             "Open WebUI stores connection settings in its database on first start; "
             "later changes: Admin Settings > Connections (or ENABLE_PERSISTENT_CONFIG=false)"

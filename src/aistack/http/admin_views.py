@@ -218,7 +218,9 @@ class AdminViews:
         via = q.get("via") or None
         if via not in (None, "ollama", "openai"):
             raise invalid("via: ollama or openai", param="via")
-        listed = [m.name for m in await gw.listed()]
+        every = await gw.listed()
+        listed = [m.name for m in every if "image" not in m.card.capabilities]
+        drawn = [m.name for m in every if "image" in m.card.capabilities]
         model = q.get("model") or (listed[0] if listed else "MODEL")
         base = gw.config.server.public_url
         if not base:
@@ -227,7 +229,10 @@ class AdminViews:
         gate = gw.gate
         key = KEY_PLACEHOLDER if gate is not None and not gate.open else None
         try:
-            s = snippets.build(app, base=base, model=model, key=key, via=via)  # type: ignore[arg-type]
+            s = snippets.build(
+                app, base=base, model=model, key=key, via=via,  # type: ignore[arg-type]
+                images=drawn[0] if drawn else None,
+            )  # fmt: skip
         except snippets.SnippetError as e:
             raise invalid(str(e), param="app") from None
         await respond_json(
