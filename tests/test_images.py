@@ -449,3 +449,34 @@ def test_images_are_keyed_priced_and_counted_in_the_ledger_and_metrics(
         assert f'aistack_image_jobs_total{{{m},status="succeeded"}} 2' in metrics
         assert f'aistack_images_total{{{m},app="painter"}} 3' in metrics
         assert "aistack_image_queue_depth 0" in metrics
+
+
+def test_replicas_on_postgresql_share_one_queue(
+    tmp_path: Path, comfy_a: comfy.Comfy, pg_url: str
+) -> None:
+    """Two gateways on one database and one image folder: jobs posted to either run once,
+    on one of them, and either can show a job and follow its progress."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute("DROP SCHEMA public CASCADE")
+        c.execute("CREATE SCHEMA public")
+    cfg = {"backends": [comfy_backend(comfy_a, max_in_flight=2)], "database_url": pg_url,
+           "images": {"storage": str(tmp_path / "shared-images")}}  # fmt: skip
+    with (
+        running(start_gateway(tmp_path, cfg, name="a", args=["--migrate"])) as a,
+        running(start_gateway(tmp_path, cfg, name="b")) as b,
+    ):
+        sa, sb = Stack(a, comfy_a), Stack(b, comfy_a)
+        jobs = [(sa if i % 2 else sb).job(prompt=f"replica {i}", steps=3) for i in range(4)]
+        # Followed on the replica that did not take the request (jobs[1] went to a).
+        with sb.http as c, c.stream("GET", f"/v1/images/jobs/{jobs[1]['id']}/events") as r:
+            kinds = [k for k, _ in sse(r)]
+        assert kinds[-1] == "succeeded" and ("progress" in kinds or "running" in kinds), kinds
+        done = [(sb if i % 2 else sa).done(j["id"]) for i, j in enumerate(jobs)]
+        assert [d["status"] for d in done] == ["succeeded"] * 4
+        for d in done:  # the image is there whichever replica answers
+            assert httpx.get(d["data"][0]["url"], timeout=30).status_code == 200
+    ids = [h["prompt"][1] for h in comfy_a.get("/history").values()]
+    for j in jobs:
+        assert len([p for p in ids if p.split("-")[0] == j["id"]]) == 1, j["id"]
