@@ -1252,7 +1252,7 @@
     }
     if (!models.length) {
       fill(root, empty("No image models",
-        "Add a comfyui backend to aistack.yaml (kind: comfyui, url: http://gpu-box:8188) and restart: every checkpoint ComfyUI has becomes an image model.",
+        "Add a comfyui backend to aistack.yaml (kind: comfyui, url: your ComfyUI, port 8188) and restart: every checkpoint ComfyUI has becomes an image model.",
         "See docs/images.md."));
       return;
     }
