@@ -357,7 +357,7 @@ def test_gpu_sharing_unloads_idle_ollama_models_and_frees_comfyui_when_idle(
     for m in ("llama3.2:1b", "qwen3:4b", "nomic-embed-text"):
         box.add(m)
     box.loaded.update({"llama3.2:1b", "qwen3:4b", "nomic-embed-text:latest"})
-    box.hold.add("qwen3:4b")
+    box.hold_answers = True  # a chat stays in flight until released
     box.start()
     try:
         cfg = {
@@ -370,21 +370,23 @@ def test_gpu_sharing_unloads_idle_ollama_models_and_frees_comfyui_when_idle(
             s = Stack(gw, comfy_a)
             client = ollama.Client(host=gw.url)
             answer: list[str] = []
-            chat = client.chat(model="qwen3:4b", messages=[{"role": "user", "content": "hi"}],
-                               stream=True)  # fmt: skip
-            first = next(iter(chat))  # the chat is in flight now
-            answer.append(first.message.content or "")
-            t = threading.Thread(target=lambda: answer.extend(c.message.content or ""
-                                                               for c in chat))  # fmt: skip
+
+            def chat() -> None:
+                for c in client.chat(model="qwen3:4b", stream=True,
+                                     messages=[{"role": "user", "content": "hi"}]):  # fmt: skip
+                    answer.append(c.message.content or "")
+
+            t = threading.Thread(target=chat)
             t.start()
+            until(lambda: box.held() == 1, "the chat to be in flight")
             job = s.done(s.job(prompt="gpu turn", steps=2)["id"])
             assert job["status"] == "succeeded"
-            # Unloaded once, through the box in the group; the busy model kept.
+            # Unloaded with keep_alive: 0 before the job ran; the busy model kept.
             assert sorted(box.unloads) == ["llama3.2:1b", "nomic-embed-text:latest"]
             assert box.loaded == {"qwen3:4b"}
-            box.release.set()
+            box.release()
             t.join(DEADLINE)
-            assert "".join(answer) == "Hello"
+            assert "".join(answer) == "answer from qwen3:4b"
             until(lambda: "freed comfy's models" in gw.output(), "ComfyUI to be freed when idle")
             # And the next job runs after the free, loading the model again.
             assert s.done(s.job(prompt="again", steps=2)["id"])["status"] == "succeeded"

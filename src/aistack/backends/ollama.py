@@ -53,11 +53,6 @@ class OllamaBackend(HttpBackend):
     async def ps(self) -> list[LoadedModel]:
         return convert.ps_from_wire(await self.get_json("/api/ps"), self.name)
 
-    async def unload(self, model: str) -> None:
-        """Free the model's memory now (`keep_alive: 0`): GPU sharing (images/gpu.py)."""
-        body = {"model": model, "prompt": "", "keep_alive": 0}
-        await self.get_json("/api/generate", body, probe=False)
-
     async def version(self) -> str:
         return str((await self.get_json("/api/version")).get("version", ""))
 

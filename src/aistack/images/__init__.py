@@ -158,7 +158,7 @@ def build(gw: Gateway) -> Images | None:
         gw.router.health,
         comfy,
         Results(_storage(im.storage, store)),
-        GpuSharing.of(list(gw.backends.values()), gpu, gw.router.in_flight_on, free_after),
+        GpuSharing.of(list(gw.backends.values()), gpu, gw.router.unload, free_after),
         settings,
         gw.health,
     )

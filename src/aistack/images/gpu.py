@@ -1,12 +1,12 @@
 """Text and images taking turns on one card: the backends of a `gpu:` group.
 
 Before a ComfyUI job runs on a group, the group's Ollama instances are asked which
-models they hold (`/api/ps`) and every one with no request in flight through this
-gateway (the router's per-deployment counts) is unloaded (`keep_alive: 0`); a model
-that is answering someone stays. After a ComfyUI backend has had no job for
-`free_after` seconds it is asked to `/free` its models, so the next text request finds
-the memory. Both are best effort: a box that does not answer is logged and skipped,
-and the job runs anyway.
+models they hold (`/api/ps`) and every one is unloaded (`keep_alive: 0`) through the
+router (`Router.unload`), which refuses while a request runs on it there and holds new
+requests for it during the unload; a model that is answering someone stays. After a
+ComfyUI backend has had no job for `free_after` seconds it is asked to `/free` its
+models, so the next text request finds the memory. Both are best effort: a box that
+does not answer is logged and skipped, and the job runs anyway.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from aistack.backends.base import Backend
+from aistack.backends.base import Backend, LoadedModels, ModelMemory
 from aistack.backends.comfyui import ComfyUIBackend
-from aistack.backends.ollama import OllamaBackend
 from aistack.core.errors import GatewayError
 
 log = logging.getLogger("aistack.images.gpu")
@@ -28,7 +27,7 @@ log = logging.getLogger("aistack.images.gpu")
 @dataclass(slots=True)
 class GpuSharing:
     groups: dict[str, list[Backend]]  # gpu group -> the backends on that card
-    in_flight: Callable[[str, str], int]  # (backend, model) -> requests in flight
+    unload: Callable[[str, str], Awaitable[bool]]  # (backend, model): False while it runs
     free_after: dict[str, float | None] = field(default_factory=dict)  # comfy -> seconds
     unloaded: list[tuple[str, str]] = field(default_factory=list)  # (backend, model), recent
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
@@ -39,7 +38,7 @@ class GpuSharing:
         cls,
         backends: Sequence[Backend],
         gpu: dict[str, str],
-        in_flight: Callable[[str, str], int],
+        unload: Callable[[str, str], Awaitable[bool]],
         free_after: dict[str, float | None],
     ) -> GpuSharing:
         groups: dict[str, list[Backend]] = {}
@@ -47,14 +46,14 @@ class GpuSharing:
             g = gpu.get(b.name, "")
             if g:
                 groups.setdefault(g, []).append(b)
-        return cls(groups, in_flight, free_after)
+        return cls(groups, unload, free_after)
 
     async def before(self, comfy: ComfyUIBackend) -> list[tuple[str, str]]:
         """Make room on the card for a ComfyUI job: unload the group's idle text models."""
         self.busy(comfy)
         done: list[tuple[str, str]] = []
         for b in self.groups.get(comfy.gpu, []) if comfy.gpu else []:
-            if not isinstance(b, OllamaBackend):
+            if b is comfy or not isinstance(b, LoadedModels) or not isinstance(b, ModelMemory):
                 continue
             try:
                 loaded = await b.ps()
@@ -62,12 +61,11 @@ class GpuSharing:
                 log.warning("gpu %s: cannot ask %s what it holds: %s", comfy.gpu, b.name, e.message)
                 continue
             for m in loaded:
-                if self.in_flight(b.name, m.name):
-                    log.info("gpu %s: %s keeps %s loaded (a request is in flight)",
-                             comfy.gpu, b.name, m.name)  # fmt: skip
-                    continue
                 try:
-                    await b.unload(m.name)
+                    if not await self.unload(b.name, m.name):
+                        log.info("gpu %s: %s keeps %s loaded (a request is running on it)",
+                                 comfy.gpu, b.name, m.name)  # fmt: skip
+                        continue
                 except GatewayError as e:
                     log.warning("gpu %s: unloading %s from %s failed: %s",
                                 comfy.gpu, m.name, b.name, e.message)  # fmt: skip

@@ -392,16 +392,6 @@ class Router:
                 return pool.slots[0].dep
         return None
 
-    def in_flight_on(self, backend: str, model: str) -> int:
-        """Requests in flight on this backend for this model (its upstream name), under
-        whatever names they were routed: what GPU sharing checks before an unload."""
-        key = canonical(model)
-        return sum(
-            s.in_flight
-            for (b, _), s in self._slots.items()
-            if b == backend and s.in_flight and canonical(s.dep.model) == key
-        )
-
     # -- one request
 
     async def run(
