@@ -200,6 +200,39 @@ def txt2img_graph(seed: int, steps: int = 2, size: int = 64, batch: int = 1) -> 
     }  # fmt: skip
 
 
+def img2img_graph(denoise: float = 0.5, steps: int = 2) -> dict[str, Any]:
+    """An edit on the tiny checkpoint: LoadImage -> VAEEncode -> KSampler -> VAEDecode."""
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
+        "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CKPT}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["1", 0], "vae": ["2", 2]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 1]}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 1]}},
+        "6": {"class_type": "KSampler", "inputs": {
+            "seed": 1, "steps": steps, "cfg": 7.0, "sampler_name": "euler",
+            "scheduler": "normal", "denoise": denoise, "model": ["2", 0], "positive": ["4", 0],
+            "negative": ["5", 0], "latent_image": ["3", 0]}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["2", 2]}},
+        "8": {"class_type": "SaveImage", "inputs": {"filename_prefix": "e", "images": ["7", 0]}},
+    }  # fmt: skip
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A solid-colour RGB PNG."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    row = b"\x00" + bytes(rgb) * width
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))  # fmt: skip
+
+
 def empty_image_graph(width: int = 64, height: int = 64, color: int = 0xFF0000) -> dict[str, Any]:
     """Model-free (milliseconds): EmptyImage -> SaveImage."""
     return {

@@ -130,8 +130,16 @@ def comfy_a(tmp_path_factory: pytest.TempPathFactory) -> Iterator[comfy.Comfy]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, comfy_a: comfy.Comfy) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("images")
-    # Two prompts in ComfyUI at once: one running, one waiting in its own queue.
-    cfg = {"backends": [comfy_backend(comfy_a, max_in_flight=2)]}
+    (tmp / "img2img.json").write_text(json.dumps(comfy.img2img_graph()))
+    cfg = {
+        "backends": [
+            # Two prompts in ComfyUI at once: one running, one waiting in its own queue.
+            comfy_backend(comfy_a, max_in_flight=2),
+            # The same ComfyUI, serving one workflow of its own (an edit).
+            comfy_backend(comfy_a, "comfy-edit",
+                          workflows={"img2img": {"file": str(tmp / "img2img.json")}}),
+        ]
+    }  # fmt: skip
     with running(start_gateway(tmp, cfg)) as gw:
         yield Stack(gw, comfy_a)
 
@@ -158,6 +166,25 @@ def test_the_openai_client_generates_pngs_as_b64_and_as_urls(stack: Stack) -> No
     assert decode_png(got.content) == (64, 128)
 
 
+def test_the_openai_client_edits_an_image_with_a_workflow_that_takes_one(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.gw.url}/v1", api_key="unused", timeout=DEADLINE)
+    res = client.images.edit(
+        model="img2img", image=("cat.png", comfy.png(64, 48), "image/png"),
+        prompt="a cat in a hat", response_format="b64_json", extra_body={"steps": 2},
+    )  # fmt: skip
+    assert res.data is not None and len(res.data) == 1
+    assert decode_png(base64.b64decode(res.data[0].b64_json or "")) == (64, 48)
+    with stack.http as c:
+        # A workflow without an input image is not for edits, and the reverse.
+        r = c.post("/v1/images/edits", data={"model": MODEL, "prompt": "x"},
+                   files={"image": ("a.png", comfy.png(64, 64), "image/png")})  # fmt: skip
+        assert r.status_code == 400 and "does not take an input image" in r.text
+        r = c.post("/v1/images/generations", json={"model": "img2img", "prompt": "x"})
+        assert r.status_code == 400 and "/v1/images/edits" in r.text
+        r = c.post("/v1/images/edits", data={"model": "img2img", "prompt": "x"})
+        assert r.status_code == 400 and "multipart/form-data" in r.text
+
+
 def test_image_models_are_listed_for_openai_clients_and_not_for_ollama_ones(stack: Stack) -> None:
     with stack.http as c:
         ids = [m["id"] for m in c.get("/v1/models").json()["data"]]
@@ -165,8 +192,12 @@ def test_image_models_are_listed_for_openai_clients_and_not_for_ollama_ones(stac
         im = c.get("/v1/images/models").json()["data"]
         health = c.get("/health").json()
     assert f"{MODEL}:latest" in ids and f"{MODEL}:latest" not in tags
-    assert im[0]["id"] == f"{MODEL}:latest" and "prompt" in im[0]["inputs"]
-    assert im[0]["defaults"]["steps"] == 20
+    models = {m["id"]: m for m in im}
+    assert set(models) == {f"{MODEL}:latest", "img2img:latest"}
+    tiny, edit = models[f"{MODEL}:latest"], models["img2img:latest"]
+    assert tiny["source"] == "built-in" and tiny["defaults"]["steps"] == 20
+    assert "prompt" in tiny["inputs"] and "image" not in tiny["inputs"]
+    assert edit["source"] == "img2img.json" and "image" in edit["inputs"]
     (b,) = [b for b in health["backends"] if b["name"] == "comfy"]
     assert b["state"] == "up" and b["devices"][0]["vram_total"] > 0
 

@@ -65,7 +65,7 @@ class Workflow:
     def describe(self) -> dict[str, Any]:
         """What the console shows: the knobs it takes and the workflow's own values."""
         return {
-            "source": self.source,
+            "source": Path(self.source).name,  # the file's name, not where it is
             "inputs": sorted(self.bindings),
             "defaults": wire.defaults(self.graph, self.bindings),
         }

@@ -132,8 +132,9 @@ class ImageQueue:
         self.on_finished: list[Callable[[JobRecord, list[FileRecord]], None]] = []
         for b in backends.values():
             # The same name after a restart: ComfyUI sends a prompt's events to the
-            # socket of the client that submitted it.
-            b.set_client_id(f"aistack-{settings.owner}")
+            # socket of the client that submitted it (one per backend: two backends may
+            # be one ComfyUI, and a client id has one socket there).
+            b.set_client_id(f"aistack-{settings.owner}-{b.name}")
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         if kw:
