@@ -314,10 +314,14 @@ class ImageQueue:
             self._next_upkeep = time.monotonic() + self.s.lease / 3
             await self._upkeep(now)
         self.depth = await self.db(self.table.count, ("queued", "submitted"))
-        jobs: list[JobRecord] = await self.db(self.table.dispatchable, now, 100)
+        jobs: list[JobRecord] = await self.db(self.table.dispatchable, now, 100, self.s.owner)
+        jobs = [j for j in jobs if j.id not in self._runners]  # ours, being submitted now
         if not jobs:
             return
         active: dict[str, int] = await self.db(self.table.active_by_backend, now)
+        for j in jobs:  # our own claims from before a restart hold no place any more
+            if j.owner == self.s.owner and j.lease_until >= now and j.backend in active:
+                active[j.backend] -= 1
         for job in jobs:
             if job.cancel_requested:
                 if await self.db(self.table.cancel_unclaimed, job.id, now):
@@ -390,6 +394,10 @@ class ImageQueue:
         for jid, cancel in mine:
             if cancel and jid in self._cancels:
                 self._cancels[jid].set()
+        for name in {n for n, _ in self._stale}:
+            h = self.health.get(name)
+            if h is not None and h.up and name in self.backends:
+                await self._clean_stale(self.backends[name])
         for job in await self.db(self.table.adoptable, self.s.owner, now):
             if job.id in self._runners or job.backend not in self.backends:
                 continue

@@ -183,12 +183,13 @@ class JobTable:
             )[0][0]
         )
 
-    def dispatchable(self, now: int, limit: int = 100) -> list[JobRecord]:
-        """Queued jobs nobody holds (never claimed, or the claim's lease ran out)."""
+    def dispatchable(self, now: int, limit: int = 100, owner: str = "") -> list[JobRecord]:
+        """Queued jobs nobody holds (never claimed, or the claim's lease ran out), and
+        those `owner` claimed (before a restart, say)."""
         rows = self._rows(
-            f"{_JOB_SELECT} WHERE state = 'queued' AND (owner = '' OR lease_until < ?) "
-            "ORDER BY created_at, id LIMIT ?",
-            (now, limit),
+            f"{_JOB_SELECT} WHERE state = 'queued' AND (owner = '' OR owner = ? OR "
+            "lease_until < ?) ORDER BY created_at, id LIMIT ?",
+            (owner, now, limit),
         )
         return [_job(r) for r in rows]
 
