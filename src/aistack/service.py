@@ -106,7 +106,10 @@ class RequestContext:
     finish: str = ""  # why the answer ended (stop, length, tool_calls, ...)
     # The answer in progress; `Gateway.finish` ends it if the route did not.
     answer: Answer | None = None
-    # The ledger row is written later, by whatever finishes the work (an image job).
+    # Image work: images made, the backend's time making them (ms), and whether the
+    # ledger's row is written later, by whatever finishes the work (an image job).
+    images: int = 0
+    gpu_ms: float = 0.0
     deferred: bool = False
 
     @property

@@ -151,6 +151,8 @@ class Finished(Protocol):
     usage: Usage | None
     ticket: Ticket | None
     deferred: bool
+    images: int
+    gpu_ms: float
 
     @property
     def backend(self) -> str: ...
@@ -515,7 +517,8 @@ class Gate:
             return  # the ledger records model work (an image job's row: when it ends)
         backend = ctx.backend
         upstream = ctx.upstream_model
-        cost, source = self.prices.cost(backend, upstream, ctx.model, usage)
+        cost, source = self.prices.cost(backend, upstream, ctx.model, usage, ctx.images,
+                                        ctx.gpu_ms)  # fmt: skip
         if cost and ctx.key_id:
             self._unwritten[ctx.key_id] = self._unwritten.get(ctx.key_id, 0.0) + cost
         duration_ns = ctx.end_ns - ctx.started_ns
@@ -545,8 +548,8 @@ class Gate:
                 cost,
                 source,
                 ctx.attempts,
-                usage.images if usage is not None else 0,
-                usage.gpu_seconds * 1000 if usage is not None else 0.0,
+                ctx.images,
+                ctx.gpu_ms,
             )
         )
 

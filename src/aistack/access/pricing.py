@@ -85,8 +85,17 @@ class Prices:
         return found
 
     def cost(
-        self, backend: str, upstream: str, requested: str, usage: Usage | None
+        self,
+        backend: str,
+        upstream: str,
+        requested: str,
+        usage: Usage | None,
+        images: int = 0,
+        gpu_ms: float = 0.0,
     ) -> tuple[float | None, str]:
+        """Of tokens (`usage`), or of `images` and the backend's `gpu_ms` making them."""
+        if (images or gpu_ms) and usage is None:
+            usage = Usage()
         if usage is None or not backend:
             return 0.0, ""  # nothing reached a backend: nothing to pay
         if usage.cost is not None:
@@ -94,7 +103,7 @@ class Prices:
         p = self.price_for(backend, upstream, requested)
         if p is not None:
             tokens = (usage.prompt_tokens * p.input + usage.completion_tokens * p.output) / 1e6
-            return tokens + usage.images * p.image + usage.gpu_seconds * p.second, "price"
+            return tokens + images * p.image + gpu_ms / 1000 * p.second, "price"
         if self.billing.get(backend, "metered") == "local":
             return 0.0, "local"
         if (backend, upstream) not in self._warned:

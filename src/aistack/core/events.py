@@ -29,9 +29,6 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     reasoning_tokens: int | None = None
     # True when the gateway counted the tokens because the backend did not say.
     estimated: bool = False
-    # Image work: images made, and seconds the backend spent making them.
-    images: int = 0
-    gpu_seconds: float = 0.0
 
     @property
     def total_tokens(self) -> int:

@@ -33,7 +33,6 @@ import orjson
 
 from aistack.access.sessions import Sessions
 from aistack.core.errors import ErrorKind, GatewayError, invalid
-from aistack.core.events import Usage
 from aistack.core.images import TERMINAL, ImageRequest, public_state
 from aistack.core.operations import Operation
 from aistack.dialects.openai import images as wire
@@ -218,7 +217,7 @@ class ImageRoutes:
         ctx.attempts = max(1, job.attempts)
         ctx.attempt_ns = ctx.started_ns
         ctx.first_ns = time.monotonic_ns()
-        ctx.usage = Usage(images=len(files), gpu_seconds=job.gpu_ms / 1000)
+        ctx.images, ctx.gpu_ms = len(files), job.gpu_ms
 
     def record(self, gw: Gateway, job: JobRecord, files: list[FileRecord]) -> None:
         """The ledger's row of a job made with POST /v1/images/jobs, when it ends (its
