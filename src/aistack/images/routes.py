@@ -74,6 +74,12 @@ class ImageRoutes:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.timeout = timeout
         self.default_model = default_model
+        self._cancelling: set[asyncio.Future[JobRecord | None]] = set()
+
+    def _cancelled(self, t: asyncio.Future[JobRecord | None]) -> None:
+        self._cancelling.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.warning("cancelling an abandoned image job failed: %s", t.exception())
 
     def routes(self) -> list[Route]:
         j = "/v1/images/jobs"
@@ -181,7 +187,8 @@ class ImageRoutes:
         except asyncio.CancelledError:
             # The caller went away: nobody will read these images.
             task = asyncio.ensure_future(self.q.cancel(job.id))
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            self._cancelling.add(task)  # held until done: the loop keeps only weak refs
+            task.add_done_callback(self._cancelled)
             raise
         files = (await self.q.files([job.id]))[job.id]
         self._account(gw, ctx, job, files)
