@@ -316,8 +316,9 @@ def test_usage_exports_csv(gw: Gw) -> None:
         head = r.text.splitlines()[0].split(",")
         # The groups first (a key's rows also name its app), then the sums.
         assert head[:2] == ["day", "key"] and set(head[2:-9]) <= {"app"}
-        assert head[-9:] == ["requests", "errors", "tokens_in", "tokens_out", "cost",
-                             "cost_unknown", "avg_duration_ms", "images", "gpu_seconds"]  # fmt: skip
+        sums = ["requests", "errors", "tokens_in", "tokens_out", "cost", "cost_unknown",
+                "avg_duration_ms", "images", "gpu_seconds"]  # fmt: skip
+        assert head[-9:] == sums
         assert c.get("/admin/api/usage?format=xml").status_code == 400
 
 
