@@ -501,7 +501,9 @@ def test_replicas_on_postgresql_share_one_queue(
         running(start_gateway(tmp_path, cfg, name="b")) as b,
     ):
         sa, sb = Stack(a, comfy_a), Stack(b, comfy_a)
-        jobs = [(sa if i % 2 else sb).job(prompt=f"replica {i}", steps=3) for i in range(4)]
+        # The followed one runs long enough to be seen running by a replica that polls.
+        jobs = [(sa if i % 2 else sb).job(prompt=f"replica {i}", steps=20 if i == 1 else 3)
+                for i in range(4)]  # fmt: skip
         # Followed on the replica that did not take the request (jobs[1] went to a).
         with sb.http as c, c.stream("GET", f"/v1/images/jobs/{jobs[1]['id']}/events") as r:
             kinds = [k for k, _ in sse(r)]
