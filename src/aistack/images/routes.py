@@ -45,7 +45,7 @@ from aistack.http.asgi import (
     send_chunk,
     start_stream,
 )
-from aistack.http.auth import session_admin
+from aistack.http.auth import session_of
 from aistack.http.table import DELETE, GET, KEY, POST, PUBLIC, Route
 from aistack.images.queue import ImageQueue, Who
 from aistack.service import Gateway, RequestContext
@@ -112,10 +112,16 @@ class ImageRoutes:
         """The key whose jobs this caller sees; None: every key's."""
         return None if ctx.key_id in _EVERYONE else ctx.key_id
 
-    def _may_change(self, req: Request) -> None:
-        if self.sessions is None or req.header(b"authorization") is not None:
+    async def _may_change(self, gw: Gateway, req: Request, ctx: RequestContext) -> None:
+        """A read-only console user may look, never make or delete."""
+        gate = gw.gate
+        if ctx.key_id != "console" or gate is None:
             return
-        who = session_admin(self.sessions, req)
+        s = await session_of(gate, self.sessions, req)
+        if s is None:
+            return
+        peer = req.client[0] if req.client else None
+        who = gate.session_admin(s, gate.forwarded(peer, req.header))
         if who is not None and who.read_only:
             raise GatewayError(
                 ErrorKind.FORBIDDEN,
@@ -151,7 +157,7 @@ class ImageRoutes:
     async def _queue(
         self, gw: Gateway, req: Request, ctx: RequestContext, r: ImageRequest, via: str
     ) -> JobRecord:
-        self._may_change(req)
+        await self._may_change(gw, req, ctx)
         model = await self._model(gw, ctx, r.model)
         if model != r.model:
             r = msgspec.structs.replace(r, model=model)
@@ -306,7 +312,7 @@ class ImageRoutes:
     async def delete_job(self, gw: Gateway, req: Request, ctx: RequestContext) -> None:
         """An active job is cancelled (its answer: the job, cancelled); a finished one
         is deleted with its images."""
-        self._may_change(req)
+        await self._may_change(gw, req, ctx)
         job = await self._job(ctx, req.params["id"])
         if job.state not in TERMINAL:
             ended = await self.q.cancel(job.id)
@@ -373,7 +379,7 @@ class ImageRoutes:
         ])  # fmt: skip
 
     async def delete_file(self, gw: Gateway, req: Request, ctx: RequestContext) -> None:
-        self._may_change(req)
+        await self._may_change(gw, req, ctx)
         fid = req.params["id"]
         f: FileRecord | None = await self.q.db(self.q.table.file, fid)
         scope = self._scope(ctx)
@@ -402,7 +408,7 @@ class ImageRoutes:
         await respond_json(req, {"object": "list", "data": [_preset(p) for p in found]})
 
     async def create_preset(self, gw: Gateway, req: Request, ctx: RequestContext) -> None:
-        self._may_change(req)
+        await self._may_change(gw, req, ctx)
         b = req.json()
         if not isinstance(b, dict):
             raise invalid("expected a JSON object")
@@ -421,7 +427,7 @@ class ImageRoutes:
         await respond_json(req, _preset(p), 201)
 
     async def delete_preset(self, gw: Gateway, req: Request, ctx: RequestContext) -> None:
-        self._may_change(req)
+        await self._may_change(gw, req, ctx)
         pid = req.params["id"]
         if not await self.q.db(self.q.table.delete_preset, pid, self._scope(ctx)):
             raise GatewayError(ErrorKind.NOT_FOUND, f"no preset '{pid}'", param="id")

@@ -199,7 +199,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        4,
+        5,
         "images and GPU time in the ledger",
         (
             "ALTER TABLE requests ADD COLUMN images INTEGER NOT NULL DEFAULT 0",
