@@ -441,6 +441,20 @@ def test_images_are_keyed_priced_and_counted_in_the_ledger_and_metrics(
             keys = [c.post("/admin/api/keys", json={"name": n}, headers=admin).json()["key"]
                     for n in ("painter", "other")]  # fmt: skip
             painter, other = ({"authorization": f"Bearer {k}"} for k in keys)
+            made = c.post("/admin/api/keys", headers=admin,
+                          json={"name": "sketcher", "images_per_minute": 2})  # fmt: skip
+            assert made.json()["images_per_minute"] == 2
+            sketcher = {"authorization": f"Bearer {made.json()['key']}"}
+            one = {"model": MODEL, "prompt": "quick", "size": "64x64", "steps": 1}
+            assert (
+                c.post("/v1/images/jobs", headers=sketcher, json={**one, "n": 3}).status_code == 400
+            )
+            assert (
+                c.post("/v1/images/jobs", headers=sketcher, json={**one, "n": 2}).status_code == 202
+            )
+            over = c.post("/v1/images/jobs", headers=sketcher, json=one)
+            assert over.status_code == 429 and "2 images per minute" in over.text
+            assert int(over.headers["retry-after"]) >= 1
             assert (
                 c.post("/v1/images/jobs", json={"model": MODEL, "prompt": "x"}).status_code == 401
             )
@@ -464,22 +478,24 @@ def test_images_are_keyed_priced_and_counted_in_the_ledger_and_metrics(
             assert c.get("/v1/images/jobs", headers=other).json()["data"] == []
             mine = c.get("/v1/images/jobs", headers=painter).json()["data"]
             assert {j["prompt"] for j in mine} == {"two", "one"}
-            assert len(c.get("/v1/images/jobs", headers=admin).json()["data"]) == 2
+            assert len(c.get("/v1/images/jobs", headers=admin).json()["data"]) == 3
 
             def usage() -> dict[str, Any] | None:
                 u = c.get("/admin/api/usage", params={"by": "model"}, headers=admin).json()
-                return u if u["total"]["images"] == 3 else None
+                return u if u["total"]["images"] == 5 else None
 
-            u = until(usage, "three images in the ledger")
+            u = until(usage, "five images in the ledger")
             (row,) = [r for r in u["rows"] if r["model"] == f"{MODEL}:latest"]
-            assert row["requests"] == 2 and row["gpu_seconds"] > 0
-            assert row["cost"] >= 3 * 0.04 and row["cost_unknown"] == 0
+            # Two refused (over the limit): in the ledger as errors, with no images.
+            assert row["requests"] == 5 and row["errors"] == 2 and row["gpu_seconds"] > 0
+            assert row["cost"] >= 5 * 0.04 and row["cost_unknown"] == 0
             rows = c.get("/admin/api/requests", headers=admin).json()["requests"]
-            routes = sorted(r["route"] for r in rows if r.get("model", "").startswith(MODEL))
-            assert routes == ["images_generations", "images_jobs_create"], rows
-            metrics = c.get("/metrics").text
+            mine = [r for r in rows if r.get("model", "").startswith(MODEL)]
+            routes = sorted(r["route"] for r in mine if r["status"] == 200)
+            assert routes == ["images_generations", "images_jobs_create", "images_jobs_create"]
+            metrics = c.get("/metrics", headers=admin).text
         m = f'model="{MODEL}:latest",backend="comfy"'
-        assert f'aistack_image_jobs_total{{{m},status="succeeded"}} 2' in metrics
+        assert f'aistack_image_jobs_total{{{m},status="succeeded"}} 3' in metrics
         assert f'aistack_images_total{{{m},app="painter"}} 3' in metrics
         assert "aistack_image_queue_depth 0" in metrics
 

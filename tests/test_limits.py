@@ -159,3 +159,34 @@ def test_when_redis_is_down_limits_fall_back_or_refuse(on_error: str) -> None:
             await lim.close()
 
     run(main)
+
+
+def test_images_per_minute_charges_each_image_of_a_request() -> None:
+    clock = Clock()
+    lim = MemoryLimiter(clock)
+    assert lim.check_images("k", 6, 4) is None  # 4 of 6 at once
+    d = lim.check_images("k", 6, 3)  # 3 more do not fit until one is earned back
+    assert d is not None and d.limit == "ipm" and d.retry_after == pytest.approx(10.0)
+    assert lim.check_images("k", 6, 2) is None  # the last 2 do
+    clock.t += 20
+    assert lim.check_images("k", 6, 2) is None and lim.check_images("k", 6, 1) is not None
+
+
+def test_images_per_minute_is_shared_through_redis(redis_target: tuple[str, str]) -> None:
+    url, prefix = redis_target
+
+    async def main() -> None:
+        a = RedisLimiter(url, prefix=prefix + "ipm:")
+        b = RedisLimiter(url, prefix=prefix + "ipm:")
+        await a.start()
+        await b.start()
+        try:
+            assert await a.admit_images("k", 4, 3) is None
+            d = await b.admit_images("k", 4, 2)  # the other replica sees the 3
+            assert d is not None and d.limit == "ipm" and 14 <= d.retry_after <= 15.1
+            assert await b.admit_images("k", 4, 1) is None
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main)

@@ -80,7 +80,9 @@ class KeyInfo:
         self.digest = bytes.fromhex(rec.hash) if rec else b""
         self.revoked = bool(rec and rec.revoked_at is not None)
         self.expires_at = rec.expires_at / 1000 if rec and rec.expires_at else None
-        self.quota = Quota(rec.rpm, rec.tpm, rec.concurrent) if rec else Quota()
+        self.quota = (
+            Quota(rec.rpm, rec.tpm, rec.concurrent, rec.images_per_minute) if rec else Quota()
+        )
         self.budget = rec.budget if rec else None
         self.period: Period = (rec.budget_period if rec else None) or "month"
         models = rec.models if rec else ()
@@ -491,6 +493,23 @@ class Gate:
             raise _denied(key, got)
         ctx.ticket = got
 
+    async def admit_images(self, ctx: Caller, n: int) -> None:
+        """An image request for `n` images: within the key's images per minute, or a 429
+        (a 400 when one request asks for more than a minute's worth)."""
+        key = ctx.key
+        per = key.quota.ipm if key is not None else None
+        if key is None or not per:
+            return
+        if n > per:
+            raise GatewayError(
+                ErrorKind.INVALID_REQUEST,
+                f"API key '{key.name}' may make {per} images a minute; this request asks for {n}",
+                param="n",
+            )
+        got = await self.limiter.admit_images(key.id, per, n)
+        if got is not None:
+            raise _denied(key, got)
+
     async def admit_call(self, ctx: Caller) -> None:
         """A request that names no model (a vector operation): the key's rate and
         concurrency limits only; a 429 over them."""
@@ -687,6 +706,7 @@ def _denied(key: KeyInfo, d: Denied) -> GatewayError:
         "rpm": f"{q.rpm} requests per minute",
         "tpm": f"{q.tpm} tokens per minute",
         "concurrent": f"{q.concurrent} concurrent requests",
+        "ipm": f"{q.ipm} images per minute",
     }.get(d.limit)
     if what is None:
         return GatewayError(
@@ -713,11 +733,13 @@ def new_record(
     concurrent: int | None = None,
     budget: tuple[float, Period] | None = None,
     expires_at: int | None = None,
+    images_per_minute: int | None = None,
 ) -> tuple[NewKey, KeyRecord]:
     """A fresh key and the record to store (its hash, never the key)."""
     if not name or not re.fullmatch(r"[A-Za-z0-9_.@\-]{1,64}", name):
         raise ValueError(f"key name {name!r}: use 1-64 letters, digits, '.', '-', '_' or '@'")
-    for n, v in (("rpm", rpm), ("tpm", tpm), ("concurrent", concurrent)):
+    for n, v in (("rpm", rpm), ("tpm", tpm), ("concurrent", concurrent),
+                 ("images_per_minute", images_per_minute)):  # fmt: skip
         if v is not None and v <= 0:
             raise ValueError(f"{n} must be a positive number")
     if budget is not None and budget[0] < 0:
@@ -737,6 +759,7 @@ def new_record(
         budget_period=budget[1] if budget else None,
         expires_at=expires_at,
         scopes=scopes.parse(key_scopes),
+        images_per_minute=images_per_minute,
     )
     return NewKey(key, rec.id), rec
 

@@ -40,6 +40,8 @@ def _limits(r: KeyRecord) -> str:
         parts.append(f"tpm {r.tpm}")
     if r.concurrent:
         parts.append(f"concurrent {r.concurrent}")
+    if r.images_per_minute:
+        parts.append(f"images/min {r.images_per_minute}")
     if r.budget is not None:
         parts.append(f"budget ${r.budget:g}/{r.budget_period}")
     return ", ".join(parts) or "-"
@@ -59,6 +61,7 @@ def _create(store: Store, args: argparse.Namespace) -> int:
             concurrent=args.concurrent,
             budget=budget,
             expires_at=expires_at,
+            images_per_minute=args.images_per_minute,
         )
     except (SpecError, ValueError) as e:
         print(f"aistack: {e}", file=sys.stderr)

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--rpm", type=int, help="requests per minute")
     kc.add_argument("--tpm", type=int, help="tokens (in + out) per minute")
     kc.add_argument("--concurrent", type=int, help="requests in flight at once")
+    kc.add_argument(
+        "--images-per-minute", type=int, metavar="N", help="images it may make a minute"
+    )
     kc.add_argument("--budget", metavar="USD/PERIOD", help="spend cap: 5/month, 0.5/day, 20/week")
     kc.add_argument("--expires", metavar="WHEN", help="90d, 12h, or a date (2026-12-31)")
     kc.add_argument("--json", action="store_true", help="print JSON (with the key)")

@@ -89,7 +89,10 @@ async def create_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
     body = req.json()
     if not isinstance(body, dict):
         raise invalid("expected a JSON object")
-    fields = {"name", "models", "scopes", "rpm", "tpm", "concurrent", "budget", "expires"}
+    fields = {
+        "name", "models", "scopes", "rpm", "tpm", "concurrent", "budget", "expires",
+        "images_per_minute",
+    }  # fmt: skip
     unknown = set(body) - fields
     if unknown:
         raise invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -128,6 +131,7 @@ async def create_key(gw: Gateway, req: Request, ctx: RequestContext) -> None:
             concurrent=_opt_int(body, "concurrent"),
             budget=budget,
             expires_at=expires_at,
+            images_per_minute=_opt_int(body, "images_per_minute"),
         )
     except ValueError as e:  # SpecError too
         raise invalid(str(e)) from None

@@ -154,11 +154,16 @@ class ImageRoutes:
         await self.q.deployments(name)
         return name
 
+    async def _admit_images(self, gw: Gateway, ctx: RequestContext, n: int) -> None:
+        if gw.gate is not None:
+            await gw.gate.admit_images(ctx, n)
+
     async def _queue(
         self, gw: Gateway, req: Request, ctx: RequestContext, r: ImageRequest, via: str
     ) -> JobRecord:
         await self._may_change(gw, req, ctx)
         model = await self._model(gw, ctx, r.model)
+        await self._admit_images(gw, ctx, r.n)
         if model != r.model:
             r = msgspec.structs.replace(r, model=model)
         ctx.request = r

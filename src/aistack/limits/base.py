@@ -27,15 +27,16 @@ class Quota:
     rpm: int | None = None
     tpm: int | None = None
     concurrent: int | None = None
+    ipm: int | None = None  # images per minute (image requests say how many they make)
 
     @property
     def empty(self) -> bool:
-        return not (self.rpm or self.tpm or self.concurrent)
+        return not (self.rpm or self.tpm or self.concurrent or self.ipm)
 
 
 @dataclass(frozen=True, slots=True)
 class Denied:
-    limit: str  # "rpm" | "tpm" | "concurrent" | "unavailable"
+    limit: str  # "rpm" | "tpm" | "concurrent" | "ipm" | "unavailable"
     retry_after: float  # seconds
 
 
@@ -55,6 +56,10 @@ class Limiter(Protocol):
     kind: str
 
     async def admit(self, key_id: str, quota: Quota) -> Ticket | Denied: ...
+
+    async def admit_images(self, key_id: str, per_minute: int, n: int) -> Denied | None:
+        """Take `n` images of the key's `per_minute` (GCRA, as rpm), or say when to come
+        back."""
 
     def done(self, ticket: Ticket, tokens: int) -> None:
         """The request ended having used `tokens`: charge them, free its slot. Never blocks."""

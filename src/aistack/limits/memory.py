@@ -16,6 +16,7 @@ class MemoryLimiter:
         # Per key, the GCRA "theoretical arrival time": when its bucket is full again.
         self._rpm: dict[str, float] = {}
         self._tpm: dict[str, float] = {}
+        self._ipm: dict[str, float] = {}
         self._active: dict[str, int] = {}
 
     def check(self, key_id: str, quota: Quota) -> Ticket | Denied:
@@ -42,6 +43,17 @@ class MemoryLimiter:
 
     async def admit(self, key_id: str, quota: Quota) -> Ticket | Denied:
         return self.check(key_id, quota)
+
+    def check_images(self, key_id: str, per_minute: int, n: int) -> Denied | None:
+        now = self.clock()
+        tat = max(self._ipm.get(key_id, 0.0), now) + n * WINDOW / per_minute
+        if tat - now > WINDOW + EPSILON:
+            return Denied("ipm", tat - now - WINDOW)
+        self._ipm[key_id] = tat
+        return None
+
+    async def admit_images(self, key_id: str, per_minute: int, n: int) -> Denied | None:
+        return self.check_images(key_id, per_minute, n)
 
     def done(self, ticket: Ticket, tokens: int) -> None:
         q = ticket.quota

@@ -62,6 +62,18 @@ end
 return {1, '', 0}
 """
 
+_IMAGES = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local per, n, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) + n * window / per
+if tat - now > window + 0.001 then
+  return {0, math.ceil(tat - now - window)}
+end
+redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+return {1, 0}
+"""
+
 _DONE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -101,6 +113,7 @@ class RedisLimiter:
         self._redis: Any = None
         self._admit: Any = None
         self._done: Any = None
+        self._images: Any = None
         self._pending: deque[tuple[Ticket, int]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -129,6 +142,7 @@ class RedisLimiter:
         )
         self._admit = self._redis.register_script(_ADMIT)
         self._done = self._redis.register_script(_DONE)
+        self._images = self._redis.register_script(_IMAGES)
         try:
             await self._redis.ping()
         except Exception as e:
@@ -171,6 +185,23 @@ class RedisLimiter:
             name = limit.decode() if isinstance(limit, bytes) else str(limit)
             return Denied(name, max(int(retry_ms), 1) / 1000)
         return Ticket(key_id, quota, slot, local=False)
+
+    async def admit_images(self, key_id: str, per_minute: int, n: int) -> Denied | None:
+        if time.monotonic() < self._down_until:
+            self.fallbacks += 1
+            if self.on_error == "reject":
+                return Denied("unavailable", self.retry_after)
+            return self.local.check_images(key_id, per_minute, n)
+        key = f"{self.prefix}rl:{{{key_id}}}:ipm"
+        try:
+            ok, retry_ms = await self._images(keys=[key], args=[per_minute, n, int(WINDOW * 1000)])
+        except Exception as e:
+            self._failed(e)
+            self.fallbacks += 1
+            if self.on_error == "reject":
+                return Denied("unavailable", self.retry_after)
+            return self.local.check_images(key_id, per_minute, n)
+        return None if ok else Denied("ipm", max(int(retry_ms), 1) / 1000)
 
     def done(self, ticket: Ticket, tokens: int) -> None:
         if ticket.local:

@@ -29,7 +29,7 @@ log = logging.getLogger("aistack.store")
 
 _KEY_COLUMNS = (
     "id, name, hash, hint, created_at, models, rpm, tpm, concurrent, budget, budget_period, "
-    "expires_at, revoked_at, last_used_at, scopes"
+    "expires_at, revoked_at, last_used_at, scopes, images_per_minute"
 )
 
 
@@ -103,7 +103,7 @@ class Store(UsageTables, AccessTables):
             cur.execute(
                 self._sql(
                     f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     k.id,
@@ -121,6 +121,7 @@ class Store(UsageTables, AccessTables):
                     k.revoked_at,
                     k.last_used_at,
                     "\n".join(k.scopes),
+                    k.images_per_minute,
                 ),
             )
             self._changed(cur)
@@ -174,4 +175,5 @@ def _key(r: Sequence[Any]) -> KeyRecord:
         revoked_at=r[12],
         last_used_at=r[13],
         scopes=tuple(m for m in (r[14] or "").split("\n") if m),
+        images_per_minute=r[15],
     )

@@ -200,12 +200,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
-        "images and GPU time in the ledger",
+        "images and GPU time in the ledger, images per minute on keys",
         (
             "ALTER TABLE requests ADD COLUMN images INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE requests ADD COLUMN gpu_ms DOUBLE PRECISION NOT NULL DEFAULT 0",
             "ALTER TABLE usage_daily ADD COLUMN images BIGINT NOT NULL DEFAULT 0",
             "ALTER TABLE usage_daily ADD COLUMN gpu_ms DOUBLE PRECISION NOT NULL DEFAULT 0",
+            # A key's limit on images made per minute (images/, access/gate.py).
+            "ALTER TABLE api_keys ADD COLUMN images_per_minute INTEGER",
         ),
     ),
 )

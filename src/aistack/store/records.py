@@ -33,6 +33,7 @@ class KeyRecord:
     revoked_at: int | None = None
     last_used_at: int | None = None
     scopes: tuple[str, ...] = ()  # rights beyond the model APIs' (access/scopes.py)
+    images_per_minute: int | None = None
 
     def public(self) -> dict[str, Any]:
         """What the admin API and the CLI show: everything but the hash."""
@@ -45,6 +46,7 @@ class KeyRecord:
             "rpm": self.rpm,
             "tpm": self.tpm,
             "concurrent": self.concurrent,
+            "images_per_minute": self.images_per_minute,
             "budget": self.budget,
             "budget_period": self.budget_period,
             "created_at": iso(self.created_at),
