@@ -68,12 +68,9 @@ class Images:
                 await self._task
             self._task = None
         await self.queue.close()
-        await self.gpu_close()
+        await self.queue.gpu.close()
         if self.own_store:
             await self.queue.store.aclose()
-
-    async def gpu_close(self) -> None:
-        await self.queue.gpu.close()
 
     async def _prune_loop(self) -> None:
         while True:
@@ -101,12 +98,19 @@ class Images:
                 await self._drop(old)
                 removed += len(old)
         if r.max_bytes > 0:
-            while await q.db(t.file_bytes) > r.max_bytes:
-                oldest: list[FileRecord] = await q.db(t.oldest_files, 50)
+            total: int = await q.db(t.file_bytes)
+            while total > r.max_bytes:
+                oldest: list[FileRecord] = await q.db(t.oldest_files, 100)
                 if not oldest:
                     break
-                await self._drop(oldest)
-                removed += len(oldest)
+                drop: list[FileRecord] = []
+                for f in oldest:  # the oldest, until the rest fits
+                    if total <= r.max_bytes:
+                        break
+                    drop.append(f)
+                    total -= f.bytes
+                await self._drop(drop)
+                removed += len(drop)
         jobs = 0
         if cutoff is not None:
             for jid in await q.db(t.finished_without_files, cutoff):
