@@ -125,6 +125,9 @@ def start_llama_server(tmp: Path, model_path: str, alias: str) -> Proc:
         sys.executable, "-m", "llama_cpp.server",
         "--model", model_path, "--model_alias", alias,
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
+        # By default a new request interrupts the one generating (its stream just ends):
+        # tests send overlapping requests and need every one of them finished.
+        "--interrupt_requests", "false",
     ]  # fmt: skip
     return start(cmd, f"http://127.0.0.1:{port}", tmp / "llama-server.log", ready="/v1/models")
 
