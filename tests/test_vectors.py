@@ -306,6 +306,29 @@ def test_a_restart_keeps_every_point(
         assert c.retrieve("keep", [9999])[0].payload == payloads[9999]
 
 
+def test_the_embedded_store_lives_in_the_configured_data_dir(tmp_path: Path) -> None:
+    """No `vectors.path`: the shards go in `data_dir/vectors` (relative to the config
+    file), not under $XDG_DATA_HOME, and the commands that open the store find them."""
+    # The CLI looks for a gateway at the config's port: nothing listens there once it stops.
+    cfg = {**config(), "data_dir": "state", "server": {"port": free_port()}}
+    gw = start(tmp_path, "datadir", cfg)
+    with running(gw.proc):
+        c = gw.client()
+        c.create_collection("here", vectors_config=m.VectorParams(size=2, distance=m.Distance.DOT))
+        c.upsert("here", [m.PointStruct(id=i, vector=[i, 1]) for i in range(3)])
+        c.close()
+    assert gw.proc.stop(signal.SIGTERM) == 0
+    assert (gw.work / "state" / "vectors" / "collections" / "here" / "meta.json").is_file()
+    assert not (gw.work / "data" / "aistack" / "vectors").exists()  # $XDG_DATA_HOME's
+    # With no gateway running, `aistack vectors list` opens the same store itself.
+    out = aistack_cli(
+        "vectors", "list", "--json",
+        config=gw.work / "aistack.yaml", env={"XDG_DATA_HOME": str(gw.work / "data")},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert {r["name"]: r["points"] for r in json.loads(out.stdout)["collections"]} == {"here": 3}
+
+
 def test_each_key_sees_only_its_own_collections_and_the_admin_sees_all(embedded: Gw) -> None:
     a, b = embedded.client(embedded.keys["appa"]), embedded.client(embedded.keys["appb"])
     admin = embedded.client()

@@ -263,7 +263,7 @@ class VectorsConfig(_Strict):
     # embedded: the Qdrant engine in process (qdrant-edge-py), shards under `path`.
     # qdrant: a Qdrant server or cluster at `url` (api_key from the environment).
     engine: Literal["embedded", "qdrant"] = "embedded"
-    # embedded: where the shards live (default: $XDG_DATA_HOME/aistack/vectors).
+    # embedded: where the shards live (default: `vectors` in data_dir).
     path: str | None = None
     url: str | None = None
     api_key: str | None = None

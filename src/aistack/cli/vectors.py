@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             from aistack.vectors.service import data_dir
             from aistack.vectors.tenancy import Tenancy
 
-            root = data_dir(loaded.config.vectors, loaded.base_dir)
+            root = data_dir(loaded.config, loaded.base_dir)
             t = Tenancy(root / "grants.json", {})
             t.grant(args.collection, args.app, allow=not args.revoke)
             out: Any = {"grants": {c: sorted(a) for c, a in t.grants().items()}}

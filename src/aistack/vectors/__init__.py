@@ -34,7 +34,7 @@ def service(gateway: Gateway, base_dir: Path | None = None) -> VectorService | N
         return None
     from aistack.vectors.service import build_engine, data_dir
 
-    path = data_dir(cfg, base_dir)
+    path = data_dir(gateway.config, base_dir)
     engine = build_engine(cfg, path, gateway.client)
     vs = VectorService(gateway.config, engine, gateway, path, base_dir)
     gateway.components.append(vs)

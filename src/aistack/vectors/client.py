@@ -62,7 +62,7 @@ async def _direct(loaded: Loaded, path: str, body: dict[str, Any] | None) -> Any
     from aistack.vectors.tenancy import Tenancy, describe
 
     cfg = loaded.config.vectors
-    root = data_dir(cfg, loaded.base_dir)
+    root = data_dir(loaded.config, loaded.base_dir)
     engine = EmbeddedEngine(root, optimize_threshold=0)
     await engine.start()
     if engine.error:

@@ -42,7 +42,7 @@ async def check(loaded: Loaded, gateway: str | None = None) -> list[Finding]:
     if not cfg.enabled:
         return []
     t = time.monotonic()
-    path = data_dir(cfg, loaded.base_dir)
+    path = data_dir(loaded.config, loaded.base_dir)
     target = cfg.url or "qdrant" if cfg.engine == "qdrant" else str(path)
     if cfg.engine == "embedded" and not path.exists():
         return [passed("vectors", target, "embedded: no collections yet", since(t))]

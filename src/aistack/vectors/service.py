@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aistack.config import Config, VectorsConfig
+from aistack.config import Config, VectorsConfig, data_dir_of
 from aistack.core.chat import EmbedRequest
 from aistack.core.errors import GatewayError
 from aistack.core.operations import Operation
@@ -31,14 +31,15 @@ log = logging.getLogger("aistack.vectors")
 STATS_INTERVAL = 5.0  # seconds between refreshes of the sizes the metrics show
 
 
-def data_dir(cfg: VectorsConfig, base: Path | None = None) -> Path:
-    """Where the embedded engine keeps its shards and the store its grants."""
+def data_dir(config: Config, base: Path | None = None) -> Path:
+    """Where the embedded engine keeps its shards: `vectors.path` (relative to the
+    config file's folder), else `vectors/` in the gateway's `data_dir` (by default
+    $XDG_DATA_HOME/aistack), beside the admin credential and the SQLite database."""
+    cfg = config.vectors
     if cfg.path:
         p = Path(cfg.path).expanduser()
         return p if p.is_absolute() or base is None else base / p
-    from aistack.store import default_sqlite_path
-
-    return default_sqlite_path().parent / "vectors"
+    return data_dir_of(config, base) / "vectors"
 
 
 def build_engine(cfg: VectorsConfig, path: Path, client: Any) -> Engine:
