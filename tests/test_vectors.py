@@ -643,7 +643,7 @@ async def _writes_during_an_index_build(tmp_path: Path) -> None:
         pts = [{"id": i, "vector": rng.normal(size=8).tolist()} for i in range(4000)]
         await engine.call(BY_NAME["upsert"], "c", "", {"points": pts}, {})
         task = asyncio.create_task(engine.optimize("c"))
-        col = engine._cols["c"]
+        col = engine.shards.cols["c"]
         while col.replay is None:  # the copy is made; the other process builds its index
             assert not task.done(), "optimize ended before it copied the shard"
             await asyncio.sleep(0.01)

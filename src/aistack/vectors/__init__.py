@@ -9,7 +9,7 @@ Qdrant server or cluster, proxied with the names rewritten). See docs/vectors.md
 - routes.py: the route table's entries (Qdrant's shapes: dialects/qdrant.py, pure)
 - admin.py: the admin API's vector routes (aistack vectors, the console)
 - tenancy.py: namespaces, physical names, sharing grants, quotas
-- engine.py: what an engine does; embedded.py and proxy.py are the two engines
+- engine.py: what an engine does; embedded/ and proxy.py are the two engines
 - convert.py: Qdrant JSON <-> qdrant-edge objects (for the embedded engine)
 - service.py: one operation, from caller to engine: who, which names, text in
 - snapshots.py: snapshot files, restore, and their hourly/daily/weekly retention

@@ -3,7 +3,7 @@
 The service (service.py) has already checked who is calling, mapped the names the app
 uses to physical ones, embedded any text, and checked the quotas; an engine just runs
 the operation and returns Qdrant's `result` for it, with physical names in it. Two
-engines: `embedded` (embedded.py: the Qdrant engine in process) and `qdrant`
+engines: `embedded` (embedded/: the Qdrant engine in process) and `qdrant`
 (proxy.py: a Qdrant server, spoken to through its REST API).
 """
 

@@ -2,7 +2,7 @@
 
 The embedded engine runs this on a flushed copy of a collection's shard, because
 qdrant-edge-py keeps the GIL while it optimizes (seconds to minutes): in a process of
-its own, the gateway's event loop never waits for it. See embedded.py.
+its own, the gateway's event loop never waits for it. See embedded/background.py.
 """
 
 from __future__ import annotations
