@@ -1,18 +1,21 @@
 # Two commands on a fresh machine: `make serve` and `make test`.
-# Both create .venv and install what they need; pip's wheel cache keeps the
-# compiled llama-cpp-python wheel, so only the very first setup compiles it.
+# Both create .venv and install what they need from the lock (locks/requirements.txt:
+# every version pinned, every file hash-checked; `make lock` updates it, see
+# docs/development.md); pip's wheel cache keeps the compiled llama-cpp-python wheel,
+# so only the very first setup compiles it.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+LOCK   := locks/requirements.txt
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
 ARGS ?=
 .DEFAULT_GOAL := help
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: serve test lint typecheck unit clean help chromium deploy-tools screenshots
+.PHONY: serve test lint typecheck unit clean help chromium deploy-tools screenshots lock
 
 # The benchmark harness (make bench, make bench-quick) lives with its code.
 -include bench/bench.mk
@@ -20,13 +23,38 @@ CHROMIUM ?= /usr/bin/chromium
 help:
 	@echo "make serve   run the gateway on its embedded default (http://127.0.0.1:8434)"
 	@echo "make test    lint, type-check and run the whole test suite"
+	@echo "make lock    re-resolve locks/*.txt from pyproject.toml (docs/development.md)"
 	@echo "make screenshots  refresh docs/screenshots from the console's browser tests"
 
-$(STAMP): pyproject.toml
+# The locked set first, hash-checked (a cached wheel built from an sdist is used once
+# pip has checked the sdist's hash), then aistack itself without touching the set.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local,postgres,redis,test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+# Re-resolve the locks from pyproject.toml, keeping every pin that still fits (uv, itself
+# installed hash-checked from locks/uv.txt). `make lock ARGS=--upgrade` moves everything
+# to the newest allowed, `ARGS="--upgrade-package openai"` one package. The image locks
+# take the same versions as the development lock.
+UV_DIR := build/lock
+UV     := $(UV_DIR)/bin/uv
+UV_COMPILE := $(UV) pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock' \
+	pyproject.toml $(UV_DIR)/build-system.in
+
+$(UV): locks/uv.txt
+	@test -x $(UV_DIR)/bin/python || $(PYTHON) -m venv $(UV_DIR)
+	$(UV_DIR)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r locks/uv.txt
+	@touch $@
+
+lock: $(UV)
+	@$(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' > $(UV_DIR)/build-system.in
+	$(UV_COMPILE) --extra local --extra postgres --extra redis --extra test -o $(LOCK) $(ARGS)
+	$(UV_COMPILE) --extra postgres --extra redis -c $(LOCK) -o locks/image.txt
+	$(UV_COMPILE) --extra local --extra postgres --extra redis -c $(LOCK) -o locks/image-local.txt
 
 serve: $(STAMP)
 	@echo "aistack is installed in $(CURDIR)/$(VENV)/bin. To type plain 'aistack' (aistack keys,"
