@@ -89,8 +89,9 @@ def start(
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
     listen = free_port()
-    cfg = config(quotas={"appq": {"collections": 1, "points": 10}}, listen=f"127.0.0.1:{listen}")
-    apps = ("appa", "appb", "appq", "appr")
+    quotas = {"appq": {"collections": 1, "points": 10}, "appd": {"disk_mb": 1}}
+    cfg = config(quotas=quotas, listen=f"127.0.0.1:{listen}")
+    apps = ("appa", "appb", "appq", "appr", "appd")
     gw = start(tmp_path_factory.mktemp("vectors"), "embedded", cfg, apps, appr=["--rpm", "1"])
     gw.listen = f"http://127.0.0.1:{listen}"
     with running(gw.proc):
@@ -488,6 +489,42 @@ def test_quotas_refuse_more_collections_and_points_with_a_403(embedded: Gw) -> N
         q.upsert("one", [m.PointStruct(id=10, vector=[1, 1])])
     assert e.value.status_code == 403 and b"10 points" in e.value.content
     assert q.count("one").count == 10
+
+
+def test_a_disk_quota_refuses_the_upsert_that_finds_it_used_up(embedded: Gw) -> None:
+    """appd may use 1 MB: upserts go through until its collections take that much disk
+    (sizes are refreshed every few seconds), then each is a 403 in Qdrant's shape."""
+    d = embedded.client(embedded.keys["appd"])
+    if d.collection_exists("big"):
+        d.delete_collection("big")
+    d.create_collection("big", vectors_config=m.VectorParams(size=64, distance=m.Distance.DOT))
+    rng = np.random.default_rng(11)
+    deadline = time.monotonic() + 120
+    n = 0
+    while True:
+        pts = [m.PointStruct(id=n + i, vector=rng.normal(size=64).tolist()) for i in range(500)]
+        try:
+            d.upsert("big", pts)
+        except UnexpectedResponse as e:
+            refused = e
+            break
+        n += 500
+        assert time.monotonic() < deadline, f"{n} points and no disk quota"
+        time.sleep(0.5)
+    assert refused.status_code == 403
+    body = json.loads(refused.content)
+    assert set(body) == {"status", "time"}
+    msg = body["status"]["error"]
+    assert "quota" in msg and "'appd'" in msg and "1 MB of disk" in msg, msg
+    assert n >= 500  # the first upserts were within the quota
+    assert d.count("big").count == n  # the refused upsert wrote nothing
+    # Reads go on; another app's writes are not limited by appd's disk.
+    assert len(d.query_points("big", query=[1.0] * 64, limit=3).points) == 3
+    b = embedded.client(embedded.keys["appb"])
+    if not b.collection_exists("free"):
+        b.create_collection("free", vectors_config=m.VectorParams(size=2, distance=m.Distance.DOT))
+    b.upsert("free", [m.PointStruct(id=1, vector=[1, 0])])
+    d.delete_collection("big")
 
 
 def test_vector_operations_count_against_rate_limits_and_go_in_the_ledger(embedded: Gw) -> None:
