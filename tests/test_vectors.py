@@ -9,9 +9,11 @@ embedded engine, which serves Qdrant's documented API; the proxy uses nothing el
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.metadata
 import json
 import signal
+import tarfile
 import time
 import urllib.request
 import warnings
@@ -29,7 +31,7 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.common.version_check import is_compatible
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from aistack.vectors.snapshots import parse_name, retained
+from aistack.vectors.snapshots import parse_name, retained, snapshot_file
 from tests.conftest import LOCAL_MODEL
 from tests.procs import (
     Proc,
@@ -605,6 +607,175 @@ def test_snapshot_and_restore_round_trip_10k_points(
     assert listed["snap-copy"]["points"] == N and listed["snap-copy"]["disk_bytes"] > 0
     assert listed["snap"]["app"] == "" and listed["snap"]["collection"] == "snap"
     c.delete_collection("snap-copy")
+
+
+def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "test-boundary-0123456789"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_qdrants_snapshot_api_is_served_for_the_admin(embedded: Gw) -> None:
+    """The official client's snapshot calls (create, list, recover, delete), the file's
+    download and upload, on the embedded engine; for the master key only."""
+    c = embedded.client()
+    for name in ("snapapi", "snapapi-up"):
+        if c.collection_exists(name):
+            c.delete_collection(name)
+    c.create_collection("snapapi", vectors_config=m.VectorParams(size=8, distance=m.Distance.DOT))
+    rng = np.random.default_rng(8)
+    c.upsert("snapapi", [m.PointStruct(id=i, vector=rng.normal(size=8).tolist(),
+                                       payload={"i": i}) for i in range(300)])  # fmt: skip
+    made = c.create_snapshot("snapapi")
+    assert made is not None and made.size > 0 and made.checksum
+    assert [x.name for x in c.list_snapshots("snapapi")] == [made.name]
+    url = f"{embedded.proc.url}/qdrant/collections/snapapi/snapshots/{made.name}"
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"api-key": MASTER})) as r:
+        assert r.headers["content-type"] == "application/octet-stream"
+        data = r.read()
+    assert len(data) == made.size and hashlib.sha256(data).hexdigest() == made.checksum
+    # Recover from the server's own file, over points lost meanwhile.
+    c.delete("snapapi", points_selector=m.FilterSelector(filter=m.Filter()), wait=True)
+    assert c.count("snapapi").count == 0
+    where = embedded.work / "data" / "aistack" / "vectors" / "snapshots" / "snapapi" / made.name
+    assert c.recover_snapshot("snapapi", location=where.as_uri(), checksum=made.checksum)
+    assert c.count("snapapi").count == 300
+    with pytest.raises(UnexpectedResponse) as e:  # a URL to fetch is not followed
+        c.recover_snapshot("snapapi", location="http://127.0.0.1:9/x.snapshot")
+    assert e.value.status_code == 400
+    # An uploaded file makes a new collection.
+    body, ctype = _multipart("snapshot", made.name, data)
+    req = urllib.request.Request(
+        f"{embedded.proc.url}/qdrant/collections/snapapi-up/snapshots/upload?priority=snapshot",
+        body, headers={"api-key": MASTER, "content-type": ctype}, method="POST",
+    )  # fmt: skip
+    with urllib.request.urlopen(req) as r:
+        assert json.loads(r.read())["result"] is True
+    assert c.count("snapapi-up").count == 300
+    assert c.retrieve("snapapi-up", [299])[0].payload == {"i": 299}
+    # An app's key may not snapshot, not even its own collections.
+    a = embedded.client(embedded.keys["appa"])
+    if not a.collection_exists("mine"):
+        a.create_collection("mine", vectors_config=m.VectorParams(size=2, distance=m.Distance.DOT))
+    with pytest.raises(UnexpectedResponse) as e:
+        a.create_snapshot("mine")
+    assert e.value.status_code == 403 and b"admin" in e.value.content
+    assert c.delete_snapshot("snapapi", made.name)
+    assert c.list_snapshots("snapapi") == []
+    with pytest.raises(UnexpectedResponse) as e:
+        c.delete_snapshot("snapapi", made.name)
+    assert e.value.status_code == 404
+    c.delete_collection("snapapi-up")
+
+
+def test_snapshots_in_proxy_mode_go_through_qdrants_snapshot_api(
+    proxied: Gw, embedded: Gw, tmp_path: Path, data: tuple[np.ndarray, list[dict[str, Any]]]
+) -> None:
+    """`aistack vectors snapshot|restore` on a gateway with engine: qdrant: the server
+    makes the snapshot, aistack downloads it (and deletes the server's copy), and a
+    restore uploads it to the server."""
+    x, payloads = data
+    n = 2000
+    c = proxied.client()
+    if c.collection_exists("proxsnap"):
+        c.delete_collection("proxsnap")
+    c.create_collection(
+        "proxsnap", vectors_config=m.VectorParams(size=DIM, distance=m.Distance.COSINE)
+    )
+    c.upload_points(
+        "proxsnap",
+        [m.PointStruct(id=i, vector=x[i].tolist(), payload=payloads[i]) for i in range(n)],
+        batch_size=1000,
+    )
+    q = x[11].tolist()
+    before = [(p.id, p.payload) for p in c.query_points("proxsnap", query=q, limit=5,
+                                                         with_payload=True).points]  # fmt: skip
+    env = {"AISTACK_MASTER_KEY": MASTER, "XDG_DATA_HOME": str(proxied.work / "data"),
+           "UPSTREAM_KEY": MASTER}  # fmt: skip
+
+    def cli(*args: str) -> Any:
+        out = aistack_cli(
+            "vectors", *args, "--gateway", proxied.proc.url, "--json",
+            config=proxied.work / "aistack.yaml", env=env, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    (made,) = cli("snapshot", "proxsnap", "--dir", str(tmp_path / "snaps"))["snapshots"]
+    assert parse_name(Path(made).name)[0] == "proxsnap"  # type: ignore[index]
+    assert Path(made).stat().st_size > 0
+    # The server's copy is gone: the file in --dir is the backup.
+    assert embedded.client().list_snapshots("proxsnap") == []
+    c.delete("proxsnap", points_selector=m.FilterSelector(filter=m.Filter()), wait=True)
+    assert c.count("proxsnap").count == 0
+    assert cli("restore", made, "proxsnap") == {"collection": "proxsnap", "points": n}
+    assert cli("restore", made, "proxsnap-copy")["points"] == n
+    for name in ("proxsnap", "proxsnap-copy"):
+        got = c.query_points(name, query=q, limit=5, with_payload=True).points
+        assert [(p.id, p.payload) for p in got] == before
+    assert embedded.client().count("proxsnap-copy").count == n  # restored on the server
+    # An app behind the proxy may not snapshot either.
+    app = proxied.client(proxied.keys["appp"])
+    with pytest.raises(UnexpectedResponse) as e:
+        app.create_snapshot("notes")
+    assert e.value.status_code == 403
+    c.delete_collection("proxsnap-copy")
+
+
+def test_the_backup_schedule_works_in_proxy_mode(tmp_path: Path) -> None:
+    """A proxy gateway with vectors.backup.dir snapshots every collection of the server
+    through Qdrant's snapshot API on its first check, and prunes the directory to the
+    hourly/daily/weekly rotation."""
+    up = start_gateway(tmp_path, {**config(), "backends": []}, name="gfs-upstream")
+    backup = tmp_path / "backups"
+    backup.mkdir()
+    now = datetime.now(UTC).replace(microsecond=0)
+    seeded = [now - timedelta(hours=h) for h in (1, 26, 27, 24 * 8, 24 * 40)]
+    with running(up):
+        admin = QdrantClient(url=up.url, prefix="qdrant", api_key=MASTER,
+                             check_compatibility=False)  # fmt: skip
+        names = ("g1", "app__g2")
+        for i, name in enumerate(names):
+            admin.create_collection(
+                name, vectors_config=m.VectorParams(size=2, distance=m.Distance.DOT)
+            )
+            admin.upsert(name, [m.PointStruct(id=j, vector=[j, i]) for j in range(3 + i)])
+            for t in seeded:
+                snapshot_file(backup, name, t).write_bytes(b"an older snapshot")
+        cfg = {
+            **config(engine="qdrant", url=f"{up.url}/qdrant", api_key=MASTER,
+                     backup={"dir": str(backup), "hourly": 2, "daily": 2, "weekly": 1}),
+            "backends": [],
+        }  # fmt: skip
+        with running(start_gateway(tmp_path, cfg, name="gfs-proxy")) as proxy:
+            deadline = time.monotonic() + 120
+            while True:
+                files = {f.name: parse_name(f.name) for f in backup.glob("*.snapshot")}
+                stamps: dict[str, set[datetime]] = {}
+                for parsed in files.values():
+                    assert parsed is not None
+                    stamps.setdefault(parsed[0], set()).add(parsed[1])
+                fresh = {n for n, ts in stamps.items() if any(t >= now for t in ts)}
+                pruned = all(min(ts) > now - timedelta(days=8) for ts in stamps.values())
+                if fresh == set(names) and pruned:
+                    break
+                assert time.monotonic() < deadline, proxy.output()[-3000:]
+                time.sleep(0.5)
+        for name in names:
+            ts = stamps[name]
+            assert ts == retained(ts, 2, 2, 1)  # exactly what the rotation keeps
+            (new,) = [t for t in ts if t >= now]
+            restored = Path(snapshot_file(backup, name, new))
+            with tarfile.open(restored) as tar:  # the server's own file, downloaded
+                assert "meta.json" in tar.getnames()
+            assert admin.list_snapshots(name) == []  # none left on the server
 
 
 def test_retention_keeps_the_newest_per_hour_day_and_week() -> None:

@@ -23,7 +23,9 @@ from aistack.core.errors import ErrorKind, GatewayError
 # checks it against its own version (same major, minor within one).
 QDRANT_API_VERSION = "1.20.0"
 
-Access = Literal["public", "read", "write", "manage"]
+# Who may: anyone (public), a key on its own or a granted collection (read), a key on
+# its own (write, manage), the admin only (admin: snapshots, which hold whole files).
+Access = Literal["public", "read", "write", "manage", "admin"]
 
 # Collection and alias names as Qdrant accepts them (no '/', not empty, 255 at most).
 _NAME = re.compile(r"^[^/\\\x00-\x1f<>:\"|?*]{1,255}$")
@@ -37,14 +39,16 @@ class Op:
     method: str
     path: str  # the template, relative to the API's root: /collections/{c}/points
     access: Access
-    body: bool = False  # it takes a JSON body
+    body: bool = False  # it takes a body (JSON; upload_snapshot's is multipart)
 
     def render(self, collection: str = "", arg: str = "") -> str:
         """The path with names filled in, each percent-encoded as one segment."""
         from urllib.parse import quote
 
         p = self.path.replace("{c}", quote(collection, safe=""))
-        return p.replace("{id}", quote(arg, safe="")).replace("{field}", quote(arg, safe=""))
+        for name in ("{id}", "{field}", "{snapshot}"):
+            p = p.replace(name, quote(arg, safe=""))
+        return p
 
 
 OPS: tuple[Op, ...] = (
@@ -80,6 +84,15 @@ OPS: tuple[Op, ...] = (
     Op("search_batch", "POST", "/collections/{c}/points/search/batch", "read", body=True),
     Op("query", "POST", "/collections/{c}/points/query", "read", body=True),
     Op("query_batch", "POST", "/collections/{c}/points/query/batch", "read", body=True),
+    # Snapshots (https://api.qdrant.tech/api-reference/snapshots): create, list, download
+    # (the file itself, not JSON), delete, recover from a location, recover from an
+    # uploaded file (multipart/form-data, field `snapshot`).
+    Op("create_snapshot", "POST", "/collections/{c}/snapshots", "admin"),
+    Op("list_snapshots", "GET", "/collections/{c}/snapshots", "admin"),
+    Op("recover_snapshot", "PUT", "/collections/{c}/snapshots/recover", "admin", body=True),
+    Op("upload_snapshot", "POST", "/collections/{c}/snapshots/upload", "admin", body=True),
+    Op("get_snapshot", "GET", "/collections/{c}/snapshots/{snapshot}", "admin"),
+    Op("delete_snapshot", "DELETE", "/collections/{c}/snapshots/{snapshot}", "admin"),
 )
 BY_NAME = {op.name: op for op in OPS}
 
@@ -90,7 +103,7 @@ class Call:
 
     op: Op
     collection: str = ""
-    arg: str = ""  # a point id (get_point) or a payload field (delete_index)
+    arg: str = ""  # a point id (get_point), a payload field (delete_index), a snapshot
 
 
 # -- envelopes

@@ -11,10 +11,13 @@ second aistack process, which serves the same API.)
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -26,8 +29,9 @@ from aistack.backends.transport import (
     parse_url,
 )
 from aistack.core.errors import ErrorKind, GatewayError
-from aistack.dialects.qdrant import BY_NAME, Op, bad
+from aistack.dialects.qdrant import BY_NAME, Op
 from aistack.vectors.engine import CollectionStats
+from aistack.vectors.snapshots import snapshot_file
 
 log = logging.getLogger("aistack.vectors")
 
@@ -46,6 +50,9 @@ _KINDS = {
     504: ErrorKind.UPSTREAM_TIMEOUT,
 }
 
+# Seconds a snapshot's creation, download or upload may take without a byte moving.
+SNAPSHOT_TIMEOUT = 600.0
+
 # Query parameters of Qdrant's API that pass through (wait for the write, and so on).
 _PARAMS = ("wait", "ordering", "timeout", "consistency", "exact")
 
@@ -59,6 +66,7 @@ class ProxyEngine:
         self.endpoint = parse_url(url)
         self.client = client
         self.timeouts = Timeouts(connect=5.0, first_byte=timeout, idle=timeout, total=timeout)
+        self.slow = Timeouts(connect=5.0, first_byte=SNAPSHOT_TIMEOUT, idle=SNAPSHOT_TIMEOUT)
         self.headers = [(b"content-type", b"application/json")]
         if api_key:
             self.headers.append((b"api-key", api_key.encode()))
@@ -69,11 +77,18 @@ class ProxyEngine:
     async def close(self) -> None:
         return None
 
-    async def _send(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> tuple[int, bytes]:
         try:
             resp = await self.client.request(
-                method, self.endpoint, path, body=body, headers=self.headers,
-                timeouts=self.timeouts,
+                method, self.endpoint, path, body=body, headers=headers or self.headers,
+                timeouts=timeouts or self.timeouts,
             )  # fmt: skip
             return resp.status, await resp.read()
         except TransportTimeout as e:
@@ -99,7 +114,17 @@ class ProxyEngine:
         passed = {k: v for k, v in params.items() if k in _PARAMS}
         if passed:
             path += "?" + urlencode(passed)
-        status, data = await self._send(op.method, path, orjson.dumps(body) if op.body else None)
+        # Snapshots move whole collections: they get the transfer's time, not a query's.
+        slow = self.slow if op.access == "admin" else None
+        status, data = await self._send(
+            op.method, path, orjson.dumps(body) if op.body else None, timeouts=slow
+        )
+        if op.name == "get_snapshot" and status == 200:
+            return data  # the file itself
+        return self._result(status, data)
+
+    def _result(self, status: int, data: bytes) -> Any:
+        """Qdrant's `result`, or its error as ours."""
         try:
             answer = orjson.loads(data) if data else {}
         except orjson.JSONDecodeError:
@@ -151,7 +176,48 @@ class ProxyEngine:
         return out
 
     async def snapshot(self, collection: str, dest: Path) -> Path:
-        raise bad("snapshots of collections on a Qdrant server: use the server's own snapshots")
+        """The server's own snapshot of the collection (Qdrant's snapshot API: create,
+        download, then delete it on the server, whose disk is not our backup)."""
+        made = await self.call(BY_NAME["create_snapshot"], collection, "", {}, {})
+        name = str(made["name"])
+        try:
+            data = await self.call(BY_NAME["get_snapshot"], collection, name, {}, {})
+            path = snapshot_file(dest, collection, datetime.now(UTC))
+            await asyncio.to_thread(_write_file, path, data)
+        finally:
+            try:
+                await self.call(BY_NAME["delete_snapshot"], collection, name, {}, {})
+            except GatewayError as e:
+                log.warning("vectors: snapshot %s left on the server: %s", name, e.message)
+        return path
 
     async def restore(self, snapshot: Path, collection: str) -> int:
-        raise bad("restoring onto a Qdrant server: use the server's own snapshot recovery")
+        """Upload the file to the server (Qdrant's POST .../snapshots/upload, with the
+        snapshot as the source of truth); the collection's points then."""
+        data = await asyncio.to_thread(snapshot.read_bytes)
+        boundary = "aistack-" + secrets.token_hex(16)
+        filename = quote(snapshot.name, safe="")
+        body = b"".join(
+            (
+                f"--{boundary}\r\n".encode(),
+                b'Content-Disposition: form-data; name="snapshot"; filename="',
+                f'{filename}"\r\n'.encode(),
+                b"Content-Type: application/octet-stream\r\n\r\n",
+                data,
+                f"\r\n--{boundary}--\r\n".encode(),
+            )
+        )
+        headers = [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())]
+        headers += [h for h in self.headers if h[0] != b"content-type"]
+        path = BY_NAME["upload_snapshot"].render(collection) + "?priority=snapshot&wait=true"
+        status, answer = await self._send("POST", path, body, headers, self.slow)
+        self._result(status, answer)
+        n = await self.call(BY_NAME["count"], collection, "", {"exact": True}, {})
+        return int(n.get("count", 0))
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -10,6 +10,7 @@ service runs the operation. Every error answers in Qdrant's shape.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,8 +19,10 @@ from urllib.parse import parse_qsl
 import orjson
 
 from aistack.access.gate import MASTER
+from aistack.core.errors import GatewayError
 from aistack.core.operations import Operation
 from aistack.dialects import qdrant as wire
+from aistack.dialects.openai.images import parse_multipart
 from aistack.http.asgi import JSON_TYPE, TEXT_TYPE, Request, respond
 from aistack.http.table import (
     ADMIN,
@@ -39,6 +42,7 @@ from aistack.vectors.service import VectorService
 from aistack.vectors.tenancy import ANONYMOUS, Caller
 
 PREFIX = "/qdrant"
+OCTETS = b"application/octet-stream"
 
 
 def api(vs: VectorService) -> tuple[Route, ...]:
@@ -102,10 +106,22 @@ async def _run(
 ) -> None:
     t0 = time.perf_counter()
     p = req.params
-    call = wire.Call(op, p.get("collection", ""), p.get("id") or p.get("field") or "")
+    arg = p.get("id") or p.get("field") or p.get("snapshot") or ""
+    call = wire.Call(op, p.get("collection", ""), arg)
     ctx.model = call.collection
     if gw.gate is not None and ctx.key is not None:
         await gw.gate.admit_call(ctx)
+    if op.name == "upload_snapshot":
+        ctype = (req.header(b"content-type") or b"").decode("latin-1")
+        try:
+            _, files = parse_multipart(req.body, ctype)
+        except GatewayError:
+            files = {}
+        if "snapshot" not in files:
+            raise wire.bad("snapshot: send the file as the multipart field `snapshot`")
+        done = await vs.recover_upload(ctx, caller_of(ctx), call, files["snapshot"][1])
+        await respond(req, 200, wire.ok(done, time.perf_counter() - t0), JSON_TYPE)
+        return
     body: dict[str, Any] = {}
     if op.body and req.body.strip():
         try:
@@ -115,6 +131,10 @@ async def _run(
         body = wire.obj(parsed)
     params = dict(parse_qsl(req.query.decode("latin-1"))) if req.query else {}
     result = await vs.run(ctx, caller_of(ctx), call, body, params)
+    if op.name == "get_snapshot":  # the file itself, as Qdrant sends it
+        data = result if isinstance(result, bytes) else await asyncio.to_thread(result.read_bytes)
+        await respond(req, 200, data, OCTETS)
+        return
     await respond(req, 200, wire.ok(result, time.perf_counter() - t0), JSON_TYPE)
 
 

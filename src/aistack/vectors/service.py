@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,10 +183,21 @@ class VectorService:
         body: dict[str, Any],
         params: dict[str, str],
     ) -> Any:
+        return await self._wrapped(ctx, caller, call, body, params, self._run)
+
+    async def _wrapped(
+        self,
+        ctx: RequestContext,
+        caller: Caller,
+        call: Call,
+        body: dict[str, Any],
+        params: dict[str, str],
+        run: Callable[..., Awaitable[Any]],
+    ) -> Any:
         op = call.op
         ctx.model = call.collection
         try:
-            result = await self._run(ctx, caller, call, body, params)
+            result = await run(ctx, caller, call, body, params)
         except GatewayError as e:
             if self.on_op is not None:
                 self.on_op(op.name, str(e.status))
@@ -206,6 +219,10 @@ class VectorService:
         params: dict[str, str],
     ) -> Any:
         op = call.op
+        if op.access == "admin" and not caller.admin:
+            raise forbidden(
+                "snapshots are for the admin (the master key): they hold whole collections"
+            )
         t = self.tenancy
         physical = t.physical(caller, call.collection) if call.collection else ""
         if physical:
@@ -225,6 +242,31 @@ class VectorService:
             await self._embed_queries(ctx, physical, op.name, body)
         result = await self.engine.call(op, physical, call.arg, body, params)
         return self._map_result(caller, op.name, result)
+
+    async def recover_upload(
+        self, ctx: RequestContext, caller: Caller, call: Call, data: bytes
+    ) -> Any:
+        """Qdrant's POST /collections/{name}/snapshots/upload: the uploaded file made the
+        collection (new, or replaced), through the engine's restore."""
+
+        async def restore(
+            ctx: RequestContext, caller: Caller, call: Call, body: Any, params: Any
+        ) -> Any:
+            if not caller.admin:
+                raise forbidden(
+                    "snapshots are for the admin (the master key): they hold whole collections"
+                )
+            fd, name = await asyncio.to_thread(tempfile.mkstemp, ".snapshot", "upload-")
+            path = Path(name)
+            try:
+                await asyncio.to_thread(_write_fd, fd, data)
+                await self.engine.restore(path, call.collection)
+            finally:
+                await asyncio.to_thread(path.unlink, True)
+            self._stats_at = 0.0
+            return True
+
+        return await self._wrapped(ctx, caller, call, {}, {}, restore)
 
     # -- names
 
@@ -395,6 +437,11 @@ class VectorService:
             if isinstance(qb, dict):
                 texts.find_query(qb, str(qb.get("using") or ""))
         await self._embed(ctx, physical, texts)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _ids_of_upsert(body: dict[str, Any]) -> list[int | str]:

@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 SLICE = 256  # points per engine call in a large upsert: each holds the GIL ~15 ms
 
-OPS: dict[str, Callable[..., Any]] = {**catalog.OPS, **points.OPS}
+OPS: dict[str, Callable[..., Any]] = {**catalog.OPS, **points.OPS, **snapshots.OPS}
 
 
 class EmbeddedEngine:
