@@ -13,10 +13,23 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import LOCAL_MODEL
+from tests.conftest import CLAUDE_MODEL, LLAMACPP_MODEL, LOCAL_MODEL, UPSTREAM_MODEL
 
 M = LOCAL_MODEL
 MSG = [{"role": "user", "content": "hi"}]
+# One model per backend kind: the embedded engine, llama.cpp's server (openai), another
+# aistack (ollama) and an Anthropic-speaking one. A request to any of them is read, and
+# refused, before its backend sees it.
+EVERY_KIND = [LOCAL_MODEL, LLAMACPP_MODEL, UPSTREAM_MODEL, CLAUDE_MODEL]
+
+
+def _nested(levels: int) -> dict[str, object]:
+    """An object `levels` levels deep (counting itself)."""
+    v: dict[str, object] = {}
+    for _ in range(levels - 1):
+        v = {"properties": v}
+    return v
+
 
 # (path, body, status, words the message must contain)
 OLLAMA_CASES: list[tuple[str, object, int, str]] = [
@@ -85,6 +98,213 @@ OPENAI_CASES: list[tuple[str, object, int, str]] = [
     ("/v1/embeddings", {"model": M}, 400, "'input' is required"),
     ("/v1/embeddings", {"model": M, "input": "x", "encoding_format": "hex"}, 400, "encoding"),
 ]
+
+
+# Numbers no backend takes: integers beyond 64 bits (JSON has no integer size; `1e30` is
+# integral) and values below a field's minimum. (path, body with {m} for the model, the
+# field the 400 must name)
+OUT_OF_RANGE: list[tuple[str, dict[str, object], str]] = [
+    ("/api/chat", {"messages": MSG, "options": {"num_predict": 1e308}}, "options.num_predict"),
+    ("/api/chat", {"messages": MSG, "options": {"seed": 1e20}}, "options.seed"),
+    ("/api/chat", {"messages": MSG, "options": {"top_k": -1e30}}, "options.top_k"),
+    ("/api/chat", {"messages": MSG, "options": {"num_ctx": 2**64 - 1}}, "options.num_ctx"),
+    ("/api/chat", {"messages": MSG, "keep_alive": 1e30}, "keep_alive"),
+    ("/api/chat", {"messages": MSG, "keep_alive": "99999999999h"}, "keep_alive"),
+    ("/api/generate", {"prompt": "hi", "options": {"num_predict": 1e30}}, "options.num_predict"),
+    ("/api/embed", {"input": "x", "dimensions": 1e20}, "dimensions"),
+    ("/v1/chat/completions", {"messages": MSG, "max_tokens": 1e30}, "max_tokens"),
+    ("/v1/chat/completions", {"messages": MSG, "max_tokens": 0}, "max_tokens"),
+    (
+        "/v1/chat/completions",
+        {"messages": MSG, "max_completion_tokens": 0},
+        "max_completion_tokens",
+    ),
+    ("/v1/chat/completions", {"messages": MSG, "seed": 1e20}, "seed"),
+    ("/v1/chat/completions", {"messages": MSG, "seed": -(2**64) + 1}, "seed"),
+    ("/v1/chat/completions", {"messages": MSG, "top_k": 1e30}, "top_k"),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 1e30}, "max_tokens"),
+    ("/v1/completions", {"prompt": "hi", "seed": 1e20}, "seed"),
+    ("/v1/embeddings", {"input": "x", "dimensions": 1e20}, "dimensions"),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 1e30}, "max_output_tokens"),
+    ("/v1/messages", {"max_tokens": 1e30, "messages": MSG}, "max_tokens"),
+    ("/v1/messages", {"max_tokens": 5, "top_k": 1e30, "messages": MSG}, "top_k"),
+    ("/v1/messages/count_tokens", {"max_tokens": 1e30, "messages": MSG}, "max_tokens"),
+]
+
+# Messages of the wrong shape: (path, messages or input, the field the 400 names).
+MALFORMED_MESSAGES: list[tuple[str, object, str]] = [
+    ("/api/chat", [{"role": ["user"], "content": "x"}], "messages[0].role"),
+    ("/api/chat", [{"role": "user", "content": ["x"]}], "messages[0].content"),
+    ("/api/chat", [{"content": "x", "images": []}], "messages[0].role"),
+    ("/api/chat", ["hi"], "messages[0]"),
+    ("/v1/chat/completions", [{"role": ["user"], "content": "x"}], "messages[0].role"),
+    ("/v1/chat/completions", [{"role": {"a": 1}, "content": "x"}], "messages[0].role"),
+    ("/v1/chat/completions", [{"role": "user", "content": 5}], "messages[0].content"),
+    ("/v1/chat/completions", [{"content": "x"}], "messages[0].role"),
+    ("/v1/responses", [{"role": ["user"], "content": "x"}], "input[0].role"),
+    ("/v1/responses", [{"role": "user", "content": 5}], "input[0].content"),
+    ("/v1/messages", [{"role": ["user"], "content": "x"}], "messages[0].role"),
+    ("/v1/messages", [{"role": "user", "content": 5}], "messages[0].content"),
+    ("/v1/messages", [{"content": "x"}], "messages[0].role"),
+    ("/v1/messages/count_tokens", [{"role": ["user"], "content": "x"}], "messages[0].role"),
+]
+
+# A schema (or any value) nested 300 levels deep: a 400 naming the top-level field.
+DEEP = _nested(300)
+TOO_DEEP: list[tuple[str, dict[str, object], str]] = [
+    ("/api/chat", {"messages": MSG, "format": DEEP}, "format"),
+    ("/api/generate", {"prompt": "hi", "format": DEEP}, "format"),
+    ("/api/chat", {"messages": MSG, "options": {"x": DEEP}}, "options"),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": MSG,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": DEEP},
+            },
+        },
+        "response_format",
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": MSG,
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": DEEP}}],
+        },
+        "tools",
+    ),
+    (
+        "/v1/completions",
+        {
+            "prompt": "hi",
+            "response_format": {"type": "json_schema", "json_schema": {"schema": DEEP}},
+        },
+        "response_format",
+    ),
+    (
+        "/v1/responses",
+        {"input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": DEEP}}},
+        "text",
+    ),
+    (
+        "/v1/messages",
+        {
+            "max_tokens": 5,
+            "messages": MSG,
+            "output_config": {"format": {"type": "json_schema", "schema": DEEP}},
+        },
+        "output_config",
+    ),
+    ("/v1/messages", {"max_tokens": 5, "messages": MSG, "metadata": DEEP}, "metadata"),
+]
+
+
+def _error_of(path: str, r: httpx.Response) -> tuple[str, str | None]:
+    """The error's message (and param, where the dialect has one), checking its shape."""
+    assert r.headers["content-type"].startswith("application/json"), r.text
+    body = r.json()
+    if path.startswith("/api/"):
+        assert set(body) == {"error"} and isinstance(body["error"], str), body
+        return body["error"], None
+    if path.startswith("/v1/messages"):
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error", body
+        return body["error"]["message"], None
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}, body
+    assert err["type"] == "invalid_request_error", body
+    return err["message"], err["param"]
+
+
+@pytest.mark.parametrize("model", EVERY_KIND)
+@pytest.mark.parametrize(("path", "body", "field"), OUT_OF_RANGE)
+def test_out_of_range_numbers_are_400_naming_the_field(
+    http: httpx.Client, model: str, path: str, body: dict[str, object], field: str
+) -> None:
+    r = http.post(path, json={"model": model, **body})
+    assert r.status_code == 400, r.text
+    message, param = _error_of(path, r)
+    assert f"'{field}'" in message, message
+    assert param in (None, field)
+    assert http.get("/").status_code == 200
+
+
+@pytest.mark.parametrize(("path", "messages", "field"), MALFORMED_MESSAGES)
+def test_malformed_messages_are_400_naming_the_field(
+    http: httpx.Client, path: str, messages: object, field: str
+) -> None:
+    key = "input" if path == "/v1/responses" else "messages"
+    r = http.post(path, json={"model": M, "max_tokens": 5, key: messages})
+    assert r.status_code == 400, r.text
+    message, param = _error_of(path, r)
+    assert field in message, message
+    assert param in (None, field)
+    assert http.get("/").status_code == 200
+
+
+@pytest.mark.parametrize(("path", "body", "field"), TOO_DEEP)
+def test_json_nested_beyond_the_limit_is_400_naming_the_field(
+    http: httpx.Client, path: str, body: dict[str, object], field: str
+) -> None:
+    r = http.post(path, json={"model": M, **body})
+    assert r.status_code == 400, r.text
+    message, param = _error_of(path, r)
+    assert f"'{field}'" in message and "nested too deeply" in message, message
+    assert param in (None, field)
+    assert http.get("/").status_code == 200
+
+
+def test_a_schema_within_the_nesting_limit_is_accepted(http: httpx.Client) -> None:
+    # 64 levels in all: the body, `format`, and the schema's 62 below it.
+    r = http.post(
+        "/api/chat",
+        json={"model": "nope-not-here", "messages": MSG, "format": _nested(63)},
+    )
+    assert r.status_code == 404, r.text  # read whole, then routed: no such model
+    r = http.post(
+        "/api/chat",
+        json={"model": "nope-not-here", "messages": MSG, "format": _nested(64)},
+    )
+    assert r.status_code == 400, r.text
+
+
+# Empty inputs, as the real APIs answer them: Ollama loads the model for no input at all;
+# OpenAI refuses an empty embedding input; nobody embeds an empty text.
+EMPTY_INPUTS: list[tuple[str, dict[str, object], int, str]] = [
+    ("/api/embed", {"input": ""}, 200, ""),
+    ("/api/embed", {"input": []}, 200, ""),
+    ("/api/embed", {"input": [""]}, 400, "input[0]"),
+    ("/api/embed", {"input": ["x", ""]}, 400, "input[1]"),
+    ("/api/embeddings", {"prompt": ""}, 200, ""),
+    ("/v1/embeddings", {"input": ""}, 400, "input"),
+    ("/v1/embeddings", {"input": [""]}, 400, "input[0]"),
+    ("/v1/embeddings", {"input": []}, 400, "input"),
+    ("/api/generate", {"prompt": "", "stream": False}, 200, "load"),
+    ("/api/generate", {"prompt": None, "stream": False}, 200, "load"),
+    ("/api/generate", {"prompt": "", "raw": True, "stream": False}, 200, "load"),
+    ("/api/chat", {"messages": [], "stream": False}, 200, "load"),
+]
+
+
+@pytest.mark.parametrize("model", EVERY_KIND)
+@pytest.mark.parametrize(("path", "body", "status", "words"), EMPTY_INPUTS)
+def test_empty_inputs_are_answered_as_the_real_apis_do(
+    http: httpx.Client, model: str, path: str, body: dict[str, object], status: int, words: str
+) -> None:
+    if model == CLAUDE_MODEL and "embed" in path:
+        pytest.skip("an Anthropic backend has no embeddings")
+    r = http.post(path, json={"model": model, **body})
+    assert r.status_code == status, r.text
+    if status != 200:
+        message, _ = _error_of(path, r)
+        assert words in message, message
+    elif path == "/api/embed":
+        assert r.json()["embeddings"] == []
+    elif path == "/api/embeddings":
+        assert r.json() == {"embedding": []}
+    else:
+        assert r.json()["done_reason"] == words, r.text
+    assert http.get("/").status_code == 200
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,9 @@ class JsonFormat(msgspec.Struct, frozen=True, kw_only=True):
     schema: JSONObject | None = None
     name: str = ""
     strict: bool | None = None
+    # Where the caller's request holds the schema (`format`,
+    # `response_format.json_schema.schema`, ...): what an error about it names.
+    path: str = "format"
 
 
 class Sampling(msgspec.Struct, frozen=True, kw_only=True):
@@ -165,11 +168,15 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     extra_dialect: str = ""
 
     def as_chat(self) -> ChatRequest:
-        """The templated form: system + one user turn, for backends that only chat."""
+        """The templated form: system + one user turn, for backends that only chat.
+
+        An empty prompt is Ollama's "load the model", whatever else is set: a chat
+        without messages, which every backend answers with `finish="load"`."""
         messages: list[Message] = []
-        if self.system:
-            messages.append(Message(role="system", content=self.system))
-        messages.append(Message(role="user", content=self.prompt, images=self.images))
+        if self.prompt:
+            if self.system:
+                messages.append(Message(role="system", content=self.system))
+            messages.append(Message(role="user", content=self.prompt, images=self.images))
         return ChatRequest(
             model=self.model,
             messages=tuple(messages),

@@ -354,7 +354,9 @@ def _format_from_wire(output: dict[str, Any] | None) -> JsonFormat | None:
     schema = f.get("schema")
     if not isinstance(schema, dict):
         raise wrong_type("output_config.format.schema", "an object", schema)
-    return JsonFormat(schema=schema, name=str(f.get("name") or ""))
+    return JsonFormat(
+        schema=schema, name=str(f.get("name") or ""), path="output_config.format.schema"
+    )
 
 
 def _user_of(b: dict[str, Any]) -> str:

@@ -35,8 +35,10 @@ from aistack.core.errors import ErrorKind, GatewayError, invalid
 from aistack.core.events import Chunk, FinishReason, Timings, Usage
 from aistack.core.models import LoadedModel, ModelCard, ModelDetails, ModelShow
 from aistack.dialects._fields import (
+    INT_MAX,
     as_int,
     body_object,
+    bounded_int,
     item_obj,
     opt_bool,
     opt_int,
@@ -62,10 +64,22 @@ def keep_alive_from_wire(v: object) -> KeepAlive | None:
     if isinstance(v, bool):
         raise wrong_type("keep_alive", "a number or a duration string", v)
     if isinstance(v, int | float):
+        # Go keeps a duration as int64 nanoseconds (about 292 years).
+        if abs(v) * 1e9 > INT_MAX:
+            raise invalid(
+                f"invalid value for 'keep_alive': {v!r} seconds is out of range", "keep_alive"
+            )
         return float(v)
     if isinstance(v, str):
         s = v.strip()
-        if s in ("0", "-0", "+0") or _DURATION.match(s):
+        if s in ("0", "-0", "+0"):
+            return s
+        if _DURATION.match(s):
+            if _duration_seconds(s) * 1e9 > INT_MAX:
+                raise invalid(
+                    f"invalid value for 'keep_alive': duration \"{s}\" is out of range",
+                    "keep_alive",
+                )
             return s
         try:
             float(s)
@@ -73,6 +87,23 @@ def keep_alive_from_wire(v: object) -> KeepAlive | None:
             raise invalid(f'time: invalid duration "{s}"', "keep_alive") from None
         raise invalid(f'time: missing unit in duration "{s}"', "keep_alive")
     raise wrong_type("keep_alive", "a number or a duration string", v)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+}
+
+
+def _duration_seconds(s: str) -> float:
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(s))
 
 
 def think_from_wire(v: object) -> Think | None:
@@ -144,13 +175,12 @@ def options_from_wire(v: object) -> tuple[Sampling, JSONObject]:
         field, types = spec
         if val is None:
             continue
-        if isinstance(val, bool) or not isinstance(val, types):
-            if types is int and isinstance(val, float) and val.is_integer():
-                val = int(val)
-            else:
-                kind = "integer" if types is int else "number"
-                raise invalid(f'option "{key}" must be of type {kind}', f"options.{key}")
-        values[field] = val if types is int else float(val)
+        integral = types is int and isinstance(val, float) and val.is_integer()
+        if (isinstance(val, bool) or not isinstance(val, types)) and not integral:
+            kind = "integer" if types is int else "number"
+            raise invalid(f'option "{key}" must be of type {kind}', f"options.{key}")
+        # Go's int is 64 bits: `num_predict: 1e308` is out of range, not "no limit".
+        values[field] = bounded_int(val, f"options.{key}") if types is int else float(val)
     return Sampling(**values), extra
 
 
@@ -190,7 +220,7 @@ def _message_from_wire(v: object, i: int) -> Message:
     if type(v) is dict and len(v) == 2:
         # Most messages are just a role and a text: no need to look for the rest.
         role, content = v.get("role"), v.get("content")
-        if type(content) is str and role in _PLAIN_ROLES:
+        if type(content) is str and type(role) is str and role in _PLAIN_ROLES:
             return Message(role=role, content=content)
     p = f"messages[{i}]"
     m = item_obj(v, p)
@@ -277,12 +307,14 @@ def generate_request_from_wire(body: object) -> GenerateRequest:
     if raw and (b.get("template") or b.get("system") or b.get("context")):
         raise invalid("raw mode does not support template, system, or context")
     sampling, extra_options = options_from_wire(b.get("options"))
+    prompt = opt_str(b, "prompt") or ""
     return GenerateRequest(
         model=model,
-        prompt=opt_str(b, "prompt") or "",
+        prompt=prompt,
         suffix=opt_str(b, "suffix") or "",
         system=opt_str(b, "system") or "",
-        raw=raw,
+        # An empty prompt loads the model, raw or not (Ollama's convention).
+        raw=raw and bool(prompt),
         images=_images_from_wire(b.get("images"), "images"),
         stream=_stream_flag(b),
         format=format_from_wire(b.get("format")),
@@ -313,6 +345,11 @@ def embed_request_from_wire(body: object, *, legacy: bool = False) -> EmbedReque
             inputs = tuple(v)
         else:
             raise invalid("invalid input type", "input")
+        # No input at all loads the model; an empty text among others has no embedding
+        # (a model reads no tokens from it).
+        for i, text in enumerate(inputs):
+            if not text:
+                raise invalid(f"invalid input: 'input[{i}]' is an empty string", f"input[{i}]")
     truncate = opt_bool(b, "truncate")
     dims = opt_int(b, "dimensions")
     if dims is not None and dims <= 0:

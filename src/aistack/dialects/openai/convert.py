@@ -147,7 +147,7 @@ def _messages_from_wire(v: object) -> tuple[Message, ...]:
         if type(raw) is dict and len(raw) == 2:
             # Most messages are just a role and a text: no need to look for the rest.
             role, content = raw.get("role"), raw.get("content")
-            if type(content) is str and role in _PLAIN_ROLES:
+            if type(content) is str and type(role) is str and role in _PLAIN_ROLES:
                 out.append(Message(role=_PLAIN_ROLES[role], content=content))
                 continue
         p = f"messages[{i}]"
@@ -223,7 +223,7 @@ def json_format(
     if kind == "text":
         return None
     if kind == "json_object":
-        return JsonFormat()
+        return JsonFormat(path=where)
     if kind == "json_schema" and spec is not None:
         schema = spec.get("schema")
         if not isinstance(schema, dict):
@@ -231,6 +231,7 @@ def json_format(
         strict = spec.get("strict")
         return JsonFormat(
             schema=schema,
+            path=f"{spec_at}.schema",
             name=str(spec.get("name") or ""),
             strict=strict if isinstance(strict, bool) else None,
         )
@@ -242,11 +243,15 @@ def json_format(
 
 
 def _sampling_from_wire(b: dict[str, Any]) -> Sampling:
-    max_tokens = opt_int(b, "max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = opt_int(b, "max_tokens")
-    if max_tokens is not None and max_tokens < 0:
-        raise invalid("'max_tokens' must be a non-negative integer", "max_tokens")
+    key = "max_completion_tokens" if b.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = opt_int(b, key)
+    if max_tokens is not None and max_tokens < 1:
+        # OpenAI's own wording; 0 would ask for an answer of no tokens.
+        raise invalid(
+            f"Invalid '{key}': integer below minimum value. Expected a value >= 1, "
+            f"but got {max_tokens} instead.",
+            key,
+        )
     stop = b.get("stop")
     return Sampling(
         max_tokens=max_tokens,
@@ -361,16 +366,22 @@ def embed_request_from_wire(body: object) -> tuple[EmbedRequest, str]:
     b = body_object(body)
     model = require_model(b)
     v = b.get("input")
-    if isinstance(v, str):
+    if isinstance(v, str) and v:
         inputs: tuple[str, ...] = (v,)
     elif isinstance(v, list) and v and all(isinstance(s, str) for s in v):
         inputs = tuple(v)
+        for i, text in enumerate(inputs):
+            if not text:
+                # OpenAI refuses an empty string: a model reads no tokens from it.
+                raise invalid(f"'input[{i}]' must not be an empty string", f"input[{i}]")
     elif isinstance(v, list) and v:
         raise invalid("token arrays are not supported; send the input as strings", "input")
     elif v is None:
         raise invalid("'input' is required", "input")
     else:
-        raise invalid("invalid input: expected a string or a non-empty array of strings", "input")
+        raise invalid(
+            "invalid input: expected a non-empty string or a non-empty array of strings", "input"
+        )
     fmt = opt_str(b, "encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise invalid(

@@ -132,7 +132,8 @@ def messages_from_items(items: list[JSONObject], instructions: str = "") -> tupl
         p = f"input[{i}]"
         kind = it.get("type", "message")
         if kind == "message":
-            role = _ROLES.get(it.get("role"))  # type: ignore[arg-type]
+            wire_role = it.get("role")
+            role = _ROLES.get(wire_role) if isinstance(wire_role, str) else None
             if role is None:
                 raise invalid(
                     f"invalid value for '{p}.role': {it.get('role')!r}; expected one of "
