@@ -309,6 +309,32 @@ def test_a_restart_keeps_every_point(
         assert c.retrieve("keep", [9999])[0].payload == payloads[9999]
 
 
+def test_a_crash_keeps_every_acknowledged_point(tmp_path: Path) -> None:
+    """SIGKILL, no flush at all (an hour apart): the engine's write-ahead log has every
+    write that was answered, deletes and payload changes included."""
+    gw = start(tmp_path, "crash", config(flush_interval=3600))
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(3000, 64)).astype(np.float32)
+    with running(gw.proc):
+        c = gw.client()
+        c.create_collection("wal", vectors_config=m.VectorParams(size=64, distance=m.Distance.DOT))
+        for start_at in range(0, 3000, 500):
+            c.upsert("wal", [m.PointStruct(id=i, vector=x[i].tolist(), payload={"i": i})
+                             for i in range(start_at, start_at + 500)], wait=True)  # fmt: skip
+        c.delete("wal", points_selector=m.PointIdsList(points=[0, 1, 2]), wait=True)
+        c.set_payload("wal", payload={"seen": True}, points=[10], wait=True)
+        before = [p.id for p in c.query_points("wal", query=x[99].tolist(), limit=5).points]
+        c.close()
+        assert gw.proc.stop(signal.SIGKILL) != 0
+    gw2 = Gw(start_gateway(tmp_path, config(flush_interval=3600), name="crash"), {}, gw.work)
+    with running(gw2.proc):
+        c = gw2.client()
+        assert c.count("wal").count == 3000 - 3
+        assert c.retrieve("wal", [0, 1, 2]) == []
+        assert c.retrieve("wal", [10])[0].payload == {"i": 10, "seen": True}
+        assert [p.id for p in c.query_points("wal", query=x[99].tolist(), limit=5).points] == before
+
+
 def test_the_embedded_store_lives_in_the_configured_data_dir(tmp_path: Path) -> None:
     """No `vectors.path`: the shards go in `data_dir/vectors` (relative to the config
     file), not under $XDG_DATA_HOME, and the commands that open the store find them."""
