@@ -12,6 +12,7 @@ Qdrant server or cluster, proxied with the names rewritten). See docs/vectors.md
 - engine.py: what an engine does; embedded/ and proxy.py are the two engines
 - convert.py: Qdrant JSON <-> qdrant-edge objects (for the embedded engine)
 - service.py: one operation, from caller to engine: who, which names, text in
+- texts.py: text in (Qdrant Documents embedded with aistack's models)
 - snapshots.py: snapshot files, restore, and their hourly/daily/weekly retention
 """
 

@@ -2,8 +2,8 @@
 
 The route table has matched the path to an operation (routes.py) and knows who is
 calling; here: may this caller do it, which physical names it means, text in (Qdrant
-`Document` objects embedded with aistack's own routed models, the size checked against
-the collection), quotas, then the engine, then names mapped back for the caller.
+`Document` objects embedded with aistack's own routed models: texts.py), quotas, then
+the engine, then names mapped back for the caller.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from aistack.config import Config, VectorsConfig, data_dir_of
-from aistack.core.chat import EmbedRequest
 from aistack.core.errors import GatewayError
-from aistack.core.operations import Operation
 from aistack.dialects.qdrant import Call, bad, obj, point_id
 from aistack.service import Gateway, RequestContext
 from aistack.vectors.engine import CollectionStats, Engine
 from aistack.vectors.snapshots import BackupSchedule
 from aistack.vectors.tenancy import Caller, Tenancy, forbidden
+from aistack.vectors.texts import embed_points, embed_queries
 
 log = logging.getLogger("aistack.vectors")
 
@@ -59,61 +58,6 @@ def build_engine(cfg: VectorsConfig, path: Path, client: Any) -> Engine:
         optimize_threshold=cfg.optimize_threshold,
         optimize_idle=cfg.optimize_idle,
     )
-
-
-def _is_document(v: object) -> bool:
-    return (
-        isinstance(v, dict)
-        and isinstance(v.get("text"), str)
-        and isinstance(v.get("model"), str)
-        and set(v) <= {"text", "model", "options"}
-    )
-
-
-class _Texts:
-    """The Documents of one request, embedded together per model, then put in place."""
-
-    def __init__(self) -> None:
-        self.slots: list[tuple[Any, Any, str, str, str]] = []  # container, key, model, text, vector
-
-    def find_vector(self, container: Any, key: Any, vname: str) -> None:
-        v = container[key]
-        if _is_document(v):
-            self.slots.append((container, key, v["model"], v["text"], vname))
-        elif isinstance(v, dict) and not ("indices" in v and "values" in v):
-            for name in list(v):
-                if _is_document(v[name]):
-                    self.slots.append((v, name, v[name]["model"], v[name]["text"], str(name)))
-
-    def find_query(self, q: Any, using: str) -> None:
-        if not isinstance(q, dict):
-            return
-        if "query" in q:
-            self._scoring(q, "query", using)
-        for p in _listify(q.get("prefetch")):
-            if isinstance(p, dict):
-                self.find_query(p, str(p.get("using") or using))
-
-    def _scoring(self, container: Any, key: Any, using: str) -> None:
-        v = container[key]
-        if _is_document(v):
-            self.slots.append((container, key, v["model"], v["text"], using))
-        elif isinstance(v, dict):
-            if "nearest" in v:
-                self._scoring(v, "nearest", using)
-            rec = v.get("recommend")
-            if isinstance(rec, dict):
-                for side in ("positive", "negative"):
-                    items = rec.get(side)
-                    if isinstance(items, list):
-                        for i in range(len(items)):
-                            self._scoring(items, i, using)
-
-
-def _listify(v: object) -> list[Any]:
-    if v is None:
-        return []
-    return v if isinstance(v, list) else [v]
 
 
 class VectorService:
@@ -235,11 +179,11 @@ class VectorService:
         if op.name == "update_aliases":
             body = self._map_alias_actions(caller, body)
         if op.name in ("upsert", "update_vectors", "batch_update"):
-            await self._embed_points(ctx, physical, op.name, body)
+            await embed_points(self.gateway, self.engine, ctx, physical, op.name, body)
             if op.name == "upsert":
                 await self._check_points_quota(caller, physical, body)
         elif op.name in ("query", "query_batch"):
-            await self._embed_queries(ctx, physical, op.name, body)
+            await embed_queries(self.gateway, self.engine, ctx, physical, op.name, body)
         result = await self.engine.call(op, physical, call.arg, body, params)
         return self._map_result(caller, op.name, result)
 
@@ -358,85 +302,6 @@ class VectorService:
                 f"quota: app '{caller.app}' may store {q.points} points and has {total}; "
                 f"this upsert adds {new} (vectors.quotas)"
             )
-
-    # -- text in
-
-    async def _embed(self, ctx: RequestContext, physical: str, texts: _Texts) -> None:
-        if not texts.slots:
-            return
-        sizes = await self.engine.vector_sizes(physical)
-        by_model: dict[str, list[int]] = {}
-        for i, s in enumerate(texts.slots):
-            by_model.setdefault(s[2], []).append(i)
-        for model, idxs in by_model.items():
-            sub = RequestContext(
-                ctx.dialect,
-                "qdrant.embed",
-                Operation.EMBED,
-                method=ctx.method,
-                path=ctx.path,
-                request_id=ctx.request_id,
-            )
-            sub.key, sub.key_id, sub.app, sub.end_user = ctx.key, ctx.key_id, ctx.app, ctx.end_user
-            try:
-                res = await self.gateway.embed(
-                    sub, EmbedRequest(model=model, inputs=tuple(texts.slots[i][3] for i in idxs))
-                )
-                sub.status = 200
-            except GatewayError as e:
-                sub.error, sub.status = e.kind.name, e.status
-                raise
-            finally:
-                self.gateway.finish(sub)
-            for i, vec in zip(idxs, res.embeddings, strict=True):
-                container, key, _, _, vname = texts.slots[i]
-                want = sizes.get(vname)
-                if want is None and vname:
-                    raise bad(f"collection has no dense vector named {vname!r} for the document")
-                if want is not None and want != len(vec):
-                    raise bad(
-                        f"model '{model}' makes vectors of {len(vec)} dimensions; the "
-                        f"collection's vector {vname or '(unnamed)'} has {want}"
-                    )
-                container[key] = vec
-
-    async def _embed_points(
-        self, ctx: RequestContext, physical: str, op: str, body: dict[str, Any]
-    ) -> None:
-        texts = _Texts()
-        bodies = [body]
-        if op == "batch_update":
-            bodies = [
-                b for o in _listify(body.get("operations")) if isinstance(o, dict)
-                for k, b in o.items() if k in ("upsert", "update_vectors") and isinstance(b, dict)
-            ]  # fmt: skip
-        for b in bodies:
-            for p in _listify(b.get("points")):
-                if isinstance(p, dict) and "vector" in p:
-                    texts.find_vector(p, "vector", "")
-            batch = b.get("batch")
-            if isinstance(batch, dict):
-                vecs = batch.get("vectors")
-                if isinstance(vecs, list):
-                    for i in range(len(vecs)):
-                        texts.find_vector(vecs, i, "")
-                elif isinstance(vecs, dict):
-                    for name, vs in vecs.items():
-                        if isinstance(vs, list):
-                            for i in range(len(vs)):
-                                if _is_document(vs[i]):
-                                    texts.slots.append((vs, i, vs[i]["model"], vs[i]["text"], name))
-        await self._embed(ctx, physical, texts)
-
-    async def _embed_queries(
-        self, ctx: RequestContext, physical: str, op: str, body: dict[str, Any]
-    ) -> None:
-        texts = _Texts()
-        queries = _listify(body.get("searches")) if op == "query_batch" else [body]
-        for qb in queries:
-            if isinstance(qb, dict):
-                texts.find_query(qb, str(qb.get("using") or ""))
-        await self._embed(ctx, physical, texts)
 
 
 def _write_fd(fd: int, data: bytes) -> None:
