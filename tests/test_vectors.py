@@ -131,8 +131,24 @@ def brute_force(x: np.ndarray, q: np.ndarray, mask: np.ndarray | None, k: int) -
     return [int(i) for i in np.argsort(-scores, kind="stable")[:k]]
 
 
-def client_suite(c: QdrantClient, name: str, x: np.ndarray, payloads: list[dict[str, Any]]) -> None:
-    """What an app does with Qdrant, checked against numpy."""
+def _post(url: str, key: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), headers={"api-key": key, "content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())["result"]
+
+
+def client_suite(
+    c: QdrantClient,
+    name: str,
+    x: np.ndarray,
+    payloads: list[dict[str, Any]],
+    rest: str = "",
+    key: str = MASTER,
+) -> None:
+    """What an app does with Qdrant, checked against numpy. `rest`: the API's root URL,
+    for the endpoints qdrant-client no longer calls (the older `points/search`)."""
     if c.collection_exists(name):
         c.delete_collection(name)
     assert c.create_collection(
@@ -164,10 +180,26 @@ def client_suite(c: QdrantClient, name: str, x: np.ndarray, payloads: list[dict[
         ).points
         assert [p.id for p in got] == brute_force(x, q, tags == "red", 10)
         assert all(p.payload and p.payload["tag"] == "red" for p in got)
-        # The older search endpoint, with a range filter and an offset.
+        # A range filter and an offset.
         few = m.Filter(must=[m.FieldCondition(key="n", range=m.Range(lt=5000))])
         got = c.query_points(name, query=q.tolist(), query_filter=few, limit=5, offset=5).points
-        assert [p.id for p in got] == brute_force(x, q, np.arange(N) < 5000, 10)[5:]
+        want = brute_force(x, q, np.arange(N) < 5000, 10)[5:]
+        assert [p.id for p in got] == want
+        if rest:
+            # The older search endpoint (older clients and integrations still call it).
+            flt = {"must": [{"key": "n", "range": {"lt": 5000}}]}
+            url = f"{rest}/collections/{name}/points/search"
+            hits = _post(url, key, {"vector": q.tolist(), "filter": flt, "limit": 5, "offset": 5})
+            assert [h["id"] for h in hits] == want
+            both = _post(
+                f"{url}/batch",
+                key,
+                {"searches": [{"vector": q.tolist(), "limit": 10},
+                              {"vector": q.tolist(), "filter": flt, "limit": 10}]},
+            )  # fmt: skip
+            assert [[h["id"] for h in r] for r in both] == [
+                brute_force(x, q, None, 10), brute_force(x, q, np.arange(N) < 5000, 10)
+            ]  # fmt: skip
 
     q = rng.normal(size=DIM).astype(np.float32)
     best = c.query_points(name, query=q.tolist(), limit=3, with_vectors=True).points
@@ -271,7 +303,7 @@ def test_the_official_client_gets_qdrant_answers_from_the_embedded_engine(
     x, payloads = data
     with warnings.catch_warnings():
         c = embedded.client()
-        client_suite(c, "suite", x, payloads)
+        client_suite(c, "suite", x, payloads, f"{embedded.proc.url}/qdrant")
     # The root answers as Qdrant's does, with a version the client accepts.
     with urllib.request.urlopen(f"{embedded.proc.url}/qdrant/") as r:
         root = json.loads(r.read())
@@ -451,7 +483,7 @@ def test_the_qdrant_engine_proxies_with_names_rewritten(
     proxied: Gw, embedded: Gw, data: tuple[np.ndarray, list[dict[str, Any]]]
 ) -> None:
     x, payloads = data
-    client_suite(proxied.client(), "proxied", x, payloads)
+    client_suite(proxied.client(), "proxied", x, payloads, f"{proxied.proc.url}/qdrant")
     app = proxied.client(proxied.keys["appp"])
     if app.collection_exists("notes"):
         app.delete_collection("notes")
