@@ -1,7 +1,9 @@
 """Image generation: ComfyUI behind the OpenAI images API, as a persistent job queue.
 
 A room of its own (its routes in routes.py, added in aistack/rooms.py): `queue.py` runs
-the jobs (dispatch, progress, cancel, failover, restarts), `results.py` keeps the images,
+the jobs (its API: submit, follow, cancel; the story of failover and restarts), on
+`dispatch.py` (jobs to backends, leases, adoption), `runner.py` (one job on ComfyUI:
+submit, follow, collect) and `state.py` (what they share); `results.py` keeps the images,
 `gpu.py` lets text and image models take turns on one card, and `Images` here holds them
 together with retention. Workflows and the wire are the backend's (backends/comfyui.py,
 dialects/comfyui.py); the OpenAI side is dialects/openai/images.py.
@@ -23,9 +25,10 @@ from aistack.http.asgi import Request
 from aistack.http.table import POST, PUBLIC, Route
 from aistack.images.gpu import GpuSharing
 from aistack.images.metrics import ImageMetrics
-from aistack.images.queue import ImageQueue, QueueSettings, Who
+from aistack.images.queue import ImageQueue, Who
 from aistack.images.results import Results
 from aistack.images.routes import ImageRoutes
+from aistack.images.state import QueueSettings
 from aistack.observability import Observability
 from aistack.service import Gateway, RequestContext
 from aistack.store import Store, default_sqlite_path, open_store
