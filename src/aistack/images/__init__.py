@@ -1,11 +1,12 @@
 """Image generation: ComfyUI behind the OpenAI images API, as a persistent job queue.
 
-A room of its own (its routes in routes.py, added in aistack/rooms.py): `queue.py` runs
-the jobs (its API: submit, follow, cancel; the story of failover and restarts), on
-`dispatch.py` (jobs to backends, leases, adoption), `runner.py` (one job on ComfyUI:
-submit, follow, collect) and `state.py` (what they share); `results.py` keeps the images,
-`gpu.py` lets text and image models take turns on one card, and `Images` here holds them
-together with retention. Workflows and the wire are the backend's (backends/comfyui.py,
+A room of its own (added in aistack/rooms.py). Its routes: routes.py makes images,
+job_routes.py reads and changes jobs, files and presets. `queue.py` runs the jobs (its
+API: submit, follow, cancel; the story of failover and restarts) on `dispatch.py` (jobs
+to backends, leases, adoption), `runner.py` (one job on ComfyUI: submit, follow,
+collect) and `state.py` (what they share); `results.py` keeps the images, `gpu.py` lets
+text and image models take turns on one card, and `Images` here holds them together
+with retention. Workflows and the wire are the backend's (backends/comfyui.py,
 dialects/comfyui.py); the OpenAI side is dialects/openai/images.py.
 """
 
