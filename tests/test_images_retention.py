@@ -11,7 +11,7 @@ from aistack.images.gpu import GpuSharing
 from aistack.images.results import Results, dimensions, sniff
 from aistack.routing.catalog import Catalog
 from aistack.store import open_store
-from aistack.store.jobs import JobRecord
+from aistack.store.job_records import JobRecord
 from tests import comfy
 
 DAY = 86_400_000

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from aistack.store import Store, open_store
-from aistack.store.jobs import FileRecord, JobRecord, JobTable, PresetRecord
+from aistack.store.job_records import FileRecord, JobRecord, PresetRecord
+from aistack.store.jobs import JobTable
 
 T0 = 1_800_000_000_000
 

@@ -34,7 +34,7 @@ from aistack.observability import Observability
 from aistack.service import Gateway, RequestContext
 from aistack.store import Store, default_sqlite_path, open_store
 from aistack.store.calendar import now_ms
-from aistack.store.jobs import FileRecord
+from aistack.store.job_records import FileRecord
 
 __all__ = ["ImageQueue", "Images", "QueueSettings", "Retention", "Who", "routes"]
 

@@ -18,7 +18,7 @@ from aistack.images.runner import JobRunner
 from aistack.images.state import Live
 from aistack.routing.catalog import Deployment
 from aistack.store.calendar import now_ms
-from aistack.store.jobs import JobRecord
+from aistack.store.job_records import JobRecord
 
 log = logging.getLogger("aistack.images")
 

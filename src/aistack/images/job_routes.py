@@ -31,7 +31,7 @@ from aistack.http.auth import session_of
 from aistack.images.queue import ImageQueue
 from aistack.service import Gateway, RequestContext
 from aistack.store.calendar import now_ms
-from aistack.store.jobs import FileRecord, JobRecord, PresetRecord
+from aistack.store.job_records import FileRecord, JobRecord, PresetRecord
 
 HEARTBEAT = 15.0  # seconds between SSE comments while a job is quiet
 _EVERYONE = ("", "master", "console")  # key ids that see every job

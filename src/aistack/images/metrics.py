@@ -9,7 +9,7 @@ from aistack.images.queue import ImageQueue
 from aistack.observability.gateway_metrics import LATENCY_BUCKETS
 from aistack.observability.metrics import Registry
 from aistack.store.calendar import now_ms
-from aistack.store.jobs import FileRecord, JobRecord
+from aistack.store.job_records import FileRecord, JobRecord
 
 
 class ImageMetrics:

@@ -41,7 +41,7 @@ from aistack.images.dispatch import Dispatcher
 from aistack.images.state import Live
 from aistack.routing.catalog import Deployment
 from aistack.store.calendar import now_ms
-from aistack.store.jobs import FileRecord, JobRecord
+from aistack.store.job_records import FileRecord, JobRecord
 
 
 @dataclass(frozen=True, slots=True)

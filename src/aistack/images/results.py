@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aistack.store.jobs import FileRecord
+from aistack.store.job_records import FileRecord
 
 _MIMES = {
     b"\x89PNG\r\n\x1a\n": ("image/png", "png"),

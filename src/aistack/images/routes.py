@@ -38,7 +38,7 @@ from aistack.images.job_routes import JobRoutes
 from aistack.images.queue import ImageQueue, Who
 from aistack.service import Gateway, RequestContext
 from aistack.store.calendar import now_ms
-from aistack.store.jobs import FileRecord, JobRecord
+from aistack.store.job_records import FileRecord, JobRecord
 
 log = logging.getLogger("aistack.images")
 

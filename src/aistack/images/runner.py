@@ -19,7 +19,7 @@ from aistack.dialects import comfyui as wire
 from aistack.images.state import Live, QueueState
 from aistack.routing.catalog import Deployment
 from aistack.store.calendar import now_ms
-from aistack.store.jobs import FileRecord, JobRecord
+from aistack.store.job_records import FileRecord, JobRecord
 
 log = logging.getLogger("aistack.images")
 

@@ -18,7 +18,8 @@ from aistack.routing.catalog import Catalog
 from aistack.routing.health import HealthMonitor
 from aistack.routing.state import BackendHealth
 from aistack.store.base import Store
-from aistack.store.jobs import FileRecord, JobRecord, JobTable
+from aistack.store.job_records import FileRecord, JobRecord
+from aistack.store.jobs import JobTable
 
 log = logging.getLogger("aistack.images")
 

@@ -17,98 +17,29 @@ Methods are synchronous, for the store's own thread (`Store.run`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
 
 from aistack.store.base import Store
 from aistack.store.calendar import now_ms
+from aistack.store.job_records import (
+    FILE_COLUMNS,
+    FILE_SELECT,
+    JOB_COLUMNS,
+    JOB_SELECT,
+    MUTABLE,
+    PRESET_COLUMNS,
+    FileRecord,
+    JobRecord,
+    PresetRecord,
+    db_value,
+    file_of_row,
+    job_of_row,
+    marks,
+)
 
 ACTIVE = ("queued", "submitted", "running")
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    id: str
-    created_at: int  # ms since the epoch
-    updated_at: int
-    state: str
-    model: str
-    params: dict[str, Any]  # the request (core.images.ImageRequest.params())
-    key_id: str = ""
-    app: str = ""
-    end_user: str = ""
-    backend: str = ""
-    prompt_id: str = ""
-    attempts: int = 0
-    owner: str = ""
-    lease_until: int = 0
-    cancel_requested: bool = False
-    progress_value: int = 0
-    progress_max: int = 0
-    progress_node: str = ""
-    seed: int | None = None
-    error: str = ""
-    started_at: int | None = None
-    finished_at: int | None = None
-    gpu_ms: float = 0.0
-    input_image: str = ""  # edits: the input image's path under the results folder
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    id: str
-    job_id: str
-    idx: int
-    created_at: int
-    key_id: str
-    path: str  # relative to the results folder
-    mime: str
-    bytes: int
-    width: int = 0
-    height: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PresetRecord:
-    id: str
-    name: str
-    created_at: int
-    key_id: str
-    model: str
-    params: dict[str, Any]
-
-
-_JOB_COLUMNS = tuple(f.name for f in fields(JobRecord))
-_FILE_COLUMNS = tuple(f.name for f in fields(FileRecord))
-_PRESET_COLUMNS = tuple(f.name for f in fields(PresetRecord))
-_JOB_SELECT = f"SELECT {', '.join(_JOB_COLUMNS)} FROM image_jobs"
-_FILE_SELECT = f"SELECT {', '.join(_FILE_COLUMNS)} FROM image_files"
-# What a running job may update besides its state.
-_MUTABLE = frozenset(
-    {
-        "backend", "prompt_id", "owner", "lease_until", "progress_value", "progress_max",
-        "progress_node", "seed", "error", "started_at", "finished_at", "gpu_ms",
-        "input_image", "cancel_requested",
-    }
-)  # fmt: skip
-
-
-def _job(r: Sequence[Any]) -> JobRecord:
-    d = dict(zip(_JOB_COLUMNS, r, strict=True))
-    d["params"] = orjson.loads(d["params"]) if d["params"] else {}
-    d["cancel_requested"] = bool(d["cancel_requested"])
-    d["gpu_ms"] = float(d["gpu_ms"] or 0.0)
-    return JobRecord(**d)
-
-
-def _file(r: Sequence[Any]) -> FileRecord:
-    return FileRecord(*r)
-
-
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 class JobTable:
@@ -128,18 +59,17 @@ class JobTable:
     # -- jobs
 
     def insert(self, job: JobRecord) -> None:
-        values = [getattr(job, c) for c in _JOB_COLUMNS]
-        values[_JOB_COLUMNS.index("params")] = orjson.dumps(job.params).decode()
-        values[_JOB_COLUMNS.index("cancel_requested")] = int(job.cancel_requested)
+        values = [getattr(job, c) for c in JOB_COLUMNS]
+        values[JOB_COLUMNS.index("params")] = orjson.dumps(job.params).decode()
+        values[JOB_COLUMNS.index("cancel_requested")] = int(job.cancel_requested)
         self._exec(
-            f"INSERT INTO image_jobs ({', '.join(_JOB_COLUMNS)}) VALUES "
-            f"({_marks(len(_JOB_COLUMNS))})",
+            f"INSERT INTO image_jobs ({', '.join(JOB_COLUMNS)}) VALUES ({marks(len(JOB_COLUMNS))})",
             values,
         )
 
     def get(self, job_id: str) -> JobRecord | None:
-        rows = self._rows(f"{_JOB_SELECT} WHERE id = ?", (job_id,))
-        return _job(rows[0]) if rows else None
+        rows = self._rows(f"{JOB_SELECT} WHERE id = ?", (job_id,))
+        return job_of_row(rows[0]) if rows else None
 
     def recent(
         self,
@@ -157,20 +87,20 @@ class JobTable:
             params.append(key_id)
         st = list(states)
         if st:
-            where.append(f"state IN ({_marks(len(st))})")
+            where.append(f"state IN ({marks(len(st))})")
             params += st
         rows = self._rows(
-            f"{_JOB_SELECT} WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?",
+            f"{JOB_SELECT} WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?",
             (*params, limit),
         )
-        return [_job(r) for r in rows]
+        return [job_of_row(r) for r in rows]
 
     def count(self, states: Iterable[str] = ("queued",)) -> int:
         st = list(states)
         return int(
-            self._rows(f"SELECT COUNT(*) FROM image_jobs WHERE state IN ({_marks(len(st))})", st)[
+            self._rows(f"SELECT COUNT(*) FROM image_jobs WHERE state IN ({marks(len(st))})", st)[0][
                 0
-            ][0]
+            ]
         )
 
     def ahead_of(self, job: JobRecord) -> int:
@@ -187,11 +117,11 @@ class JobTable:
         """Queued jobs nobody holds (never claimed, or the claim's lease ran out), and
         those `owner` claimed (before a restart, say)."""
         rows = self._rows(
-            f"{_JOB_SELECT} WHERE state = 'queued' AND (owner = '' OR owner = ? OR "
+            f"{JOB_SELECT} WHERE state = 'queued' AND (owner = '' OR owner = ? OR "
             "lease_until < ?) ORDER BY created_at, id LIMIT ?",
             (owner, now, limit),
         )
-        return [_job(r) for r in rows]
+        return [job_of_row(r) for r in rows]
 
     def claim(
         self, job_id: str, owner: str, backend: str, prompt_id: str, lease_until: int, now: int
@@ -210,13 +140,13 @@ class JobTable:
     def move(self, job_id: str, held_by: str, src: Iterable[str], dst: str, **changes: Any) -> bool:
         """Change state (and fields) if the job is in one of `src` and held by `held_by`
         ("" matches any holder: a job nobody runs). `changes` may hand it on (`owner`)."""
-        bad = set(changes) - _MUTABLE
+        bad = set(changes) - MUTABLE
         if bad:
             raise ValueError(f"cannot set {sorted(bad)} on a job")
         st = list(src)
         sets = ["state = ?", "updated_at = ?"] + [f"{k} = ?" for k in changes]
-        params: list[Any] = [dst, now_ms(), *(_db(v) for v in changes.values()), job_id, *st]
-        where = f"id = ? AND state IN ({_marks(len(st))})"
+        params: list[Any] = [dst, now_ms(), *(db_value(v) for v in changes.values()), job_id, *st]
+        where = f"id = ? AND state IN ({marks(len(st))})"
         if held_by:
             where += " AND owner = ?"
             params.append(held_by)
@@ -224,15 +154,15 @@ class JobTable:
 
     def update(self, job_id: str, held_by: str, **changes: Any) -> bool:
         """Fields of an active job this owner holds (progress, the prompt id)."""
-        bad = set(changes) - _MUTABLE
+        bad = set(changes) - MUTABLE
         if bad:
             raise ValueError(f"cannot set {sorted(bad)} on a job")
         sets = ", ".join(f"{k} = ?" for k in changes)
         return (
             self._exec(
                 f"UPDATE image_jobs SET {sets}, updated_at = ? WHERE id = ? AND owner = ? "
-                f"AND state IN ({_marks(len(ACTIVE))})",
-                (*(_db(v) for v in changes.values()), now_ms(), job_id, held_by, *ACTIVE),
+                f"AND state IN ({marks(len(ACTIVE))})",
+                (*(db_value(v) for v in changes.values()), now_ms(), job_id, held_by, *ACTIVE),
             )
             == 1
         )
@@ -243,13 +173,13 @@ class JobTable:
             cur.execute(
                 self.store._sql(
                     "UPDATE image_jobs SET lease_until = ? WHERE owner = ? AND state IN "
-                    f"({_marks(len(ACTIVE))})"
+                    f"({marks(len(ACTIVE))})"
                 ),
                 (lease_until, owner, *ACTIVE),
             )
         rows = self._rows(
             f"SELECT id, cancel_requested FROM image_jobs WHERE owner = ? AND state IN "
-            f"({_marks(len(ACTIVE))})",
+            f"({marks(len(ACTIVE))})",
             (owner, *ACTIVE),
         )
         return [(r[0], bool(r[1])) for r in rows]
@@ -258,7 +188,7 @@ class JobTable:
         """Let every job this owner holds be taken at once (a clean shutdown)."""
         return self._exec(
             f"UPDATE image_jobs SET lease_until = 0 WHERE owner = ? AND state IN "
-            f"({_marks(len(ACTIVE))})",
+            f"({marks(len(ACTIVE))})",
             (owner, *ACTIVE),
         )
 
@@ -266,11 +196,11 @@ class JobTable:
         """Submitted or running jobs this owner may take over: its own (from before a
         restart) and those whose holder stopped renewing."""
         rows = self._rows(
-            f"{_JOB_SELECT} WHERE state IN ('submitted', 'running') AND "
+            f"{JOB_SELECT} WHERE state IN ('submitted', 'running') AND "
             "(owner = ? OR lease_until < ?) ORDER BY created_at, id",
             (owner, now),
         )
-        return [_job(r) for r in rows]
+        return [job_of_row(r) for r in rows]
 
     def adopt(self, job_id: str, owner: str, lease_until: int, now: int) -> bool:
         return (
@@ -286,7 +216,7 @@ class JobTable:
         return (
             self._exec(
                 "UPDATE image_jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND "
-                f"state IN ({_marks(len(ACTIVE))})",
+                f"state IN ({marks(len(ACTIVE))})",
                 (now_ms(), job_id, *ACTIVE),
             )
             == 1
@@ -319,15 +249,13 @@ class JobTable:
         with self.store._transaction() as cur:
             sql = self.store._sql
             cur.execute(
-                sql(
-                    f"DELETE FROM image_jobs WHERE id = ? AND state NOT IN ({_marks(len(ACTIVE))})"
-                ),
+                sql(f"DELETE FROM image_jobs WHERE id = ? AND state NOT IN ({marks(len(ACTIVE))})"),
                 (job_id, *ACTIVE),
             )
             if cur.rowcount != 1:
                 return []
-            cur.execute(sql(f"{_FILE_SELECT} WHERE job_id = ?"), (job_id,))
-            files = [_file(r) for r in cur.fetchall()]
+            cur.execute(sql(f"{FILE_SELECT} WHERE job_id = ?"), (job_id,))
+            files = [file_of_row(r) for r in cur.fetchall()]
             cur.execute(sql("DELETE FROM image_files WHERE job_id = ?"), (job_id,))
         return files
 
@@ -339,10 +267,10 @@ class JobTable:
         with self.store._transaction() as cur:
             cur.executemany(
                 self.store._sql(
-                    f"INSERT INTO image_files ({', '.join(_FILE_COLUMNS)}) VALUES "
-                    f"({_marks(len(_FILE_COLUMNS))})"
+                    f"INSERT INTO image_files ({', '.join(FILE_COLUMNS)}) VALUES "
+                    f"({marks(len(FILE_COLUMNS))})"
                 ),
-                [tuple(getattr(f, c) for c in _FILE_COLUMNS) for f in files],
+                [tuple(getattr(f, c) for c in FILE_COLUMNS) for f in files],
             )
 
     def files_of(self, job_ids: Sequence[str]) -> dict[str, list[FileRecord]]:
@@ -352,15 +280,15 @@ class JobTable:
         for i in range(0, len(job_ids), 500):
             part = list(job_ids[i : i + 500])
             for r in self._rows(
-                f"{_FILE_SELECT} WHERE job_id IN ({_marks(len(part))}) ORDER BY job_id, idx", part
+                f"{FILE_SELECT} WHERE job_id IN ({marks(len(part))}) ORDER BY job_id, idx", part
             ):
-                f = _file(r)
+                f = file_of_row(r)
                 out[f.job_id].append(f)
         return out
 
     def file(self, file_id: str) -> FileRecord | None:
-        rows = self._rows(f"{_FILE_SELECT} WHERE id = ?", (file_id,))
-        return _file(rows[0]) if rows else None
+        rows = self._rows(f"{FILE_SELECT} WHERE id = ?", (file_id,))
+        return file_of_row(rows[0]) if rows else None
 
     def delete_file(self, file_id: str) -> FileRecord | None:
         f = self.file(file_id)
@@ -373,10 +301,10 @@ class JobTable:
 
     def oldest_files(self, limit: int = 500, before_ms: int | None = None) -> list[FileRecord]:
         rows = self._rows(
-            f"{_FILE_SELECT} WHERE created_at < ? ORDER BY created_at, id LIMIT ?",
+            f"{FILE_SELECT} WHERE created_at < ? ORDER BY created_at, id LIMIT ?",
             (before_ms if before_ms is not None else 2**62, limit),
         )
-        return [_file(r) for r in rows]
+        return [file_of_row(r) for r in rows]
 
     def delete_files(self, file_ids: Sequence[str]) -> None:
         with self.store._transaction() as cur:
@@ -398,15 +326,15 @@ class JobTable:
 
     def add_preset(self, p: PresetRecord) -> None:
         self._exec(
-            f"INSERT INTO image_presets ({', '.join(_PRESET_COLUMNS)}) VALUES "
-            f"({_marks(len(_PRESET_COLUMNS))})",
+            f"INSERT INTO image_presets ({', '.join(PRESET_COLUMNS)}) VALUES "
+            f"({marks(len(PRESET_COLUMNS))})",
             (p.id, p.name, p.created_at, p.key_id, p.model, orjson.dumps(p.params).decode()),
         )
 
     def presets(self, key_id: str | None = None) -> list[PresetRecord]:
         where, params = ("WHERE key_id = ?", (key_id,)) if key_id is not None else ("", ())
         rows = self._rows(
-            f"SELECT {', '.join(_PRESET_COLUMNS)} FROM image_presets {where} "
+            f"SELECT {', '.join(PRESET_COLUMNS)} FROM image_presets {where} "
             "ORDER BY name, created_at",
             params,
         )
@@ -422,7 +350,3 @@ class JobTable:
             self._exec("DELETE FROM image_presets WHERE id = ? AND key_id = ?", (preset_id, key_id))
             == 1
         )
-
-
-def _db(v: Any) -> Any:
-    return int(v) if isinstance(v, bool) else v
