@@ -207,12 +207,18 @@ def test_a_key_created_in_the_console_works_from_the_openai_client(
     visit(pg, console, "keys")
     pg.get_by_label("App name").fill("browser-app")
     pg.get_by_label("Requests / min").fill("60")
+    pg.get_by_label("Images / min").fill("4")
     pg.get_by_role("button", name="Create key").click()
     key = pg.locator("#new-key").inner_text().strip()
     assert key.startswith("sk-aistack-")
     shot(pg, console, "keys-created")
     row = pg.locator("tr[data-key='browser-app']")
     assert "never" in row.locator(".last-used").inner_text()
+    assert row.locator(".limits").inner_text() == "60 rpm, 4 images/min"
+    # The limit is the key's, in the store (the admin API reads it back).
+    listed = pg.evaluate("async () => (await (await fetch('/admin/api/keys')).json()).keys")
+    mine = next(k for k in listed if k["name"] == "browser-app")
+    assert (mine["rpm"], mine["images_per_minute"]) == (60, 4)
 
     from openai import OpenAI
 

@@ -844,6 +844,7 @@
     const rpm = h("input", { type: "number", min: "1", placeholder: "none" });
     const tpm = h("input", { type: "number", min: "1", placeholder: "none" });
     const conc = h("input", { type: "number", min: "1", placeholder: "none" });
+    const ipm = h("input", { type: "number", min: "1", placeholder: "none" });
     const budget = h("input", { type: "number", min: "0", step: "0.01", placeholder: "none" });
     const period = select([["day", "per day"], ["week", "per week"], ["month", "per month"]], "month");
     const expires = h("input", { type: "text", placeholder: "90d or 2027-01-31 (empty: never)" });
@@ -854,7 +855,7 @@
       h("div", { class: "row" }, h("div", { class: "grow" }, field("App name", name, "letters, digits . - _ @")),
         h("div", { class: "grow" }, field("Models allowed", models, "globs, comma-separated"))),
       h("div", { class: "row" }, field("Requests / min", rpm), field("Tokens / min", tpm), field("Concurrent", conc),
-        field("Budget (USD)", budget), field("Budget period", period),
+        field("Images / min", ipm), field("Budget (USD)", budget), field("Budget period", period),
         h("div", { class: "grow" }, field("Expires", expires))),
       h("div", { class: "row" },
         h("label", { for: "scope-models" }, fleet, " May pull and delete models (scope models: Open WebUI's model management)"),
@@ -864,7 +865,7 @@
       ev.preventDefault();
       const body = { name: name.value.trim() };
       if (models.value.trim()) body.models = models.value.split(",").map((m) => m.trim()).filter(Boolean);
-      for (const [k, el] of [["rpm", rpm], ["tpm", tpm], ["concurrent", conc]]) if (el.value) body[k] = Number(el.value);
+      for (const [k, el] of [["rpm", rpm], ["tpm", tpm], ["concurrent", conc], ["images_per_minute", ipm]]) if (el.value) body[k] = Number(el.value);
       if (budget.value) body.budget = `${budget.value}/${period.value}`;
       if (expires.value.trim()) body.expires = expires.value.trim();
       const scopes = [[fleet, "models"], [monitor, "metrics"]].filter(([el]) => el.checked).map(([, n]) => n);
@@ -921,10 +922,11 @@
           showError(e);
         }
       });
-      const limits = [k.rpm && `${k.rpm} rpm`, k.tpm && `${k.tpm} tpm`, k.concurrent && `${k.concurrent} at once`].filter(Boolean).join(", ") || "none";
+      const limits = [k.rpm && `${k.rpm} rpm`, k.tpm && `${k.tpm} tpm`, k.concurrent && `${k.concurrent} at once`,
+        k.images_per_minute && `${k.images_per_minute} images/min`].filter(Boolean).join(", ") || "none";
       const budget = k.budget !== null ? `${fmtMoney(k.spent || 0)} of ${fmtMoney(k.budget)} / ${k.budget_period}` : "none";
       return h("tr", { "data-key": k.name }, td(h("strong", {}, k.name), null), td(h("span", { class: "mono small" }, k.hint), "hide-narrow"),
-        td(badge(k.state)), td([k.models.join(", ") || "all", ...(k.scopes || []).map((n) => ` + ${n}`)].join(""), "hide-narrow"), td(limits, "hide-narrow"), td(budget),
+        td(badge(k.state)), td([k.models.join(", ") || "all", ...(k.scopes || []).map((n) => ` + ${n}`)].join(""), "hide-narrow"), td(limits, "hide-narrow limits"), td(budget),
         td(fmtTime(k.created_at), "hide-narrow"), td(h("span", { title: fmtTime(k.last_used_at) }, ago(k.last_used_at)), "last-used"),
         td(k.expires_at ? fmtTime(k.expires_at) : "never", "hide-narrow"), td(rev));
     })));
