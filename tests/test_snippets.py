@@ -139,8 +139,8 @@ def test_every_app_has_a_reader_here() -> None:
     assert set(READS) == set(APPS)
 
 
-def _snippet(app: str, *args: str, fmt: str) -> str:
-    out = aistack("snippet", app, *args, "--format", fmt)
+def _snippet(app: str, *args: str, fmt: str, env: dict[str, str] | None = None) -> str:
+    out = aistack("snippet", app, *args, "--format", fmt, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -204,11 +204,12 @@ CASES = [(app, None, None) for app in APPS] + [
 
 @pytest.mark.parametrize(("app", "key", "via"), CASES)
 def test_snippet_parses_back_and_resolves_against_the_gateway(
-    gw_url: str, app: str, key: str | None, via: str | None
+    gw_url: str, app: str, key: str | None, via: str | None, tmp_path: Path
 ) -> None:
     args = ["--url", gw_url, "--model", "tiny"]
     if key:
-        args += ["--key", key]
+        (tmp_path / "key").write_text(key + "\n")
+        args += ["--key-file", str(tmp_path / "key")]
     if via:
         args += ["--via", via]
     env_text = _snippet(app, *args, fmt="env")
@@ -230,10 +231,44 @@ def test_snippet_parses_back_and_resolves_against_the_gateway(
 
 
 def test_the_all_form_names_app_url_and_model(gw_url: str) -> None:
-    text = _snippet("paperless-gpt", "--url", gw_url, "--model", "tiny", "--key", "k1", fmt="all")
+    args = ["--url", gw_url, "--model", "tiny", "--key-env", "PAPERLESS_KEY"]
+    text = _snippet("paperless-gpt", *args, fmt="all", env={"PAPERLESS_KEY": "k1"})
     assert text.startswith(f"# Paperless-GPT -> aistack at {gw_url} (native Ollama API)")
     assert 'OLLAMA_HEADERS="Authorization=Bearer k1"' in text
     assert "# --- Kubernetes: the container's env ---" in text
+
+
+def test_a_key_never_comes_from_the_command_line(tmp_path: Path) -> None:
+    """Secrets stay off command lines (every user's `ps` shows them): --key is refused,
+    --key-file and --key-env are how an existing key goes in, and $AISTACK_KEY (the
+    admin key of other commands) is read only when named."""
+    cfg = write_config(tmp_path / "aistack.yaml", {"backends": []})
+    out = aistack("snippet", "openai", "--key", "sk-on-the-command-line", config=cfg)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "--key: not on the command line" in out.stderr
+    assert "--key-file FILE" in out.stderr and "--key-env NAME" in out.stderr
+    assert "sk-on-the-command-line" not in out.stderr
+
+    admin = {"AISTACK_KEY": "sk-admin-not-for-apps"}
+    out = aistack("snippet", "openai", "--format", "env", config=cfg, env=admin)
+    assert out.returncode == 0 and "sk-admin-not-for-apps" not in out.stdout
+    out = aistack("snippet", "openai", "--format", "env", "--key-env", "AISTACK_KEY",
+                  config=cfg, env=admin)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "OPENAI_API_KEY=sk-admin-not-for-apps\n" in out.stdout
+
+    (tmp_path / "key").write_text("sk-from-a-file\n")
+    out = aistack("snippet", "openai", "--format", "env", "--key-file", str(tmp_path / "key"),
+                  config=cfg)  # fmt: skip
+    assert out.returncode == 0 and "OPENAI_API_KEY=sk-from-a-file\n" in out.stdout
+
+    for args, why in [
+        (["--key-env", "AISTACK_NO_SUCH_VARIABLE"], "that variable is not set or empty"),
+        (["--key-file", str(tmp_path / "missing")], "--key-file"),
+        (["--key-file", str(tmp_path / "key"), "--create-key"], "not two of them"),
+    ]:
+        out = aistack("snippet", "openai", *args, config=cfg)
+        assert out.returncode == 2 and why in out.stderr, (args, out.stderr)
 
 
 def test_defaults_come_from_the_config(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ Reads only the config (for the gateway's URL and a default model); talks to noth
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 
@@ -35,7 +36,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--image-model",
         help="the image model, for apps that make images (default: from the comfyui backends)",
     )
-    s.add_argument("--key", help="an existing key to put in the snippet")
+    s.add_argument(
+        "--key-file", metavar="FILE", help="an existing key to put in the snippet, from a file"
+    )
+    s.add_argument(
+        "--key-env",
+        metavar="NAME",
+        help="an existing key to put in the snippet, from the environment variable NAME "
+        "(e.g. AISTACK_KEY)",
+    )
+    # Taken only to refuse it: a key on the command line shows in every user's `ps`.
+    s.add_argument("--key", dest="key_on_command_line", help=argparse.SUPPRESS)
     s.add_argument(
         "--create-key",
         action="store_true",
@@ -129,6 +140,34 @@ def create_key(args: argparse.Namespace) -> str:
     return new.key
 
 
+def given_key(args: argparse.Namespace) -> str | None:
+    """The existing key to put in the snippet: from --key-file or --key-env, never from
+    the command line. $AISTACK_KEY is read only when named: other commands take it as
+    the admin key, which must not end up in an app's settings unasked."""
+    if args.key_on_command_line is not None:
+        raise SnippetError(
+            "--key: not on the command line, where every user's `ps` shows it: put the "
+            "key in a file (--key-file FILE) or an environment variable (--key-env NAME)"
+        )
+    if args.key_file and args.key_env:
+        raise SnippetError("give --key-file or --key-env, not both")
+    if args.key_file:
+        try:
+            with open(args.key_file) as f:
+                key = f.read().strip()
+        except OSError as e:
+            raise SnippetError(f"--key-file {args.key_file}: {e.strerror or e}") from None
+        if not key:
+            raise SnippetError(f"--key-file {args.key_file}: the file is empty")
+        return key
+    if args.key_env:
+        key = os.environ.get(args.key_env, "").strip()
+        if not key:
+            raise SnippetError(f"--key-env {args.key_env}: that variable is not set or empty")
+        return key
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
     loaded = load_config(args)
     if loaded is None:
@@ -146,11 +185,12 @@ def _run(args: argparse.Namespace) -> int:
         )
 
     try:
-        if args.create_key and args.key:
-            raise SnippetError("give --key or --create-key, not both")
+        key = given_key(args)
+        if args.create_key and key is not None:
+            raise SnippetError("give --key-file, --key-env or --create-key, not two of them")
         if (args.key_name or args.key_models) and not args.create_key:
             raise SnippetError("--key-name and --key-models go with --create-key")
-        s = snippet(args.key or ("-" if args.create_key else None))  # checks before minting
+        s = snippet(key or ("-" if args.create_key else None))  # checks before minting
         if args.format == "config" and s.config is None:
             raise SnippetError(f"{s.title} has no config form; try --format all")
         if args.create_key:
