@@ -263,3 +263,22 @@ def test_the_data_dir_is_xdg_unless_the_config_says(tmp_path: Path) -> None:
     assert data_dir_of(cfg, None, env={"XDG_DATA_HOME": "/srv"}) == Path("/srv/aistack")
     rel = parse("data_dir: state", "f.yaml", env={})
     assert data_dir_of(rel, tmp_path) == tmp_path / "state"
+
+
+def test_workers_default_to_the_cores_unless_an_embedded_engine_owns_state() -> None:
+    import os
+
+    from aistack.config import worker_count
+
+    remote = "backends: [{name: o, kind: ollama, url: 'http://h:11434'}]\n"
+    cores = len(os.sched_getaffinity(0))
+    assert worker_count(parse(remote + "vectors: {enabled: false}", "f.yaml"))[0] == cores
+    n, why = worker_count(parse(remote, "f.yaml"))
+    assert n == 1 and "vector" in why  # the embedded vector store: one owner
+    assert worker_count(parse(EMBEDDED_DEFAULT, "embedded default"))[0] == 1  # the local model
+    local3 = "backends: [{name: a, kind: local}]\nvectors: {enabled: false}\nserver: {workers: 3}"
+    assert worker_count(parse(local3, "f.yaml")) == (3, "server.workers")  # as asked
+    with pytest.raises(ConfigError, match=r"server.workers: the embedded vector store"):
+        parse(remote + "server: {workers: 2}", "f.yaml")
+    with pytest.raises(ConfigError, match=r"server.workers: must be between 1 and 256"):
+        parse(remote + "server: {workers: 0}", "f.yaml")

@@ -1,16 +1,19 @@
-"""Rate and concurrency limits: the in-process limiter on a clock the test drives, and the
-Redis limiter against the real server, two instances standing for two replicas."""
+"""Rate and concurrency limits: the in-process limiter on a clock the test drives, the
+Redis limiter against the real server, two instances standing for two replicas, and the
+workers' shared table, two instances standing for two workers."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from aistack.limits.base import Denied, Quota, Ticket
 from aistack.limits.memory import MemoryLimiter
 from aistack.limits.redis import RedisLimiter
+from aistack.limits.shared import SharedLimiter, create_table
 from tests.procs import free_port
 
 
@@ -190,3 +193,29 @@ def test_images_per_minute_is_shared_through_redis(redis_target: tuple[str, str]
             await b.close()
 
     run(main)
+
+
+def test_workers_share_one_table_exactly(tmp_path: Path) -> None:
+    """Two workers' limiters on one shared table (limits/shared.py) act as one."""
+    path = tmp_path / "limits"
+    create_table(path, 2)
+    a, b = SharedLimiter(path, 0, 2), SharedLimiter(path, 1, 2)
+    q = Quota(rpm=4, concurrent=3)
+    got = [x.check("k", q) for x in (a, b, a, b, a)]
+    assert [isinstance(t, Ticket) for t in got] == [True, True, True, False, False]
+    assert denied(got[3]).limit == "concurrent"  # three in flight between them
+    a.done(got[0], 0)  # frees a slot; the rpm is spent by the three admitted...
+    assert isinstance(b.check("k", q), Ticket)  # ...plus this fourth
+    assert denied(a.check("k", q)).limit == "rpm"
+    # tpm charged on one worker is checked on the other.
+    t = Quota(tpm=100)
+    first = a.check("t", t)
+    assert isinstance(first, Ticket)
+    a.done(first, 150)  # more than the minute holds
+    assert denied(b.check("t", t)).limit == "tpm"
+    # A worker that starts again holds no slots any more: its column is cleared.
+    c = Quota(concurrent=1)
+    assert isinstance(b.check("c", c), Ticket)
+    assert denied(a.check("c", c)).limit == "concurrent"
+    SharedLimiter(path, 1, 2)  # worker 1 again, after a crash
+    assert isinstance(a.check("c", c), Ticket)

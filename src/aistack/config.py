@@ -51,6 +51,10 @@ class ServerConfig(_Strict):
     # The URL apps reach the gateway at (http://aistack.lan:8434): what `aistack
     # snippet` puts in their config. Default: built from host and port.
     public_url: str | None = None
+    # Processes serving the port (SO_REUSEPORT, each its own event loop), under one
+    # supervisor. Unset: the number of cores, or 1 when an embedded engine (the local
+    # model, the embedded vector store) is configured; see docs/performance.md.
+    workers: int | None = None
 
 
 Strategy = Literal["least-in-flight", "latency", "weighted", "priority"]
@@ -371,6 +375,42 @@ class Loaded:
         return data_dir_of(self.config, self.base_dir)
 
 
+def worker_count(cfg: Config) -> tuple[int, str]:
+    """How many worker processes serve this config, and why (for the start-up log).
+
+    Set: as set. Unset: one per core, unless an embedded engine holds state one process
+    owns: the local model (a copy per worker would multiply its memory and split the
+    cores it computes on) or the embedded vector store (its shards on disk)."""
+    if cfg.server.workers is not None:
+        return cfg.server.workers, "server.workers"
+    if any(b.kind == "local" for b in cfg.backends):
+        return 1, "the embedded model is configured (set server.workers to change it)"
+    if cfg.vectors.enabled and cfg.vectors.engine == "embedded":
+        return 1, "the embedded vector store is on (set vectors.engine: qdrant to run more)"
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, n or 1), "one per core"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """This process's place among the workers a supervisor started (cli/workers.py):
+    its index, how many there are, and the folder they share (the limits' table, the
+    metrics sockets). Read from the environment the supervisor set."""
+
+    index: int
+    count: int
+    folder: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerRole | None:
+        env = os.environ if env is None else env
+        raw = env.get("AISTACK_WORKER", "")
+        if not raw:
+            return None
+        index, _, count = raw.partition("/")
+        return cls(int(index), int(count), env["AISTACK_WORKER_DIR"])
+
+
 def local_url(cfg: Config) -> str:
     """Where this machine reaches the gateway the config describes: its bind address
     (loopback for a wildcard), over plain HTTP. What the CLI asks when it looks for the
@@ -552,6 +592,14 @@ def _check(cfg: Config, where: str, master_key: str = "auth.master_key") -> None
         raise ConfigError(f"{where}: server.port: must be between 1 and 65535")
     if not cfg.server.keepalive_timeout > 0:
         raise ConfigError(f"{where}: server.keepalive_timeout: must be more than 0 seconds")
+    if cfg.server.workers is not None and not 1 <= cfg.server.workers <= 256:
+        raise ConfigError(f"{where}: server.workers: must be between 1 and 256 (or unset)")
+    if (cfg.server.workers or 1) > 1 and cfg.vectors.enabled and cfg.vectors.engine == "embedded":
+        raise ConfigError(
+            f"{where}: server.workers: the embedded vector store's shards have one owning "
+            "process; with more than one worker set vectors.engine: qdrant (a Qdrant server) "
+            "or vectors.enabled: false"
+        )
     pub = cfg.server.public_url
     if pub is not None:
         if not re.match(r"^https?://[^/\s]+", pub):

@@ -289,7 +289,9 @@ class Gate:
             log.info("usage ledger: off (ledger.enabled: false); keys in %s", where)
         log.info(
             "limits: %s",
-            "shared through Redis" if self.limiter.kind == "redis" else "in this process",
+            {"redis": "shared through Redis", "shared": "shared by this host's workers"}.get(
+                self.limiter.kind, "in this process"
+            ),
         )
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from aistack import __version__
-from aistack.config import Config, ConfigError, Loaded, load, local_url
+from aistack.config import Config, ConfigError, Loaded, WorkerRole, load, local_url, worker_count
 
 if TYPE_CHECKING:
     from aistack.access.credential import Credential
@@ -73,9 +73,15 @@ def refuse_open_bind(cfg: Config) -> str | None:
     )
 
 
-def build_gate(loaded: Loaded, migrate: bool = False, admin_key: Credential | None = None) -> Gate:
+def build_gate(
+    loaded: Loaded,
+    migrate: bool = False,
+    admin_key: Credential | None = None,
+    role: WorkerRole | None = None,
+) -> Gate:
     """Keys, limits and the ledger for this config (nothing connects until started).
-    `admin_key`: the data directory's generated credential (see admin_credential)."""
+    `admin_key`: the data directory's generated credential (see admin_credential);
+    `role`: this process's place among several workers (their limits are shared)."""
     from aistack.access.gate import Gate
     from aistack.access.pricing import Price, Prices
     from aistack.limits.base import Limiter
@@ -94,6 +100,12 @@ def build_gate(loaded: Loaded, migrate: bool = False, admin_key: Credential | No
             on_error=cfg.limits.on_redis_error,
             lease=cfg.limits.lease,
         )
+    elif role is not None:
+        from pathlib import Path
+
+        from aistack.limits.shared import SharedLimiter
+
+        limiter = SharedLimiter(Path(role.folder) / "limits", role.index, role.count)
     else:
         limiter = MemoryLimiter()
     prices = Prices(
@@ -121,7 +133,7 @@ def build_gate(loaded: Loaded, migrate: bool = False, admin_key: Credential | No
     )
 
 
-def admin_credential(loaded: Loaded, log: logging.Logger) -> Credential | None:
+def admin_credential(loaded: Loaded, log: logging.Logger, quiet: bool = False) -> Credential | None:
     """The generated admin credential, made on first start when no master key is
     configured; said at start with a one-time console sign-in link."""
     from aistack.access import credential
@@ -141,6 +153,8 @@ def admin_credential(loaded: Loaded, log: logging.Logger) -> Credential | None:
             loaded.data_dir,
         )
         return None
+    if quiet:  # a worker: its supervisor said it
+        return cred
     log.warning(
         "admin credential %s %s (mode 0600): whoever can read it is this gateway's admin "
         "(Authorization: Bearer $(cat %s))",
@@ -177,6 +191,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"aistack: {refusal}", file=sys.stderr)
         return 2
     loaded = Loaded(cfg, loaded.source, loaded.notes)
+    role = WorkerRole.from_env()
+    if role is None:
+        count, why = worker_count(cfg)
+        if count > 1:
+            from aistack.cli.workers import Supervisor
+
+            log.info("aistack %s: %d workers (%s)", __version__, count, why)
+            admin_credential(loaded, log)  # made once, here, before the workers read it
+            return Supervisor(sys.argv[1:], count, shared_limits=not cfg.redis_url).run()
 
     import asyncio
 
@@ -198,14 +221,16 @@ def serve(args: argparse.Namespace) -> int:
     log.info("aistack %s; config: %s", __version__, loaded.source)
     for note in loaded.notes:
         log.warning("config: %s", note)
-    admin_key = admin_credential(loaded, log)
+    admin_key = admin_credential(loaded, log, quiet=role is not None)
     try:
-        gate = build_gate(loaded, migrate=getattr(args, "migrate", False), admin_key=admin_key)
+        gate = build_gate(
+            loaded, migrate=getattr(args, "migrate", False), admin_key=admin_key, role=role
+        )
     except Exception as e:  # a database URL the store cannot use
         print(f"aistack: config error: {loaded.source}: database_url: {e}", file=sys.stderr)
         return 2
     gateway = Gateway(cfg, backends, client, gate)
-    obs = Observability(cfg, gateway)
+    obs = Observability(cfg, gateway, role=role)
     if obs.tracer is not None:
         log.info("tracing to %s", obs.tracer.settings.endpoint)
     base = f"http://{server.host}:{server.port}"
@@ -226,6 +251,7 @@ def serve(args: argparse.Namespace) -> int:
         keepalive=server.keepalive_timeout,
         graceful=10,
         extra=listeners,
+        worker=role.index if role is not None else None,
     )
     _tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

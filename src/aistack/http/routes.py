@@ -133,7 +133,7 @@ def _scrape(obs: Observability) -> Handler:
     assert metrics is not None
 
     async def scrape(gw: Gateway, req: Request, ctx: RequestContext) -> None:
-        await respond(req, 200, metrics.expose().encode(), METRICS_TYPE)
+        await respond(req, 200, (await metrics.scrape()).encode(), METRICS_TYPE)
 
     return scrape
 

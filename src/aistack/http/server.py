@@ -49,8 +49,12 @@ def _status_line(status: int) -> bytes:
     return line if line is not None else f"HTTP/1.1 {status} \r\n".encode()
 
 
+# With several workers, every answer says which one it came from (`x-aistack-worker`).
+_WORKER: list[bytes] = []
+
+
 def _head(status: int, headers: Headers, close: bool) -> list[bytes]:
-    parts = [_status_line(status)]
+    parts = [_status_line(status), *_WORKER]
     for k, v in headers:
         parts += (k, b": ", v, b"\r\n")
     if close:
@@ -468,8 +472,14 @@ class Server:
         keepalive: float = 5.0,
         graceful: float = 10.0,
         extra: Sequence[tuple[App, str, int]] = (),
+        worker: int | None = None,
     ) -> None:
         self.app = app
+        # One of several workers on the same port (SO_REUSEPORT: the kernel spreads the
+        # connections over the workers' listeners); its index goes out on every answer.
+        self.worker = worker
+        if worker is not None:
+            _WORKER[:] = [b"x-aistack-worker: %d\r\n" % worker]
         # More listeners, each with an app of its own on the same gateway (the vector
         # store's own port): started and stopped with the main one.
         self.extra = tuple(extra)
@@ -509,6 +519,7 @@ class Server:
                         port,
                         backlog=2048,
                         reuse_address=True,
+                        reuse_port=self.worker is not None,
                     )
                 )
             except OSError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from aistack.config import Config
+from aistack.config import Config, WorkerRole
 from aistack.observability.content import ContentLog
 from aistack.observability.gateway_metrics import GatewayMetrics
 from aistack.observability.logs import RequestLog
@@ -16,7 +16,13 @@ from aistack.service import Gateway
 class Observability:
     """What the config turned on, registered with the gateway as observers and components."""
 
-    def __init__(self, cfg: Config, gw: Gateway, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        gw: Gateway,
+        env: Mapping[str, str] | None = None,
+        role: WorkerRole | None = None,
+    ) -> None:
         env = os.environ if env is None else env
         self.tracer: Tracer | None = None
         if cfg.tracing.enabled:
@@ -30,7 +36,7 @@ class Observability:
             )
             if settings is not None:
                 self.tracer = Tracer(settings, gw.client)
-        self.metrics = GatewayMetrics(gw, self.tracer) if cfg.metrics.enabled else None
+        self.metrics = GatewayMetrics(gw, self.tracer, role) if cfg.metrics.enabled else None
         self.metrics_auth = cfg.metrics.auth
         self.request_log = RequestLog(fmt=cfg.logging.format) if cfg.logging.requests else None
         # Prompts and answers kept per request: for the spans, and for the console's

@@ -13,14 +13,18 @@ and deployments come from the config.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from aistack.config import WorkerRole
 from aistack.core.models import canonical
 from aistack.core.operations import Operation
-from aistack.observability.metrics import Registry
+from aistack.observability.metrics import Registry, merge
 from aistack.routing.health import report
 from aistack.service import Gateway, RequestContext
 
@@ -37,9 +41,15 @@ STATES = ("ok", "busy", "half-open", "cooldown", "down")
 
 
 class GatewayMetrics:
-    def __init__(self, gw: Gateway, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self, gw: Gateway, tracer: Tracer | None = None, role: WorkerRole | None = None
+    ) -> None:
         self.gw = gw
         self.tracer = tracer
+        # One of several workers: a scrape, whichever worker it reaches, asks the others
+        # for their values over a Unix socket each (`_serve_peers`) and answers the sum.
+        self.role = role
+        self._peers: asyncio.AbstractServer | None = None
         r = self.registry = Registry()
         self.requests = r.counter(
             "aistack_requests_total",
@@ -290,9 +300,59 @@ class GatewayMetrics:
     def expose(self) -> str:
         return self.registry.expose()
 
+    async def scrape(self) -> str:
+        """The exposition a scrape gets: this process's, or with several workers every
+        worker's merged (counters and histograms summed, gauges per `worker`). A worker
+        that does not answer within a second (restarting) is left out and counted in
+        `aistack_workers_scraped`."""
+        role = self.role
+        if role is None:
+            return self.expose()
+        got = [(role.index, self.registry.snapshot())]
+        others = [i for i in range(role.count) if i != role.index]
+        answers = await asyncio.gather(*(self._ask(i) for i in others))
+        got += [(i, a) for i, a in zip(others, answers, strict=True) if a is not None]
+        got.sort(key=lambda x: x[0])
+        n = len(got)
+        tail = (
+            "# HELP aistack_workers_scraped Workers whose values this scrape holds, of all.\n"
+            "# TYPE aistack_workers_scraped gauge\n"
+            f'aistack_workers_scraped{{of="{role.count}"}} {n}\n'
+        )
+        return merge(got) + tail
+
+    def _socket(self, index: int) -> str:
+        assert self.role is not None
+        return os.path.join(self.role.folder, f"metrics-{index}.sock")
+
+    async def _ask(self, index: int) -> Any:
+        try:
+            async with asyncio.timeout(1.0):
+                reader, writer = await asyncio.open_unix_connection(self._socket(index))
+                try:
+                    return orjson.loads(await reader.read())
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError, orjson.JSONDecodeError):
+            return None
+
+    async def _answer_peer(self, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            w.write(orjson.dumps(self.registry.snapshot()))
+            await w.drain()
+        except OSError:
+            pass
+        finally:
+            w.close()
+
     # -- Ollama's loaded models, polled (Ollama has no /metrics of its own)
 
     async def start(self, interval: float = 30.0) -> None:
+        if self.role is not None:
+            path = self._socket(self.role.index)
+            with contextlib.suppress(FileNotFoundError):  # left by this worker's last life
+                os.unlink(path)
+            self._peers = await asyncio.start_unix_server(self._answer_peer, path)
         if interval > 0:
             self._ps_task = asyncio.create_task(self._poll_ps(interval), name="ps-poll")
 
@@ -311,6 +371,9 @@ class GatewayMetrics:
         )
 
     async def close(self) -> None:
+        if self._peers is not None:
+            self._peers.close()
+            self._peers = None
         if self._ps_task is not None:
             self._ps_task.cancel()
             self._ps_task = None

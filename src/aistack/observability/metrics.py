@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 LabelValues = tuple[str, ...]
 
@@ -148,3 +149,49 @@ class Registry:
         for fn in self.collectors:
             fn()
         return "".join(m.expose() for m in self.metrics)
+
+    def snapshot(self) -> list[Any]:
+        """Every metric's values, as JSON-able lists: what a worker sends the one that
+        answers a scrape (see `merge`)."""
+        for fn in self.collectors:
+            fn()
+        out: list[Any] = []
+        for m in self.metrics:
+            values: dict[LabelValues, Any] = getattr(m, "values", {})
+            extra = list(m.buckets) if isinstance(m, Histogram) else []
+            rows = [[list(k), v] for k, v in values.items()]
+            out.append([m.name, m.kind, m.help, list(m.labels), extra, rows])
+        return out
+
+
+def merge(snapshots: Sequence[tuple[int, Any]]) -> str:
+    """One exposition of several workers' snapshots (index, snapshot): counters and
+    histograms summed (what the house did, whichever worker did it), gauges kept apart
+    with a `worker` label (a sum of "backend up" or of a model's state means nothing;
+    `sum without (worker)` adds the ones that add up)."""
+    merged: dict[str, _Metric] = {}
+    for index, snap in snapshots:
+        for name, kind, help, labels, extra, rows in snap:
+            m = merged.get(name)
+            if m is None:
+                if kind == "gauge":
+                    m = Gauge(name, help, [*labels, "worker"])
+                elif kind == "histogram":
+                    m = Histogram(name, help, labels, extra)
+                else:
+                    m = Counter(name, help, labels)
+                merged[name] = m
+            for key, v in rows:
+                k = tuple(key)
+                if isinstance(m, Gauge):
+                    m.values[(*k, str(index))] = v
+                elif isinstance(m, Histogram):
+                    row = m.values.get(k)
+                    if row is None:
+                        m.values[k] = list(v)
+                    else:
+                        for j, x in enumerate(v):
+                            row[j] += x
+                elif isinstance(m, Counter):
+                    m.values[k] = m.values.get(k, 0.0) + v
+    return "".join(m.expose() for m in merged.values())
