@@ -231,3 +231,30 @@ def test_a_worker_that_dies_is_started_again(house: House) -> None:
     key = _key(house, "--name", "after-restart")["key"]
     assert _post(house, key, _connection_to(house, "0"))[0] == 200
     assert _post(house, key, _connection_to(house, "1"))[0] == 200
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    cfg: dict[str, object] = {
+        "server": {"workers": 2},
+        "backends": [],
+        "vectors": {"enabled": False},
+    }
+    with running(start_gateway(tmp_path, cfg, name="orphans")) as gw:
+        pid = gw.proc.pid
+        deadline = time.monotonic() + 60
+        while len(kids := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()) < 2:
+            assert time.monotonic() < deadline, kids
+            time.sleep(0.05)
+        gw.proc.kill()  # no chance to stop them
+        gw.proc.wait()
+        for kid in kids:
+            while Path(f"/proc/{kid}").exists() and "zombie" not in _state(int(kid)):
+                assert time.monotonic() < deadline, f"worker {kid} outlived its supervisor"
+                time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "zombie"

@@ -38,6 +38,16 @@ def shared_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="aistack-workers-", dir=base))
 
 
+def _orphan_stops() -> None:
+    """In the worker, before it runs: SIGTERM when its parent dies (Linux's prctl)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the supervisor's own stop still reaches the workers
+
+
 class Supervisor:
     def __init__(self, argv: list[str], count: int, shared_limits: bool) -> None:
         self.argv = argv
@@ -60,7 +70,10 @@ class Supervisor:
             "AISTACK_WORKER_DIR": str(self.folder),
         }
         cmd = [sys.executable, "-m", "aistack.cli.main", *self.argv]
-        self.procs[i] = subprocess.Popen(cmd, env=env)
+        # A process group of its own: a terminal's Ctrl-C reaches the supervisor alone,
+        # which passes it on once (a worker told twice cuts what is in flight). And told
+        # to stop if the supervisor dies without saying so (SIGKILL).
+        self.procs[i] = subprocess.Popen(cmd, env=env, process_group=0, preexec_fn=_orphan_stops)
         self.started[i] = time.monotonic()
         log.info("worker %d started (pid %d)", i, self.procs[i].pid)
 
