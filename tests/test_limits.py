@@ -113,6 +113,32 @@ def test_two_replicas_on_one_redis_enforce_one_limit(redis_target: tuple[str, st
     run(main)
 
 
+def test_admits_at_once_go_in_one_pipeline_and_stay_exact(redis_target: tuple[str, str]) -> None:
+    """Admits of one turn of the event loop share a round trip; each gets its own answer."""
+    url, prefix = redis_target
+
+    async def main() -> None:
+        lim = RedisLimiter(url, prefix=prefix + "batch:")
+        await lim.start()
+        try:
+            q = Quota(rpm=5, concurrent=3)
+            got = await asyncio.gather(*(lim.admit("k", q) for _ in range(8)))
+            tickets = [t for t in got if isinstance(t, Ticket)]
+            assert len(tickets) == 3 and all(not t.local for t in tickets)
+            assert {denied(d).limit for d in got if not isinstance(d, Ticket)} == {"concurrent"}
+            for t in tickets:
+                lim.done(t, 0)
+            await lim._flush()
+            more = await asyncio.gather(*(lim.admit("k", q) for _ in range(4)))
+            assert [isinstance(t, Ticket) for t in more].count(True) == 2  # rpm: 5 in all
+            assert denied(await lim.admit("k", q)).limit == "rpm"
+            assert lim.errors == 0 and lim.fallbacks == 0
+        finally:
+            await lim.close()
+
+    run(main)
+
+
 def test_tokens_and_slots_are_shared_through_redis(redis_target: tuple[str, str]) -> None:
     url, prefix = redis_target
 
