@@ -110,6 +110,7 @@ class LocalBackend(Backend):
         self.n_threads = n_threads or max(1, (os.cpu_count() or 2))
         self.default_keep_alive = keep_alive  # seconds; None: stay loaded
         self.preload = preload
+        self._formatter: tuple[Any, Any] | None = None  # (model, its chat template), see _render
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._llm: Any = None
@@ -222,6 +223,7 @@ class LocalBackend(Backend):
 
     def _free(self) -> None:
         self._llm = None
+        self._formatter = None  # it holds the model too
         self._embedder = None
         self._loaded_at = None
 
@@ -428,11 +430,18 @@ class LocalBackend(Backend):
         template = self._metadata.get("tokenizer.chat_template")
         if not template:
             raise GatewayError(ErrorKind.INTERNAL, "the embedded model has no chat template")
-        eos = llm._model.token_get_text(llm.token_eos())
-        bos = llm._model.token_get_text(llm.token_bos())
-        fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        # Built once per model: compiling the template took 20 ms a request on this
+        # machine (the embedded engine's whole TTFT overhead), rendering 0.2 ms.
+        fmt = self._formatter
+        if fmt is None or fmt[0] is not llm:
+            eos = llm._model.token_get_text(llm.token_eos())
+            bos = llm._model.token_get_text(llm.token_bos())
+            fmt = self._formatter = (
+                llm,
+                Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos),
+            )
         wire = [{"role": m.role, "content": _text_of(m)} for m in messages]
-        return str(fmt(messages=wire).prompt)  # type: ignore[arg-type]  # TypedDicts
+        return str(fmt[1](messages=wire).prompt)  # type: ignore[arg-type]  # TypedDicts
 
     def _run_prompt(
         self,
