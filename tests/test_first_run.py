@@ -433,9 +433,12 @@ def test_the_data_dir_holds_the_database_unless_told_otherwise(
     cfg = _cfg(backend, tmp_path)
     with running(_serve(tmp_path, cfg)):
         assert (tmp_path / "data" / "aistack.db").is_file()
+        # Beside it, the admin credential and the embedded vector store (vectors/).
         assert sorted(p.name for p in (tmp_path / "data").iterdir() if "db" not in p.name) == [
-            "admin.key"
+            "admin.key",
+            "vectors",
         ]
+        assert (tmp_path / "data" / "vectors" / "collections").is_dir()
     assert os.access(tmp_path / "data" / "admin.key", os.R_OK)
 
 
