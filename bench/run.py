@@ -29,10 +29,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import embedded
 import payloads
+import replicas
 import report
 import streamclient as sc
 import vectors
+import workers
 from report import floor_lane
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +44,7 @@ OUT = BENCH / "out"
 LOGS = OUT / "logs"
 
 MOCK_PORT, NGINX_PORT, AISTACK_PORT, LITELLM_PORT = 18080, 18081, 18434, 18400
+REPLICA_PORT, WORKERS_PORT, BEFORE_PORT = 18435, 18436, 18440
 AUTH = "Bearer sk-bench"  # LiteLLM runs without keys; the header is sent all the same
 # aistack runs with its real configuration: a virtual key minted for each run (checked on
 # every request), the usage ledger (SQLite), metrics, request logs and tracing on.
@@ -51,6 +55,15 @@ AISTACK_ENV = {
     "OTEL_SERVICE_NAME": "aistack-bench",
 }
 aistack_auth = ""
+replica_auth = ""
+before_auth = ""
+# Replica mode: the same gateway with its ledger on PostgreSQL and its limits on Redis,
+# both the real servers of this machine (a database and a key prefix of the run's own).
+PG_SERVER = os.environ.get("AISTACK_BENCH_PG", "postgresql://127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("AISTACK_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+# Every key has limits (far above what a run sends), so the limiter runs on every request:
+# in process for aistack, in Redis for the replica.
+KEY_LIMITS = ["--rpm", "1000000000", "--tpm", "2000000000", "--scope", "metrics"]
 LOAD_CPU, GW_CPU = 0, 1
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 AISTACK_BIN = ROOT / ".venv" / "bin" / "aistack"
@@ -58,7 +71,7 @@ LITELLM_BIN = BENCH / ".venv-litellm" / "bin" / "litellm"
 
 TOKENS = len(payloads.WORDS)  # token frames in every canned stream
 PACED = payloads.PACE["-paced"]
-TESTS = ("rps", "c1", "big", "ttft", "gap", "mem", "vec")
+TESTS = ("rps", "c1", "big", "ttft", "gap", "mem", "vec", "workers", "llm", "sched")
 
 
 def good(r: sc.Result, framing: str) -> bool:
@@ -88,6 +101,8 @@ class Plan:
     startups: int  # aistack spawns timed
     ready_wait: float  # seconds aistack gets to answer GET /
     litellm_wait: float
+    replica_lanes: tuple[str, ...]  # lanes of the replica arm (throughput and c=1)
+    workers_rounds: int  # alternating 1-worker / 2-worker throughput runs
     tests: tuple[str, ...] = TESTS  # --only picks some
 
 
@@ -125,6 +140,8 @@ QUICK = Plan(
     startups=1,
     ready_wait=10,
     litellm_wait=30,
+    replica_lanes=("oa>oa",),
+    workers_rounds=2,
 )
 FULL = Plan(
     mode="full",
@@ -145,6 +162,8 @@ FULL = Plan(
     startups=3,
     ready_wait=20,
     litellm_wait=120,
+    replica_lanes=("oa>oa", "ol>ol"),
+    workers_rounds=4,
 )
 
 
@@ -267,14 +286,17 @@ def spawn(name: str, cmd: list[str], cpu: int | None, env: dict[str, str] | None
     return proc
 
 
-def mint_key(config: Path) -> str | None:
+def mint_key(config: Path, env: dict[str, str] | None = None) -> str | None:
     """A fresh ledger database and one virtual key in it, as an app would be given."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{AISTACK_DB}{suffix}").unlink(missing_ok=True)
+    env = env or AISTACK_ENV
+    db = env.get("AISTACK_BENCH_DB", "")
+    if not db.startswith("postgresql"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     cmd = [str(AISTACK_BIN), "keys", "create", "--name", "bench", "--json", "--config", str(config)]
     done = subprocess.run(
-        cmd, env={**os.environ, **AISTACK_ENV}, capture_output=True, text=True, timeout=60
+        [*cmd, *KEY_LIMITS], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
     )
     if done.returncode != 0:
         (LOGS / "aistack-keys.log").write_text(done.stdout + done.stderr)
@@ -395,7 +417,9 @@ def target(arm: Arm, lane: str, shape: str) -> sc.Target | None:
     prompt = payloads.big_prompt() if shape == "big" else payloads.QUESTION
     body = REQUESTS[client](name, stream=stream, prompt=prompt)
     framing = (sc.NDJSON if client == "ol" else sc.SSE) if stream else sc.JSON
-    auth = aistack_auth if arm.name == "aistack" else AUTH if arm.name == "litellm" else ""
+    auth = {"aistack": aistack_auth, "replica": replica_auth, "before": before_auth}.get(
+        arm.name, AUTH if arm.name == "litellm" else ""
+    )
     return sc.Target(arm.port, path, body, framing, auth)
 
 
@@ -487,7 +511,12 @@ def stream_stats(results: list[sc.Result], framing: str) -> dict[str, float]:
 
 class Bench:
     def __init__(
-        self, plan: Plan, with_litellm: bool, with_aistack: bool, aistack_config: Path
+        self,
+        plan: Plan,
+        with_litellm: bool,
+        with_aistack: bool,
+        aistack_config: Path,
+        before_tree: Path | None = None,
     ) -> None:
         self.plan = plan
         self.aistack_config = aistack_config
@@ -497,8 +526,12 @@ class Bench:
             "direct": Arm("direct", MOCK_PORT),
             "nginx": Arm("nginx", NGINX_PORT),
             "aistack": Arm("aistack", AISTACK_PORT),
+            "replica": Arm("replica", REPLICA_PORT),
+            "before": Arm("before", BEFORE_PORT),
             "litellm": Arm("litellm", LITELLM_PORT),
         }
+        self.before_tree = before_tree
+        self.replica: replicas.Replica | None = None
         self.records: list[dict[str, object]] = []
         self.results: dict[str, object] = {"records": self.records}
 
@@ -587,6 +620,89 @@ class Bench:
                 arm.proc = proc
         self.results["startup_aistack"] = {"ready_s": times, "rss_at_ready": rss}
         log(f"aistack ready in {', '.join(f'{t:.2f}' for t in times)} s")
+        self.start_replica()
+        self.start_before()
+
+    def start_replica(self) -> None:
+        """aistack in replica mode: the same config with PostgreSQL and Redis, CPU 1."""
+        arm = self.arms["replica"]
+        if not self.with_aistack:
+            arm.status = "not run: --no-aistack"
+            return
+        try:
+            self.replica = replicas.Replica(
+                self.aistack_config, PG_SERVER, REDIS_URL, OUT, AISTACK_ENV
+            )
+        except Exception as e:  # no PostgreSQL or Redis here, or no driver
+            arm.status = f"not run: {type(e).__name__}: {e}"
+            return
+        rep = self.replica
+        up = subprocess.run(
+            [str(AISTACK_BIN), "db", "upgrade", "--config", str(rep.config)],
+            env={**os.environ, **rep.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        key = mint_key(rep.config, rep.env) if up.returncode == 0 else None
+        if key is None:
+            arm.status = f"not run: db upgrade or keys create failed: {up.stderr[-300:]}"
+            return
+        global replica_auth
+        replica_auth = f"Bearer {key}"
+        cmd = [str(AISTACK_BIN), "serve", "--config", str(rep.config)]
+        cmd += ["--host", "127.0.0.1", "--port", str(REPLICA_PORT)]
+        proc = spawn("replica", cmd, GW_CPU, rep.env)
+        ready, why = wait_ready(proc, REPLICA_PORT, self.plan.ready_wait)
+        if ready is None:
+            proc.stop()
+            arm.status = f"not run: {why}"
+            return
+        arm.proc = proc
+        log(f"replica (PostgreSQL {rep.database}, Redis) ready in {ready:.2f} s")
+
+    def start_before(self) -> None:
+        """An older tree's aistack (--before TREE, its own .venv and bench config), CPU 1."""
+        arm = self.arms["before"]
+        tree = self.before_tree
+        if tree is None:
+            arm.status = "not run: no --before tree"
+            return
+        binary = tree / ".venv" / "bin" / "aistack"
+        config = tree / "bench" / "configs" / "aistack.yaml"
+        if not binary.exists():
+            arm.status = f"not run: {binary} missing"
+            return
+        env = {**AISTACK_ENV, "AISTACK_BENCH_DB": str(OUT / "aistack-before.db")}
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{env['AISTACK_BENCH_DB']}{suffix}").unlink(missing_ok=True)
+        cmd = [str(binary), "keys", "create", "--name", "bench", "--json", "--config", str(config)]
+        done = subprocess.run(
+            [*cmd, *KEY_LIMITS[:4]],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            arm.status = f"not run: keys create failed: {done.stderr[-300:]}"
+            return
+        global before_auth
+        before_auth = f"Bearer {json.loads(done.stdout)['key']}"
+        cmd = [str(binary), "serve", "--config", str(config)]
+        cmd += ["--host", "127.0.0.1", "--port", str(BEFORE_PORT)]
+        proc = spawn("before", cmd, GW_CPU, env)
+        ready, why = wait_ready(proc, BEFORE_PORT, self.plan.ready_wait)
+        if ready is None:
+            proc.stop()
+            arm.status = f"not run: {why}"
+            return
+        arm.proc = proc
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=tree
+        ).stdout.strip()
+        self.results["before_tree"] = {"path": str(tree), "commit": commit}
+        log(f"before ({commit}) ready in {ready:.2f} s")
 
     def check_tools(self) -> None:
         missing = [t for t in ("nginx", "wrk", "taskset") if not shutil.which(t)]
@@ -640,6 +756,10 @@ class Bench:
                 }
                 log(f"LiteLLM ready in {ready_s:.1f} s (started in parallel with the nginx arms)")
         self.start_aistack()
+        for name in ("replica", "before"):  # started with aistack, or not at all
+            arm = self.arms[name]
+            if arm.up and arm.proc is None:
+                arm.status = f"not run: {self.arms['aistack'].status}"
 
     # smoke checks and warm-up -------------------------------------------------------------------
 
@@ -695,6 +815,10 @@ class Bench:
             return None
         if arm.name == "litellm" and lane not in self.plan.peer_lanes:
             return None
+        if arm.name == "replica" and (shape != "json" or lane not in self.plan.replica_lanes):
+            return None  # replica mode: throughput and c=1 latency, against aistack's
+        if arm.name == "before" and shape != "json":
+            return None  # an older tree: throughput and c=1 latency, against aistack's
         return target(arm, lane, shape)
 
     def targets(
@@ -774,6 +898,26 @@ class Bench:
         out = sc.run(paired_ttft(pairs, self.plan.ttft_pairs))
         for (arm_name, lane), values in out.items():
             self.record("ttft", lane, arm_name, rnd, values)
+
+    # the ledgers keep up -------------------------------------------------------------------------
+
+    def ledgers(self) -> None:
+        """After the rounds: rows in each arm's ledger against the requests it answered
+        (its own /metrics), and how long after the last request the two were equal."""
+        out: dict[str, object] = {}
+        t_end = time.perf_counter()
+        for name, auth, count_rows in (
+            ("aistack", aistack_auth, lambda: replicas.sqlite_rows(AISTACK_DB)),
+            ("replica", replica_auth, self.replica.rows if self.replica else None),
+        ):
+            arm = self.arms[name]
+            if not arm.up or arm.died or count_rows is None:
+                continue
+            answered = replicas.answered(arm.port, auth)
+            rows, lag = replicas.wait_rows(count_rows, answered, since=t_end)
+            out[name] = {"requests": answered, "rows": rows, "lag_s": lag}
+            log(f"ledger {name}: {rows} rows for {answered} requests, equal after {lag:.2f} s")
+        self.results["ledgers"] = out
 
     # memory -------------------------------------------------------------------------------------
 
@@ -901,8 +1045,18 @@ class Bench:
             for rnd in range(self.plan.rounds):
                 log(f"round {rnd + 1}/{self.plan.rounds}")
                 self.one_round(rnd)
+            self.ledgers()
+            if "workers" in self.plan.tests and self.with_aistack:
+                self.results["workers"] = workers.run(self, log)
             if self.plan.mem_streams and "mem" in self.plan.tests:
                 self.memory()
+            if "sched" in self.plan.tests:
+                self.results["scheduler"] = scheduler_lane()
+            if "llm" in self.plan.tests and self.with_aistack:
+                try:
+                    self.results["embedded"] = embedded.run(self.plan.mode == "quick", log)
+                except Exception as e:
+                    self.results["embedded"] = {"error": f"{type(e).__name__}: {e}"}
             if "vec" in self.plan.tests:
                 # The vector store's lane (bench/vectors.py): a gateway of its own.
                 self.results["vectors"] = vectors.run(quick=self.plan.mode == "quick", log=log)
@@ -913,9 +1067,28 @@ class Bench:
             for proc in reversed(STARTED):
                 proc.stop()
             shutil.rmtree(OUT / "pids", ignore_errors=True)
+            if self.replica is not None:
+                self.replica.drop()
         self.litellm_connects()
         self.results["meta"] = self.meta(started)
         return self.results
+
+
+def scheduler_lane() -> dict[str, object]:
+    """bench/scheduler.py (in process): what the scheduler's empty queue adds a request."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "scheduler.py"), "--rounds", "9"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=BENCH,
+    )
+    rows: dict[str, object] = {"output": done.stdout.strip()}
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in ("plain", "loaded", "gpu"):
+            rows[parts[0]] = {"us": float(parts[1]), "extra_us": float(parts[2])}
+    return rows
 
 
 def main() -> None:
@@ -928,6 +1101,11 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="rewrite docs/performance.md")
     parser.add_argument("--no-litellm", action="store_true", help="leave the peer arm out")
     parser.add_argument("--no-aistack", action="store_true", help="leave the gateway arm out")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="an older tree (a git worktree with its own .venv) to run as the arm `before`",
+    )
     parser.add_argument(
         "--aistack-config",
         type=Path,
@@ -950,6 +1128,7 @@ def main() -> None:
         with_litellm=not args.no_litellm,
         with_aistack=not args.no_aistack,
         aistack_config=args.aistack_config.resolve(),
+        before_tree=args.before.resolve() if args.before else None,
     )
     results = bench.run()
     OUT.mkdir(exist_ok=True)
