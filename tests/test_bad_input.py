@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import CLAUDE_MODEL, LLAMACPP_MODEL, LOCAL_MODEL, UPSTREAM_MODEL
+from tests.procs import running, start_gateway
 
 M = LOCAL_MODEL
 MSG = [{"role": "user", "content": "hi"}]
@@ -418,3 +419,230 @@ def test_double_slashes_and_trailing_slashes_still_route(gw_url: str) -> None:
 def test_head_root_says_ollama_is_running(http: httpx.Client) -> None:
     assert http.head("/").status_code == 200
     assert http.get("/").text == "Ollama is running"
+
+
+# ---------------------------------------------------------------------------------------
+# The embedded engine: what llama.cpp is never handed. A gateway of its own, with a short
+# context (256 tokens) and room for a 20 MB body, so that the context's bounds are quick
+# to reach and a failure here cannot open the shared gateway's circuits.
+
+SHORT_CTX = 256
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    cfg = {
+        "server": {"max_body_bytes": 32_000_000},
+        "backends": [{"name": "local", "kind": "local", "n_ctx": SHORT_CTX, "n_threads": 1}],
+    }
+    with (
+        running(start_gateway(tmp_path_factory.mktemp("engine"), cfg, name="engine")) as gw,
+        httpx.Client(base_url=gw.url, timeout=300) as c,
+    ):
+        yield c
+
+
+def _with_schema(path: str, schema: dict[str, object]) -> dict[str, object]:
+    """A request on `path` whose JSON format is `schema`."""
+    js = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    return {
+        "/api/chat": {"messages": MSG, "format": schema, "stream": False},
+        "/api/generate": {"prompt": "hi", "format": schema, "stream": False},
+        "/v1/chat/completions": {"messages": MSG, "response_format": js, "max_tokens": 8},
+        "/v1/completions": {"prompt": "hi", "response_format": js, "max_tokens": 8},
+        "/v1/responses": {
+            "input": "hi",
+            "text": {"format": {"type": "json_schema", "name": "x", "schema": schema}},
+        },
+        "/v1/messages": {
+            "messages": MSG,
+            "max_tokens": 8,
+            "output_config": {"format": {"type": "json_schema", "schema": schema}},
+        },
+    }[path]
+
+
+# Where each dialect holds the schema: what the 400 names.
+SCHEMA_FIELD = {
+    "/api/chat": "format",
+    "/api/generate": "format",
+    "/v1/chat/completions": "response_format.json_schema.schema",
+    "/v1/completions": "response_format.json_schema.schema",
+    "/v1/responses": "text.format.schema",
+    "/v1/messages": "output_config.format.schema",
+}
+
+# Schemas llama-cpp-python's grammar converter refuses (an AssertionError, a ValueError),
+# that llama.cpp cannot parse (a NULL sampler, which crashed at the first token), or
+# whose grammar nests deep enough to overflow llama.cpp's parser (a SIGSEGV).
+UNUSABLE_SCHEMAS: list[dict[str, object]] = [
+    {"type": "wat"},
+    {"$ref": "#"},
+    {"type": "string", "pattern": "a+"},
+    {"$ref": "#/definitions/nowhere"},
+    {"type": "array", "items": {"type": "wat"}},
+    {"enum": []},
+    {"type": "string", "maxLength": 100_000},
+]
+
+
+@pytest.mark.parametrize("schema", UNUSABLE_SCHEMAS, ids=lambda s: str(s)[:40])
+@pytest.mark.parametrize("path", list(SCHEMA_FIELD))
+def test_an_unusable_schema_is_400_naming_the_field_on_the_embedded_engine(
+    engine: httpx.Client, path: str, schema: dict[str, object]
+) -> None:
+    r = engine.post(path, json={"model": M, **_with_schema(path, schema)})
+    assert r.status_code == 400, r.text
+    message, param = _error_of(path, r)
+    field = SCHEMA_FIELD[path]
+    assert f"'{field}'" in message and "schema" in message, message
+    assert param in (None, field)
+    assert engine.get("/").status_code == 200
+
+
+def test_an_unusable_tool_schema_is_400_naming_tools(engine: httpx.Client) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "wat"}}}
+    r = engine.post("/v1/chat/completions", json={"model": M, "messages": MSG, "tools": [tool]})
+    assert r.status_code == 400, r.text
+    message, param = _error_of("/v1/chat/completions", r)
+    assert "'tools'" in message and param == "tools", message
+
+
+def test_unusable_schemas_through_the_official_clients_are_their_400s(
+    engine: httpx.Client,
+) -> None:
+    import anthropic
+    import ollama
+    import openai
+
+    url = str(engine.base_url).rstrip("/")
+    with pytest.raises(ollama.ResponseError) as oe:
+        ollama.Client(host=url).chat(model=M, messages=MSG, format={"$ref": "#"})
+    assert oe.value.status_code == 400 and "'format'" in str(oe.value.error)
+    oa = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as ae:
+        oa.chat.completions.create(
+            model=M,
+            messages=MSG,  # type: ignore[arg-type]
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "wat"}},
+            },
+        )
+    assert ae.value.param == "response_format.json_schema.schema"
+    an = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as ne:
+        an.messages.create(
+            model=M,
+            max_tokens=8,
+            messages=MSG,  # type: ignore[arg-type]
+            extra_body={
+                "output_config": {"format": {"type": "json_schema", "schema": {"pattern": "a+"}}}
+            },
+        )
+    assert "output_config.format.schema" in str(ne.value)
+
+
+def test_caller_errors_never_open_the_embedded_engines_circuit(engine: httpx.Client) -> None:
+    # The circuit opens after 3 consecutive failures of the backend's own (routing
+    # defaults); caller errors are none of those, however many there are.
+    for path in ("/api/chat", "/v1/chat/completions", "/v1/messages") * 3:
+        r = engine.post(path, json={"model": M, **_with_schema(path, {"type": "wat"})})
+        assert r.status_code == 400, r.text
+        r = engine.post(
+            "/api/chat",
+            json={"model": M, "messages": MSG, "options": {"num_predict": 0}, "stream": False},
+        )
+        assert r.status_code == 400, r.text
+    good = engine.post(
+        "/api/chat",
+        json={"model": M, "messages": MSG, "options": {"num_predict": 2}, "stream": False},
+    )
+    assert good.status_code == 200, good.text
+    assert good.headers["x-aistack-backend"] == "local"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/chat", {"messages": MSG, "options": {"num_predict": 0}}, "options.num_predict"),
+        ("/api/generate", {"prompt": "hi", "options": {"num_predict": 0}}, "options.num_predict"),
+    ],
+)
+def test_no_tokens_asked_for_is_400_on_the_embedded_engine(
+    engine: httpx.Client, path: str, body: dict[str, object], field: str
+) -> None:
+    # It was "no limit": generation until the context was full, no bytes meanwhile.
+    r = engine.post(path, json={"model": M, "stream": False, **body})
+    assert r.status_code == 400, r.text
+    message, _ = _error_of(path, r)
+    assert f"'{field}'" in message and "at least 1" in message, message
+
+
+@pytest.mark.parametrize("num_predict", [10**15, -1, -2, None])
+def test_generation_is_bounded_by_the_context(
+    engine: httpx.Client, num_predict: int | None
+) -> None:
+    options: dict[str, object] = {"temperature": 0, "stop": []}
+    if num_predict is not None:
+        options["num_predict"] = num_predict
+    r = engine.post(
+        "/api/generate",
+        json={
+            "model": M,
+            "raw": True,
+            "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,",
+            "options": options,
+            "stream": False,
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["prompt_eval_count"] + body["eval_count"] <= SHORT_CTX, body
+    if body["done_reason"] == "length":
+        assert body["prompt_eval_count"] + body["eval_count"] >= SHORT_CTX - 1, body
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions", "/v1/completions"])
+def test_a_prompt_far_beyond_the_context_is_refused_from_its_size(
+    engine: httpx.Client, path: str
+) -> None:
+    # 20 MB: tokenizing it took 11-21 s of the engine's one thread before the 400. Its
+    # size alone shows it cannot fit (every token is at most the vocabulary's longest).
+    text = "lorem ipsum " * 1_700_000
+    body = (
+        {"prompt": text}
+        if path == "/v1/completions"
+        else {"messages": [{"role": "user", "content": text}]}
+    )
+    r = engine.post(path, json={"model": M, "stream": False, **body})
+    assert r.status_code == 400, r.text
+    message, _ = _error_of(path, r)
+    assert "exceeds the context length" in message and "at least" in message, message
+    if path.startswith("/v1"):
+        assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_an_embedding_input_far_beyond_the_context_is_cut_or_refused_from_its_size(
+    engine: httpx.Client,
+) -> None:
+    text = "lorem ipsum " * 1_700_000
+    r = engine.post("/api/embed", json={"model": M, "input": text, "truncate": False})
+    assert r.status_code == 400, r.text
+    assert "exceeds the context length" in r.json()["error"]
+    r = engine.post("/api/embed", json={"model": M, "input": [text, "x"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["embeddings"]) == 2
+    assert body["prompt_eval_count"] <= SHORT_CTX + 2
+
+
+def test_an_empty_completion_prompt_starts_from_the_beginning_of_a_text(
+    engine: httpx.Client,
+) -> None:
+    # OpenAI's completions take an empty prompt; llama.cpp cannot decode no tokens.
+    r = engine.post("/v1/completions", json={"model": M, "prompt": "", "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == 1
+    r = engine.post("/v1/completions", json={"model": M, "prompt": None, "max_tokens": 3})
+    assert r.status_code == 200, r.text

@@ -9,7 +9,15 @@ at the next token.
 Tools: the model is far too small to decide on its own whether to call a tool, so on a
 user turn with tools offered (and tool_choice not "none") its output is constrained by
 a grammar to one call of an offered tool; after a tool result it answers in text. JSON
-formats are grammar-constrained the same way.
+formats are grammar-constrained the same way, and checked before they are answered.
+
+What the engine is handed is checked first, because llama.cpp takes bad input badly:
+an empty token list fails `llama_decode` (and left the process to crash at exit), a
+grammar it cannot parse is a NULL sampler (a crash at the first token), a grammar
+nested thousands deep overflows its parser's stack. So a schema the converter refuses,
+or llama.cpp cannot parse, is a 400 naming the field (the caller's doing, which never
+counts against the backend); generation is bounded by the context; and a prompt is
+known to be too long from its size before it is tokenized when that is certain.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ import asyncio
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -50,6 +60,23 @@ log = logging.getLogger("aistack.local")
 DEFAULT_MODEL = "smollm2:135m"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SENTINEL = object()
+
+# llama-cpp-python's JSON-schema grammar lets a string hold any character but `"` and
+# `\`, raw newlines and other control characters included, and a pattern's `.` any but
+# CR and LF: both give invalid JSON. These are JSON's own string characters.
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+_JSON_DOT = r'dot ::= [^"\\\x7F\x00-\x1F]'
+_RULE_LINE = re.compile(r"^(char|dot) ::= .*$", re.MULTILINE)
+# llama.cpp's grammar parser recurses per group: a schema's `maxLength: 20000` nests
+# 20000 deep and overflowed its stack (3000 parsed). Nesting and size are bounded well
+# below that.
+_GRAMMAR_MAX_NESTING = 1000
+_GRAMMAR_MAX_CHARS = 1 << 20
+# Quoted literals and character classes, where parentheses are not groups.
+_GRAMMAR_LITERALS = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]')
+# Tries at a JSON answer that does not parse (a grammar that lets it through): the
+# caller's schema decides what the grammar admits, so after these it is a 400.
+_JSON_TRIES = 3
 
 
 def default_model_path() -> Path | None:
@@ -120,6 +147,7 @@ class LocalBackend(Backend):
         self._unload_timer: asyncio.TimerHandle | None = None
         self._digest: str | None = None
         self._metadata: dict[str, str] = {}
+        self._token_bytes: int | None = None  # the longest token's bytes (the same vocab)
         # Observable facts: tokens generated so far, and whether a job is running.
         self.tokens_generated = 0
         self.busy = False
@@ -330,7 +358,8 @@ class LocalBackend(Backend):
         if not req.raw:
             chat = req.as_chat()
             return await self._start(lambda job: self._run_chat(job, chat))
-        return await self._start(lambda job: self._run_prompt(job, req.prompt, req, None, None))
+        schema = _format_schema(req.format)
+        return await self._start(lambda job: self._run_prompt(job, req.prompt, req, schema, None))
 
     async def count_tokens(self, req: ChatRequest, model: str) -> int:
         """The prompt's tokens exactly as a chat would feed them to the model (template,
@@ -451,65 +480,83 @@ class LocalBackend(Backend):
         schema: dict[str, Any] | str | None,
         mode: str | None,
     ) -> None:
-        from llama_cpp.llama_grammar import LlamaGrammar
-
         t0 = time.monotonic_ns()
         llm = self._load()
         t_loaded = time.monotonic_ns()
-        grammar = None
-        if schema == "json":
-            from llama_cpp.llama_grammar import JSON_GBNF
-
-            grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        elif isinstance(schema, dict):
-            grammar = LlamaGrammar.from_json_schema(orjson.dumps(schema).decode(), verbose=False)
-        tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
         s = req.sampling
-        max_tokens = s.max_tokens if s.max_tokens and s.max_tokens > 0 else None
+        if s.max_tokens == 0:
+            field = "options.num_predict" if req.extra_dialect == "ollama" else "max_tokens"
+            raise invalid(
+                f"invalid value for '{field}': 0 asks for an answer of no tokens; "
+                "it must be at least 1 (or negative for no limit)",
+                field,
+            )
+        where = "tools" if mode == "tool" else (req.format.path if req.format else "format")
+        grammar = self._grammar(llm, schema, where)
+        tokens = self._prompt_tokens(llm, prompt)
         budget = self.n_ctx - len(tokens)
-        if budget <= 0 or (max_tokens is not None and len(tokens) + 1 > self.n_ctx):
+        if budget <= 0:
+            raise _too_long(str(len(tokens)), self.n_ctx)
+        # Never more than fits: no limit (None, or Ollama's -1 and -2) is the rest of the
+        # context, and a huge one is clamped to it.
+        max_tokens = (
+            budget if s.max_tokens is None or s.max_tokens < 0 else min(s.max_tokens, budget)
+        )
+        # A JSON format is held back until it is known to parse, unless it is streamed.
+        json_mode = mode is None and schema is not None
+        held = mode == "tool" or (json_mode and not req.stream)
+        kwargs = _sampling_kwargs(s)
+        tries = _JSON_TRIES if json_mode and not req.stream else 1
+        for attempt in range(tries):
+            if attempt:
+                # Another draw: the same seed would give the same answer.
+                kwargs["seed"] = (kwargs.get("seed", 0) + attempt * 7919) & 0xFFFFFFFF
+            stream = llm.create_completion(
+                tokens, max_tokens=max_tokens, stream=True, grammar=grammar, **kwargs
+            )
+            first: int | None = None
+            produced = 0
+            text: list[str] = []
+            finish: FinishReason = "stop"
+            try:
+                for part in stream:
+                    if job.cancel.is_set():
+                        log.info("generation stopped: the caller went away")
+                        return
+                    choice = part["choices"][0]
+                    piece = choice.get("text") or ""
+                    if piece or choice.get("finish_reason") is None:
+                        produced += 1
+                        self.tokens_generated += 1
+                    if first is None:
+                        first = time.monotonic_ns()
+                    if piece:
+                        if held or json_mode:
+                            text.append(piece)
+                        if not held:
+                            job.emit(Chunk(content=piece))
+                    if choice.get("finish_reason") == "length":
+                        finish = "length"
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+            # A JSON answer cut by max_tokens is the caller's "length"; one that ended
+            # and does not parse is never answered as a success.
+            if not json_mode or finish == "length" or _matches("".join(text), schema):
+                break
+            log.warning("the embedded engine's JSON did not parse (try %d)", attempt + 1)
+        else:
             raise GatewayError(
                 ErrorKind.INVALID_REQUEST,
-                f"the input length ({len(tokens)} tokens) exceeds the context length "
-                f"({self.n_ctx} tokens)",
-                code="context_length_exceeded",
+                f"the embedded engine could not produce valid JSON for the schema in "
+                f"'{where}' ({tries} tries): its grammar cannot keep every part of this "
+                "schema (a pattern's character classes) within JSON",
+                param=where,
+                code="invalid_json_output",
             )
-        if max_tokens is not None:
-            max_tokens = min(max_tokens, budget)
-        stream = llm.create_completion(
-            tokens,
-            max_tokens=max_tokens,
-            stream=True,
-            grammar=grammar,
-            **_sampling_kwargs(s),
-        )
-        first: int | None = None
-        produced = 0
-        text: list[str] = []
-        finish: FinishReason = "stop"
-        try:
-            for part in stream:
-                if job.cancel.is_set():
-                    log.info("generation stopped: the caller went away")
-                    return
-                choice = part["choices"][0]
-                piece = choice.get("text") or ""
-                if piece or choice.get("finish_reason") is None:
-                    produced += 1
-                    self.tokens_generated += 1
-                if first is None:
-                    first = time.monotonic_ns()
-                if piece:
-                    if mode == "tool":
-                        text.append(piece)
-                    else:
-                        job.emit(Chunk(content=piece))
-                if choice.get("finish_reason") == "length":
-                    finish = "length"
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+        if json_mode and held and text:
+            job.emit(Chunk(content="".join(text)))
         end = time.monotonic_ns()
         calls: tuple[ToolCall, ...] = ()
         if mode == "tool":
@@ -542,6 +589,83 @@ class LocalBackend(Backend):
             )
         )
 
+    def _grammar(self, llm: Any, schema: dict[str, Any] | str | None, where: str) -> Any:
+        """The grammar for a JSON format (`"json"`) or schema, checked as llama.cpp will
+        read it; a schema it cannot use is the caller's 400 naming `where`."""
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
+
+        if schema is None:
+            return None
+        if schema == "json":
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        try:
+            text = json_schema_to_gbnf(orjson.dumps(_enforceable(schema)).decode())
+        except Exception as e:  # the converter says "cannot" by raising
+            reason = str(e).strip() or type(e).__name__
+            raise invalid(
+                f"invalid JSON schema in '{where}' for the embedded engine: {reason[:200]}",
+                where,
+            ) from None
+        text = _RULE_LINE.sub(lambda m: _JSON_CHAR if m.group(1) == "char" else _JSON_DOT, text)
+        if len(text) > _GRAMMAR_MAX_CHARS or _nesting(text) > _GRAMMAR_MAX_NESTING:
+            raise invalid(
+                f"invalid JSON schema in '{where}' for the embedded engine: too complex "
+                f"(its grammar nests more than {_GRAMMAR_MAX_NESTING} groups deep or is "
+                "over 1 MiB; lower maxLength, maxItems or repetition counts)",
+                where,
+            )
+        import llama_cpp
+
+        # llama.cpp answers a grammar it cannot parse with NULL, which a sampler chain
+        # would take and crash on: try it here, and free it.
+        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, text.encode(), b"root")
+        if not sampler:
+            raise invalid(
+                f"invalid JSON schema in '{where}' for the embedded engine: "
+                "it admits no JSON value the engine can produce",
+                where,
+            )
+        llama_cpp.llama_sampler_free(sampler)
+        return LlamaGrammar.from_string(text, verbose=False)
+
+    def _longest_token(self, llm: Any) -> int:
+        """The most bytes one token stands for (once per model: about half a second)."""
+        if self._token_bytes is None:
+            import ctypes
+
+            import llama_cpp
+
+            vocab = llm._model.vocab
+            buf = ctypes.create_string_buffer(256)
+            longest = 1
+            for i in range(llm.n_vocab()):
+                # A negative answer is the size a piece needs, beyond the buffer.
+                n = llama_cpp.llama_token_to_piece(vocab, i, buf, 256, 0, True)
+                longest = max(longest, abs(n))
+            self._token_bytes = longest
+        return self._token_bytes
+
+    def _prompt_tokens(self, llm: Any, prompt: str) -> list[int]:
+        """The prompt's tokens; too long for the context is known from its size first.
+
+        Every token stands for at least one byte and at most the longest token's, so a
+        prompt of B bytes has at least B / longest tokens: a 20 MB prompt is refused
+        without tokenizing it (seconds on the engine's one thread)."""
+        data = prompt.encode()
+        if len(data) > self.n_ctx:
+            longest = self._longest_token(llm)
+            if len(data) > self.n_ctx * longest:
+                raise _too_long(f"at least {len(data) // longest}", self.n_ctx)
+        tokens: list[int] = llm.tokenize(data, add_bos=False, special=True)
+        if not tokens:
+            # An empty raw prompt (OpenAI's completions take one): the model begins from
+            # the start of a text. llama.cpp fails to decode no tokens at all.
+            bos = llm.token_bos()
+            if bos < 0:
+                raise invalid("the prompt is empty", "prompt")
+            tokens = [bos]
+        return tokens
+
     async def embed(self, req: EmbedRequest, model: str) -> EmbedResult:
         self._touch(req.keep_alive)
         if not req.inputs:
@@ -556,8 +680,17 @@ class LocalBackend(Backend):
         limit = min(self.n_ctx, 2048)
         inputs: list[str] = []
         tokens = 0
-        for text in req.inputs:
-            toks = emb.tokenize(text.encode(), add_bos=True)
+        for i, text in enumerate(req.inputs):
+            data = text.encode()
+            if len(data) > limit and len(data) > limit * self._longest_token(emb):
+                # Certainly too long (see _prompt_tokens): cut before tokenizing it all.
+                if not req.truncate:
+                    raise invalid("the input length exceeds the context length", "input")
+                data = data[: limit * self._longest_token(emb)]
+            toks = emb.tokenize(data, add_bos=True)
+            if not toks:
+                # llama.cpp fails to decode nothing (and the process crashed at exit).
+                raise invalid(f"invalid input: 'input[{i}]' has no tokens", f"input[{i}]")
             if len(toks) > limit:
                 if not req.truncate:
                     raise invalid("the input length exceeds the context length", "input")
@@ -607,6 +740,88 @@ async def _chunks(it: AsyncIterator[object]) -> AsyncIterator[Chunk]:
             await aclose()
 
 
+def _too_long(tokens: str, n_ctx: int) -> GatewayError:
+    return GatewayError(
+        ErrorKind.INVALID_REQUEST,
+        f"the input length ({tokens} tokens) exceeds the context length ({n_ctx} tokens)",
+        code="context_length_exceeded",
+    )
+
+
+def _matches(text: str, schema: dict[str, Any] | str | None) -> bool:
+    """Whether a JSON answer parses and (for a schema) matches it: the grammar enforces
+    most of a schema, not all (numbers' bounds, uniqueItems, multipleOf, ...)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(schema, dict):
+        return True
+    from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+
+    try:
+        return bool(validator_for(schema)(schema).is_valid(value))
+    except Exception:  # a schema jsonschema cannot read, though the converter could
+        log.warning("cannot check an answer against its schema", exc_info=True)
+        return True
+
+
+# An integer range this wide or narrower is enforced by the grammar as an enum of its
+# values (the converter ignores minimum and maximum).
+_ENUM_SPAN = 256
+
+
+def _enforceable(schema: Any) -> Any:
+    """The schema with small integer ranges spelled as enums, which the grammar keeps."""
+    if isinstance(schema, list):
+        return [_enforceable(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v if k in _LITERALS else _enforceable(v) for k, v in schema.items()}
+    if out.get("type") != "integer" or "enum" in out or "const" in out:
+        return out
+    low = _bound(out.get("minimum"), out.get("exclusiveMinimum"), 1)
+    high = _bound(out.get("maximum"), out.get("exclusiveMaximum"), -1)
+    if low is None or high is None:
+        return out
+    first, last = low, high
+    if first > last or last - first > _ENUM_SPAN:
+        return out  # nothing fits (the checker says so), or too many to list
+    return {k: v for k, v in out.items() if k not in _RANGE_KEYS} | {
+        "enum": list(range(first, last + 1))
+    }
+
+
+_RANGE_KEYS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+_LITERALS = {"enum", "const", "default", "examples"}  # values, not schemas
+
+
+def _bound(inclusive: object, exclusive: object, side: int) -> int | None:
+    """The lowest (side 1) or highest (side -1) integer a range allows, if bounded."""
+    found: list[int] = []
+    for v, strict in ((inclusive, False), (exclusive, True)):
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            if side > 0:
+                found.append(math.floor(v) + 1 if strict else math.ceil(v))
+            else:
+                found.append(math.ceil(v) - 1 if strict else math.floor(v))
+    if not found:
+        return None
+    return max(found) if side > 0 else min(found)
+
+
+def _nesting(grammar: str) -> int:
+    """How deep a GBNF grammar's groups nest (outside literals and character classes)."""
+    depth = deepest = 0
+    for c in re.sub(_GRAMMAR_LITERALS, "", grammar):
+        if c == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c == ")":
+            depth -= 1
+    return deepest
+
+
 def _wants_tool_call(req: ChatRequest) -> bool:
     if not req.tools or not req.messages:
         return False
@@ -646,11 +861,12 @@ def _sampling_kwargs(s: Sampling) -> dict[str, Any]:
     # Ollama's defaults where the caller says nothing.
     kw["temperature"] = 0.8 if s.temperature is None else s.temperature
     kw["top_p"] = 0.9 if s.top_p is None else s.top_p
-    kw["top_k"] = 40 if s.top_k is None else s.top_k
+    # llama.cpp's top_k and seed are 32 bits.
+    kw["top_k"] = 40 if s.top_k is None else max(-(2**31), min(s.top_k, 2**31 - 1))
     if s.min_p is not None:
         kw["min_p"] = s.min_p
     if s.seed is not None and s.seed >= 0:
-        kw["seed"] = s.seed
+        kw["seed"] = s.seed & 0xFFFFFFFF
     if s.stop:
         kw["stop"] = list(s.stop)
     if s.presence_penalty is not None:
