@@ -19,6 +19,8 @@ which waits for a model's requests to end before evicting it, this one swaps at 
 `evicted_running`, so a scheduler that lets that happen is caught. Answers take
 `answer_time`, or wait for `release()` while `hold_answers` is set; `busy` answers the
 next requests with 503 (or `busy_status`) and `Retry-After: busy_retry_after`.
+Streams can be made long (`stream_chunks`) and made to stall mid-way (`stall_after`):
+what a stream that ends early, cut by its client or by the gateway, needs.
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ class FakeOllama:
     busy_status: int = 503
     busy_retry_after: str | None = "1"
     busy_answered: int = 0
+    # Streamed answers: this many content chunks ("tok ", about a token each) before
+    # the final line; with `stall_after`, the stream stops after that many and sends
+    # nothing more until its caller goes away (`stalled`: streams stalled now;
+    # `abandoned`: stalled streams whose caller then closed the connection).
+    stream_chunks: int = 0
+    stall_after: int | None = None
+    stalled: int = 0
+    abandoned: int = 0
     steps: int = 20  # progress lines per layer
     delay: float = 0.0  # seconds between progress lines
     requests: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
@@ -170,7 +180,7 @@ class FakeOllama:
         elif (method, path) == ("POST", "/api/pull"):
             await self._pull(writer, body)
         elif (method, path) in (("POST", "/api/chat"), ("POST", "/api/generate")):
-            await self._answer(writer, path, body)
+            await self._answer(reader, writer, path, body)
         else:
             await self._send(writer, 404, b"404 page not found", ctype=b"text/plain")
 
@@ -263,7 +273,11 @@ class FakeOllama:
         self._used[name] = time.monotonic()
 
     async def _answer(
-        self, writer: asyncio.StreamWriter, path: str, body: dict[str, object]
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        path: str,
+        body: dict[str, object],
     ) -> None:
         chat = path == "/api/chat"
         name = canonical(str(body.get("model") or ""))
@@ -313,9 +327,46 @@ class FakeOllama:
                 # Evicted under this very request: what a scheduler must never allow.
                 self.evicted_running.append((name, "?"))
             self._used[name] = time.monotonic()
+            if stream and self.stream_chunks:
+                await self._chunks(reader, writer, chat, name)
+                return
             await self._final(writer, chat, name, stream, f"answer from {name}", "stop")
         finally:
             self.running[name] -= 1
+
+    async def _chunks(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chat: bool, name: str
+    ) -> None:
+        """`stream_chunks` content chunks, then the final line, or a stall."""
+        created = "2025-10-26T17:21:21.196249Z"
+        writer.write(response_head(200, b"application/x-ndjson"))
+        for i in range(self.stream_chunks):
+            if self.stall_after is not None and i == self.stall_after:
+                await writer.drain()
+                self.stalled += 1
+                try:
+                    await reader.read()  # until the gateway closes the connection
+                    self.abandoned += 1
+                finally:
+                    self.stalled -= 1
+                writer.close()
+                return
+            obj: dict[str, object] = {"model": name, "created_at": created, "done": False}
+            if chat:
+                obj["message"] = {"role": "assistant", "content": "tok "}
+            else:
+                obj["response"] = "tok "
+            writer.write(chunk(json.dumps(obj).encode() + b"\n"))
+            await writer.drain()
+        out: dict[str, object] = {"model": name, "created_at": created, "done": True,
+                                  "done_reason": "stop", "prompt_eval_count": 3,
+                                  "eval_count": self.stream_chunks}  # fmt: skip
+        if chat:
+            out["message"] = {"role": "assistant", "content": ""}
+        else:
+            out["response"] = ""
+        writer.write(chunk(json.dumps(out).encode() + b"\n") + b"0\r\n\r\n")
+        await writer.drain()
 
     async def _final(
         self, writer: asyncio.StreamWriter, chat: bool, name: str, stream: bool, text: str,

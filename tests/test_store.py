@@ -242,6 +242,25 @@ def test_old_rows_roll_up_into_daily_sums_that_reports_still_count(store: Store)
     assert store.raw_since() == day_start_ms("2026-03-12")
 
 
+def test_partial_rows_are_kept_and_counted_raw_and_rolled_up(store: Store) -> None:
+    # An answer that ended before its last chunk: booked with what it streamed
+    # (estimated), marked partial, and counted as such in reports of any age.
+    cut = row(T0, request_id="cut", stream=1, partial=1, tokens_estimated=1, tokens_out=10)
+    store.write_usage([cut, row(T0 + 1, request_id="whole")])
+    store.write_usage([row(T0 + 3 * DAY, request_id="later", partial=1)])
+    assert [r.partial for r in store.requests(limit=10)] == [1, 0, 1]
+    assert store.requests(limit=10)[-1] == cut
+    assert store.report([], 0).total.partial == 2
+    assert store.prune(T0 + 2 * DAY) == 2
+    rep = store.report(["day"], T0 - DAY)
+    assert rep.rolled_up
+    assert [(r.group["day"], r.partial) for r in rep.rows] == [
+        ("2026-03-10", 1),
+        ("2026-03-13", 1),
+    ]
+    assert rep.as_dict()["total"]["partial"] == 2
+
+
 def test_spend_per_key_and_day_feeds_budgets(store: Store) -> None:
     store.write_usage(
         [

@@ -103,6 +103,9 @@ class RequestContext:
     first_ns: int = 0
     end_ns: int = 0
     usage: Usage | None = None
+    # The answer ended before its last chunk (its client went away, its backend broke,
+    # the server cut it): `usage` is what was streamed until then (Answer.partial_usage).
+    partial: bool = False
     finish: str = ""  # why the answer ended (stop, length, tool_calls, ...)
     # The answer in progress; `Gateway.finish` ends it if the route did not.
     answer: Answer | None = None
@@ -142,8 +145,8 @@ class Answer:
     """
 
     __slots__ = (
-        "_chars_in", "_chars_out", "_first", "_first_ns", "_router", "_slot", "_stream",
-        "ctx", "deployment", "final", "requested",
+        "_chars_in", "_chars_out", "_chunks", "_first", "_first_ns", "_router", "_slot",
+        "_stream", "ctx", "deployment", "final", "requested",
     )  # fmt: skip
 
     def __init__(
@@ -166,6 +169,7 @@ class Answer:
         self._first_ns = first_ns
         self._chars_in = chars_in
         self._chars_out = 0
+        self._chunks = 0  # chunks with text: a streaming backend sends about a token each
         self.final: Chunk | None = None
         # The deployment stays counted in flight until the answer ends, one way or another.
         self._router = router
@@ -218,7 +222,10 @@ class Answer:
                 self._router.finished(slot)
 
     def _seen(self, c: Chunk) -> None:
-        self._chars_out += len(c.content) + len(c.thinking)
+        n = len(c.content) + len(c.thinking)
+        if n:
+            self._chars_out += n
+            self._chunks += 1
         out = self.ctx.output
         if out is not None and c.content:
             out.append(c.content)
@@ -249,6 +256,20 @@ class Answer:
         self.ctx.usage = usage
         self.ctx.finish = done.finish or ""
         return done
+
+    def partial_usage(self) -> Usage | None:
+        """What an answer that ended before its last chunk had cost so far: the prompt
+        and the text streamed until then, estimated (the backend counts only at the
+        end), so a caller cannot escape its tokens per minute or its budget by leaving
+        early. None when the answer did finish."""
+        if self.final is not None:
+            return None
+        return Usage(
+            prompt_tokens=max(1, self._chars_in // 4) if self._chars_in else 0,
+            # About four characters a token, and at least a token a chunk.
+            completion_tokens=max(self._chunks, (self._chars_out + 3) // 4),
+            estimated=True,
+        )
 
     async def collect(self) -> Chunk:
         first = self._first
@@ -331,9 +352,13 @@ class Gateway:
 
     def finish(self, ctx: RequestContext) -> None:
         ctx.end_ns = time.monotonic_ns()
-        if ctx.answer is not None:
-            ctx.answer.release(abandoned=True)  # a no-op unless the route forgot to close it
+        answer = ctx.answer
+        if answer is not None:
+            answer.release(abandoned=True)  # a no-op unless the route forgot to close it
             ctx.answer = None
+            if ctx.usage is None:  # it ended early: booked with what it streamed
+                ctx.usage = answer.partial_usage()
+                ctx.partial = ctx.usage is not None
         for observe in self.observers:
             try:
                 observe(ctx)
@@ -372,6 +397,10 @@ class Gateway:
             except Exception:
                 log.exception("closing %s failed", type(c).__name__)
         await self.catalog.close()
+        if self.gate is not None:
+            # Every request has ended (the server cut what outran its grace): their rows
+            # are written now, before anything native (the embedded engine) is torn down.
+            await self.gate.flush()
         for b in self.backends.values():
             try:
                 await b.close()
@@ -379,7 +408,7 @@ class Gateway:
                 log.exception("closing backend %s failed", b.name)
         await self.client.aclose()
         if self.gate is not None:
-            # Last: the ledger writes the rows of every request finished until now.
+            # Last: the ledger writes the rows of anything that finished since.
             await self.gate.close()
 
     # -- access

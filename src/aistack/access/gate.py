@@ -151,6 +151,7 @@ class Finished(Protocol):
     first_ns: int
     end_ns: int
     usage: Usage | None
+    partial: bool
     ticket: Ticket | None
     deferred: bool
     images: int
@@ -308,6 +309,17 @@ class Gate:
             await self.limiter.close()
         finally:
             await self.store.aclose()
+
+    async def flush(self) -> None:
+        """Write the ledger's queued rows now (shutdown: before the backends close)."""
+        if not self.ledger_enabled:
+            return
+        for _ in range(3):  # requests cancelled just now finish on the next loop turns
+            await asyncio.sleep(0)
+        try:
+            await self.ledger.flush()
+        except Exception:
+            log.exception("usage ledger: flush failed; retried at close")
 
     async def _refresh_loop(self) -> None:
         failing = False
@@ -571,6 +583,7 @@ class Gate:
                 ctx.attempts,
                 ctx.images,
                 ctx.gpu_ms,
+                1 if ctx.partial else 0,
             )
         )
 

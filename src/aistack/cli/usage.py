@@ -1,5 +1,9 @@
 """`aistack usage --by key|model|backend|day --since 7d [--json]`: what was used, and its cost.
 
+PARTIAL counts the answers that ended before their last chunk (the client went away,
+the backend broke, the server's shutdown cut them): their tokens are what was streamed
+until then, estimated, and are in the sums like any other.
+
 Reads the database directly: rows a running gateway has not flushed yet (at most
 `ledger.flush_interval` seconds' worth) are not in it.
 """
@@ -42,7 +46,8 @@ def _report(store: Store, args: argparse.Namespace) -> int:
     groups = list(rep.by) + (["app"] if "key" in rep.by else [])
     head = (
         *(g.upper() for g in groups),
-        *("REQUESTS", "ERRORS", "TOKENS IN", "TOKENS OUT", "COST USD", "COST UNKNOWN", "AVG MS"),
+        *("REQUESTS", "ERRORS", "PARTIAL", "TOKENS IN", "TOKENS OUT", "COST USD", "COST UNKNOWN"),
+        "AVG MS",
     )
     rows: list[tuple[str, ...]] = [head]
     for r in [*rep.rows, rep.total]:
@@ -54,11 +59,18 @@ def _report(store: Store, args: argparse.Namespace) -> int:
         rows.append(
             (
                 *label,
-                *(str(r.requests), str(r.errors), str(r.tokens_in), str(r.tokens_out)),
+                *(str(r.requests), str(r.errors), str(r.partial)),
+                *(str(r.tokens_in), str(r.tokens_out)),
                 *(f"{r.cost:.6f}", str(r.cost_unknown), f"{d['avg_duration_ms']:.0f}"),
             )
         )
     rolled = " (older days from daily sums)" if rep.rolled_up else ""
     print(f"usage since {iso(args.since_ms)}{rolled}")
     print_table(rows, right=set(range(len(groups), len(head))))
+    if rep.total.partial:
+        print(
+            f"{rep.total.partial} partial: answers that ended before their last chunk "
+            "(client gone, backend broke, server cut), booked with the tokens streamed "
+            "until then (estimated)"
+        )
     return 0

@@ -210,4 +210,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE api_keys ADD COLUMN images_per_minute INTEGER",
         ),
     ),
+    Migration(
+        6,
+        "partial rows: answers that ended before their last chunk",
+        (
+            # Booked with the tokens streamed until they ended (estimated).
+            "ALTER TABLE requests ADD COLUMN partial SMALLINT NOT NULL DEFAULT 0",
+            "ALTER TABLE usage_daily ADD COLUMN partial BIGINT NOT NULL DEFAULT 0",
+        ),
+    ),
 )

@@ -104,6 +104,9 @@ class UsageRow(NamedTuple):
     attempts: int
     images: int = 0  # images made (image requests and jobs)
     gpu_ms: float = 0.0  # the backend's time making them
+    # 1: the answer ended before its last chunk (client gone, backend broke, server cut):
+    # its tokens are what was streamed until then (estimated, tokens_estimated = 1)
+    partial: int = 0
 
 
 USAGE_COLUMNS = UsageRow._fields
@@ -121,6 +124,7 @@ class ReportRow:
     duration_ms: float = 0.0  # summed
     images: int = 0
     gpu_ms: float = 0.0
+    partial: int = 0  # requests that ended before their answer's last chunk
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +138,7 @@ class ReportRow:
             "avg_duration_ms": round(self.duration_ms / self.requests, 1) if self.requests else 0,
             "images": self.images,
             "gpu_seconds": round(self.gpu_ms / 1000, 3),
+            "partial": self.partial,
         }
 
 
@@ -168,4 +173,5 @@ class Report:
             t.duration_ms += r.duration_ms
             t.images += r.images
             t.gpu_ms += r.gpu_ms
+            t.partial += r.partial
         return t

@@ -83,6 +83,12 @@
     return h("span", { class: `badge state-${String(state).replace(/[^a-z-]/gi, "")}` }, text || state);
   }
 
+  // A ledger row whose answer ended before its last chunk (client gone, backend broke,
+  // server cut): its tokens are what was streamed until then, estimated.
+  function partialBadge() {
+    return h("span", { class: "badge state-partial", title: "ended early: booked with the tokens streamed until then (estimated)" }, "partial");
+  }
+
   function empty(title, ...body) {
     return h("div", { class: "empty" }, h("h3", {}, title), body.map((b) => h("p", {}, b)));
   }
@@ -1081,7 +1087,8 @@
           "aria-label": `${fmtTime(r.ts)} ${r.app || "no app"} ${r.model} status ${r.status}: show details` },
         td(fmtTime(r.ts)), td(r.app || "–"), td(r.model || "–"), td(r.backend || "–", "hide-narrow"),
         td(badge(r.status < 400 && !r.error ? "ok" : "error", r.error ? `${r.status} ${r.error}` : String(r.status))),
-        num(`${fmtNum(r.tokens_in)} / ${fmtNum(r.tokens_out)}`), num(fmtMs(r.ttft_ms)), num(fmtMs(r.duration_ms)),
+        td([`${fmtNum(r.tokens_in)} / ${fmtNum(r.tokens_out)}`, r.partial ? [" ", partialBadge()] : null], "num"),
+        num(fmtMs(r.ttft_ms)), num(fmtMs(r.duration_ms)),
         num(r.cost === null ? "unknown" : fmtMoney(r.cost)));
         const open = () => {
           list.querySelectorAll("tr.selected").forEach((x) => x.classList.remove("selected"));
@@ -1104,6 +1111,7 @@
       ["End user", r.end_user || "–"], ["Dialect / route", `${r.dialect} / ${r.route}`], ["Model asked", r.model],
       ["Backend", r.backend || "none reached"], ["Upstream model", r.upstream_model || "–"], ["Streamed", r.stream ? "yes" : "no"],
       ["Status", String(r.status)], ["Error", r.error || "none"], ["Tokens in / out", `${fmtNum(r.tokens_in)} / ${fmtNum(r.tokens_out)}${r.tokens_estimated ? " (estimated)" : ""}`],
+      ["Answer", r.partial ? "partial: it ended before its last chunk, booked with what was streamed until then" : "whole"],
       ["Time to first token", fmtMs(r.ttft_ms)], ["Duration", fmtMs(r.duration_ms)],
       ["Cost", `${r.cost === null ? "unknown" : fmtMoney(r.cost)} (${r.cost_source || "no tokens"})`], ["Attempts", String(r.attempts)]];
     const content = h("div", {}, h("p", { class: "muted" }, "Loading the content…"));
