@@ -45,6 +45,11 @@ class ServerConfig(_Strict):
     # Traefik's idleConnTimeout 90 s), so the proxy, not aistack, closes idle
     # connections and never sends a request on one aistack is closing.
     keepalive_timeout: float = 100.0
+    # Seconds a SIGTERM waits for requests in flight; then each is ended by the server
+    # (a stream with its dialect's error event, anything unanswered with a 503) and
+    # recorded as cut (status 503, error SERVER_CUT). Keep it under the orchestrator's
+    # kill timeout (Kubernetes' terminationGracePeriodSeconds, 30 s by default).
+    shutdown_grace: float = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Extra origins allowed for browser clients, beyond Ollama's local defaults.
     cors_origins: list[str] = msgspec.field(default_factory=list)
@@ -600,6 +605,8 @@ def _check(cfg: Config, where: str, master_key: str = "auth.master_key") -> None
             "process; with more than one worker set vectors.engine: qdrant (a Qdrant server) "
             "or vectors.enabled: false"
         )
+    if not cfg.server.shutdown_grace >= 0:
+        raise ConfigError(f"{where}: server.shutdown_grace: must be 0 seconds or more")
     pub = cfg.server.public_url
     if pub is not None:
         if not re.match(r"^https?://[^/\s]+", pub):

@@ -23,6 +23,7 @@ known to be too long from its size before it is tokenized when that is certain.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import importlib.util
 import logging
@@ -60,6 +61,25 @@ log = logging.getLogger("aistack.local")
 DEFAULT_MODEL = "smollm2:135m"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SENTINEL = object()
+CLOSE_WAIT = 60.0  # seconds close() waits for the engine's call in hand to stop
+
+
+_ABORT_CALLBACK: list[Any] = []  # the cast strlen, made once and kept alive
+
+
+def _abort_callback() -> Any:
+    """libc's strlen as a ggml_abort_callback, or None where it cannot be had."""
+    if not _ABORT_CALLBACK:
+        try:
+            import llama_cpp
+
+            strlen = ctypes.CDLL(None).strlen
+            _ABORT_CALLBACK.append(ctypes.cast(strlen, llama_cpp.ggml_abort_callback))
+        except (AttributeError, OSError, TypeError) as e:
+            log.info("embedded engine: no abort callback (%s): shutdown waits for a decode", e)
+            _ABORT_CALLBACK.append(None)
+    return _ABORT_CALLBACK[0]
+
 
 # llama-cpp-python's JSON-schema grammar lets a string hold any character but `"` and
 # `\`, raw newlines and other control characters included, and a pattern's `.` any but
@@ -151,6 +171,11 @@ class LocalBackend(Backend):
         # Observable facts: tokens generated so far, and whether a job is running.
         self.tokens_generated = 0
         self.busy = False
+        # Shutdown: the job running now (stopped at its next step), no new ones, and
+        # the flag llama.cpp's abort callback reads (see _abortable).
+        self._current: _Job | None = None
+        self._closing = False
+        self._abort = ctypes.create_string_buffer(2)
 
     # -- lifecycle
 
@@ -161,10 +186,30 @@ class LocalBackend(Backend):
             self._submit_nowait(lambda job: self._load())
 
     async def close(self) -> None:
-        if self._thread is not None:
-            self._jobs.put(None)
-            await asyncio.to_thread(self._thread.join, 10)
-            self._thread = None
+        """Stop the engine, then free the model: never under a call that runs on it.
+
+        Freeing llama.cpp's model while a call computes on it, or leaving it to the
+        interpreter's exit (a daemon thread still inside llama.cpp, finalizers run in
+        no order), ends the process in SIGSEGV. So: no new jobs, the job in hand is
+        asked to stop (a generation at its next token, an embedding at its next batch),
+        the worker thread ends after it, and frees the models itself on its way out.
+        """
+        thread = self._thread
+        if thread is None:
+            return
+        self._closing = True
+        self._abort[0] = b"\x01"  # a decode under way stops at its graph's next node
+        current = self._current
+        if current is not None:
+            current.cancel.set()
+        self._jobs.put(None)
+        await asyncio.to_thread(thread.join, CLOSE_WAIT)
+        if thread.is_alive():
+            log.error(
+                "the embedded engine did not stop in %gs; its model is left to the exit",
+                CLOSE_WAIT,
+            )
+        self._thread = None
 
     def _work(self) -> None:
         while True:
@@ -172,18 +217,26 @@ class LocalBackend(Backend):
             if job is None:
                 self._free()
                 return
-            if job.cancel.is_set():
+            if job.cancel.is_set() or self._closing:
+                if not job.cancel.is_set():
+                    job.emit(GatewayError(ErrorKind.SERVER_CUT, "the embedded engine is stopping"))
                 job.emit(_SENTINEL)
                 continue
             self.busy = True
+            self._current = job
             try:
                 job.fn(job)
             except GatewayError as e:
                 job.emit(e)
             except Exception as e:  # the engine's own failure: report it, keep serving
-                log.exception("embedded engine failed")
-                job.emit(GatewayError(ErrorKind.INTERNAL, f"embedded engine failed: {e}"))
+                if self._closing:  # aborted by close() (llama_decode returned 2)
+                    log.info("embedded engine: the call in hand was stopped (%s)", e)
+                    job.emit(GatewayError(ErrorKind.SERVER_CUT, "the embedded engine stopped"))
+                else:
+                    log.exception("embedded engine failed")
+                    job.emit(GatewayError(ErrorKind.INTERNAL, f"embedded engine failed: {e}"))
             finally:
+                self._current = None
                 self.busy = False
             job.emit(_SENTINEL)
 
@@ -230,6 +283,7 @@ class LocalBackend(Backend):
                 n_threads=self.n_threads,
                 verbose=False,
             )
+            self._abortable(self._llm)
             self._metadata = dict(self._llm.metadata)
             self._loaded_at = time.time()
             log.info("loaded %s in %.2fs", self.model_name, time.monotonic() - t)
@@ -247,13 +301,40 @@ class LocalBackend(Backend):
                 pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
                 verbose=False,
             )
+            self._abortable(self._embedder)
         return self._embedder
 
+    def _abortable(self, llm: Any) -> None:
+        """Let close() stop a computation in the middle: llama.cpp asks the context's
+        abort callback between the nodes of its graph, from its compute thread. A Python
+        callback would take the GIL hundreds of times a decode; libc's strlen over our
+        two-byte flag needs none, and answers 0 (go on) until close() sets the first
+        byte (1: abort). The decode then returns 2 and the call raises, at once, so
+        the model can be freed with nothing running on it."""
+        cb = _abort_callback()
+        if cb is None:
+            return  # close() then waits for the decode in hand to end
+        import llama_cpp
+
+        llama_cpp.llama_set_abort_callback(
+            llm._ctx.ctx, cb, ctypes.cast(self._abort, ctypes.c_void_p)
+        )
+
     def _free(self) -> None:
+        """Free the models now, on this (the worker) thread: explicitly, since a model
+        that something still refers to (an exception's traceback) would otherwise be
+        freed by whichever thread collects it, perhaps at the interpreter's exit."""
+        llm, emb = self._llm, self._embedder
         self._llm = None
         self._formatter = None  # it holds the model too
         self._embedder = None
         self._loaded_at = None
+        for m in (llm, emb):
+            if m is not None:
+                try:
+                    m.close()
+                except Exception:
+                    log.exception("freeing the embedded model failed")
 
     # -- keep_alive
 
@@ -671,14 +752,15 @@ class LocalBackend(Backend):
         if not req.inputs:
             await self._call(lambda job: self._load_embedder())
             return EmbedResult(model=model, embeddings=[])
-        return await self._call(lambda job: self._embed(req, model))  # type: ignore[no-any-return]
+        return await self._call(lambda job: self._embed(job, req, model))  # type: ignore[no-any-return]
 
-    def _embed(self, req: EmbedRequest, model: str) -> EmbedResult:
+    def _embed(self, job: _Job, req: EmbedRequest, model: str) -> EmbedResult:
         t0 = time.monotonic_ns()
         emb = self._load_embedder()
         t1 = time.monotonic_ns()
         limit = min(self.n_ctx, 2048)
         inputs: list[str] = []
+        sizes: list[int] = []
         tokens = 0
         for i, text in enumerate(req.inputs):
             data = text.encode()
@@ -698,8 +780,15 @@ class LocalBackend(Backend):
                 toks = toks[:limit]
             tokens += len(toks)
             inputs.append(text)
-        out = emb.create_embedding(inputs)
-        vectors: list[list[float]] = [d["embedding"] for d in out["data"]]
+            sizes.append(len(toks))
+        vectors: list[list[float]] = []
+        for group in _groups(inputs, sizes, emb.n_batch):
+            # A long embedding stops between batches when its caller goes away (one
+            # llama_decode each); close() aborts the one under way (_abortable).
+            if job.cancel.is_set():
+                raise GatewayError(ErrorKind.CLIENT_CLOSED, "the embedding was abandoned")
+            out = emb.create_embedding(group)
+            vectors += [d["embedding"] for d in out["data"]]
         if req.dimensions:
             vectors = [v[: req.dimensions] for v in vectors]
         if req.normalize:
@@ -820,6 +909,22 @@ def _nesting(grammar: str) -> int:
         elif c == ")":
             depth -= 1
     return deepest
+
+
+def _groups(inputs: list[str], sizes: list[int], limit: int) -> list[list[str]]:
+    """Inputs in runs of at most `limit` tokens (one input over it alone)."""
+    out: list[list[str]] = []
+    run: list[str] = []
+    n = 0
+    for text, size in zip(inputs, sizes, strict=True):
+        if run and n + size > limit:
+            out.append(run)
+            run, n = [], 0
+        run.append(text)
+        n += size
+    if run:
+        out.append(run)
+    return out
 
 
 def _wants_tool_call(req: ChatRequest) -> bool:

@@ -249,7 +249,7 @@ def serve(args: argparse.Namespace) -> int:
         server.host,
         server.port,
         keepalive=server.keepalive_timeout,
-        graceful=10,
+        graceful=server.shutdown_grace,
         extra=listeners,
         worker=role.index if role is not None else None,
     )

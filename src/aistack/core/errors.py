@@ -24,6 +24,9 @@ class ErrorKind(Enum):
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
     RATE_LIMITED = ("rate_limited", 429)  # the caller's key is over its limits or budget
     CLIENT_CLOSED = ("client_closed", 499)
+    # Ours, not the caller's nor a backend's: the server is stopping and this request
+    # ran past its shutdown grace (server.shutdown_grace), so the server ended it.
+    SERVER_CUT = ("server_cut", 503)
     INTERNAL = ("internal", 500)
     # The backend's trouble, never the caller's:
     UPSTREAM_UNREACHABLE = ("upstream_unreachable", 502)  # no connection, or it broke

@@ -15,7 +15,16 @@ from collections.abc import Awaitable, Callable
 from aistack.core.chat import JSONObject
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.core.events import Chunk
-from aistack.http.asgi import SSE_TYPE, Request, end_stream, respond_json, send_chunk, start_stream
+from aistack.http.asgi import (
+    CUT,
+    SSE_TYPE,
+    Request,
+    end_stream,
+    respond_json,
+    send_chunk,
+    start_stream,
+    was_cut,
+)
 from aistack.service import Answer, RequestContext
 
 log = logging.getLogger("aistack.http")
@@ -54,6 +63,10 @@ async def send_stream(
     except GatewayError as e:
         answer.ctx.error = e.kind.name
         await send_chunk(req, error(e))
+    except asyncio.CancelledError:
+        if not was_cut(req):
+            raise  # the client went away
+        await _cut(req, answer.ctx, error)
     except Exception:
         log.exception("stream failed")
         answer.ctx.error = "INTERNAL"
@@ -63,6 +76,16 @@ async def send_stream(
     finally:
         await answer.aclose()
     await end_stream(req)
+
+
+async def _cut(req: Request, ctx: RequestContext, error: Callable[[GatewayError], bytes]) -> None:
+    """The server's shutdown grace ran out under this stream: end it with the dialect's
+    error event, as any broken stream ends (before the first byte: a 503 status)."""
+    if not req.responded:
+        raise CUT
+    ctx.error = CUT.kind.name
+    log.warning("%s %s: stream cut by the server's shutdown", req.method, req.path)
+    await send_chunk(req, error(CUT))
 
 
 class Keepalive:
@@ -162,9 +185,13 @@ async def send_kept_alive(
     try:
         try:
             answer = await start()
-        except GatewayError as e:
+        except (GatewayError, asyncio.CancelledError) as e:
+            if isinstance(e, asyncio.CancelledError):
+                if not was_cut(req):
+                    raise  # the client went away
+                e = CUT
             if not await ka.settle():
-                raise  # nothing sent yet: a real status
+                raise e from None  # nothing sent yet: a real status
             ctx.error = e.kind.name
             await send_chunk(req, error(e))
             await end_stream(req)
@@ -181,6 +208,10 @@ async def send_kept_alive(
         except GatewayError as e:
             ctx.error = e.kind.name
             await send_chunk(req, error(e))
+        except asyncio.CancelledError:
+            if not was_cut(req):
+                raise  # the client went away
+            await _cut(req, ctx, error)
         finally:
             await answer.aclose()
     finally:

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from aistack.access.sessions import Sessions
 from aistack.core.errors import ErrorKind, GatewayError
 from aistack.http.asgi import (
+    CUT,
     JSON_TYPE,
     TEXT_TYPE,
     AsgiRequest,
@@ -32,6 +33,7 @@ from aistack.http.asgi import (
     Send,
     Watches,
     respond,
+    was_cut,
 )
 from aistack.http.auth import authenticate, check_admin
 from aistack.http.errors import error_body, not_allowed, not_found
@@ -223,11 +225,18 @@ class App:
             ctx.error = "CLIENT_CLOSED"
             log.info("%s %s: the client went away before sending its body", req.method, req.path)
         except asyncio.CancelledError:
-            if not watch.fired:
+            if was_cut(req):
+                # The shutdown grace ran out: a 503 in the dialect if nothing was sent
+                # yet (a stream's route ends its stream itself, see answers.py).
+                ctx.error = CUT.kind.name
+                log.warning("%s %s: cut by the server's shutdown", req.method, req.path)
+                await self._error(req, route.dialect, CUT)
+            elif not watch.fired:
                 raise  # not ours: the server is shutting down
-            task.uncancel()
-            ctx.error = "CLIENT_CLOSED"
-            log.info("%s %s: the client went away; request cancelled", req.method, req.path)
+            else:
+                task.uncancel()
+                ctx.error = "CLIENT_CLOSED"
+                log.info("%s %s: the client went away; request cancelled", req.method, req.path)
         except Exception:
             log.exception("%s %s failed", req.method, req.path)
             ctx.error = "INTERNAL"
@@ -236,7 +245,12 @@ class App:
         finally:
             req.finished = True
             watch.disarm()
-            ctx.status = 499 if ctx.error == "CLIENT_CLOSED" else req.status
+            if ctx.error == "CLIENT_CLOSED":
+                ctx.status = 499
+            elif ctx.error == "SERVER_CUT":
+                ctx.status = 503  # whatever status went out before the stream was cut
+            else:
+                ctx.status = req.status
             self.gateway.finish(ctx)
 
     async def _error(self, req: Request, dialect: Dialect, e: GatewayError) -> None:

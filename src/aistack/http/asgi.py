@@ -57,8 +57,8 @@ class Request:
     """One request, as the routes see it; subclasses carry it over a connection."""
 
     __slots__ = (
-        "_headers", "body", "client", "complete", "extra_headers", "finished", "method",
-        "params", "path", "query", "responded", "scheme", "status",
+        "_headers", "body", "client", "complete", "cut", "extra_headers", "finished",
+        "method", "params", "path", "query", "responded", "scheme", "status",
     )  # fmt: skip
 
     def __init__(
@@ -84,6 +84,9 @@ class Request:
         self.status = 0
         self.complete = False  # the last body byte went out
         self.finished = False  # the handler returned
+        # The server is stopping and this request ran past the grace: its task's
+        # CancelledError is the server's, answered with a SERVER_CUT error (see cut_error).
+        self.cut = False
 
     def header(self, name: bytes) -> bytes | None:
         h = self._headers
@@ -198,6 +201,23 @@ def too_large(limit: int) -> GatewayError:
         ErrorKind.PAYLOAD_TOO_LARGE,
         f"request body too large: the limit is {limit} bytes (server.max_body_bytes)",
     )
+
+
+CUT = GatewayError(
+    ErrorKind.SERVER_CUT,
+    "the server is shutting down: this request ran past its shutdown grace and was ended",
+)
+
+
+def was_cut(req: Request) -> bool:
+    """`req`'s task was cancelled by the server's shutdown (not by its client): take the
+    cancellation back so the request can still end honestly, with `CUT` in its dialect."""
+    if not req.cut:
+        return False
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()
+    return True
 
 
 async def respond(

@@ -12,8 +12,10 @@ seconds), pipelining (answered in order), chunked request bodies, `Expect: 100-c
 a limit on the header block (431), bodies over the limit refused early (413, then the
 connection closes), answers whole (Content-Length) or streamed (chunked), back-pressure
 from slow readers, and a graceful stop: on SIGTERM or SIGINT it stops accepting, lets
-requests in flight finish (up to `graceful` seconds), then stops the gateway, which
-flushes the usage ledger.
+requests in flight finish (up to `graceful` seconds: server.shutdown_grace), ends those
+still running as cut by the server (a stream with its dialect's error event, the rest
+with a 503, each recorded so), then stops the gateway, which flushes the usage ledger
+before it closes the backends.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger("aistack.http")
 MAX_HEAD = 64 * 1024  # bytes of request line and headers
 LINGER = 2.0  # seconds a refused connection drops the rest of what the client sends
 MAX_PIPELINE = 16  # requests queued behind the one being answered before reading pauses
+CUT_WAIT = 2.0  # seconds requests cut at the end of the shutdown grace get to end
 
 _STATUS: dict[int, bytes] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
@@ -451,6 +454,19 @@ class Connection(asyncio.Protocol):
         if self.current is None:
             self.close()
 
+    def cut(self) -> bool:
+        """The shutdown grace ran out: end the request in flight. Its task is cancelled
+        with `req.cut` set, so its route ends it honestly (a stream with its dialect's
+        error event, anything else with a 503) and it is recorded as cut by the server;
+        the connection closes after that answer. Whether there was one to cut."""
+        req, task = self.current, self.task
+        if req is None or task is None or task.done() or req.complete or self.closed:
+            return False
+        req.cut = True
+        self.queue.clear()
+        task.cancel()
+        return True
+
 
 class _HeadTooLarge(Exception):
     pass
@@ -557,7 +573,18 @@ class Server:
         deadline = self.loop.time() + self.graceful
         while self.connections and self.loop.time() < deadline:  # noqa: ASYNC110 (a poll, bounded)
             await asyncio.sleep(0.05)
-        for c in list(self.connections):  # still answering: cut (their tasks are cancelled)
+        cut = [c for c in list(self.connections) if c.cut()]
+        if cut:
+            # Each ends with its dialect's error and closes; a client that does not read
+            # its last bytes is not waited for long.
+            log.warning("shutdown grace (%gs) over: cutting %d requests", self.graceful, len(cut))
+            deadline = self.loop.time() + CUT_WAIT
+            while (  # noqa: ASYNC110 (a poll, bounded)
+                any(c.current is not None and not c.closed for c in cut)
+                and self.loop.time() < deadline
+            ):
+                await asyncio.sleep(0.02)
+        for c in list(self.connections):  # still there: closed (their tasks are cancelled)
             c.close()
         await asyncio.sleep(0)
         try:
