@@ -208,3 +208,34 @@ def test_streams_past_the_grace_end_with_their_dialects_error_and_are_booked_cut
     assert stalling.abandoned == len(streams)  # and the backend was let go
     out = gw.output()
     assert out.count("stream cut by the server's shutdown") == len(streams)
+
+
+def test_a_pull_streaming_past_the_grace_ends_with_an_error_line(tmp_path: Path) -> None:
+    # A model pull is an Ollama stream too: cut by the shutdown, it ends as Ollama ends
+    # a failed pull, with an {"error": ...} line (the pull itself goes on on the box).
+    box = FakeOllama(steps=2000, delay=0.05)
+    box.registry["big:latest"] = 10**9
+    box.start()
+    try:
+        cfg = {
+            "server": {"shutdown_grace": 1},
+            "backends": [{"name": "box", "kind": "ollama", "url": box.url}],
+        }
+        gw = start_gateway(tmp_path, cfg)
+        lines: list[str] = []
+        t = threading.Thread(
+            target=_read_all, args=(gw, "/api/pull", {"model": "big", "stream": True}, lines)
+        )
+        try:
+            t.start()
+            wait_for("the pull to stream", lambda: len(lines) > 3)
+        except BaseException:
+            gw.stop(signal.SIGKILL)
+            raise
+        assert stop(gw) == 0, gw.output()[-4000:]
+        t.join(60)
+        assert lines[0] == "200"
+        assert "shutting down" in json.loads(lines[-1])["error"], lines[-3:]
+        assert not any('"success"' in x for x in lines)
+    finally:
+        box.stop()

@@ -28,6 +28,7 @@ from aistack.dialects.ollama import fleet as wire
 from aistack.dialects.ollama.stream import error_line
 from aistack.fleet import inventory, placement, sync
 from aistack.http.asgi import (
+    CUT,
     JSON_TYPE,
     NDJSON_TYPE,
     Request,
@@ -36,6 +37,7 @@ from aistack.http.asgi import (
     respond_json,
     send_chunk,
     start_stream,
+    was_cut,
 )
 from aistack.routing.catalog import Deployment
 from aistack.service import Gateway, RequestContext
@@ -153,6 +155,12 @@ async def pull(gw: Gateway, req: Request, ctx: RequestContext) -> None:
         # After the first byte the status is sent; the error is the last line.
         ctx.error = e.kind.name
         await send_chunk(req, error_line(e.message))
+    except asyncio.CancelledError:
+        if not was_cut(req):
+            raise  # the client went away
+        # The shutdown grace ran out: the pull goes on on the backend; say so.
+        ctx.error = CUT.kind.name
+        await send_chunk(req, error_line(CUT.message))
     except Exception:
         log.exception("pull of %s on %s failed", model, b.name)
         ctx.error = "INTERNAL"
