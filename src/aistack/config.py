@@ -50,6 +50,15 @@ class ServerConfig(_Strict):
     # recorded as cut (status 503, error SERVER_CUT). Keep it under the orchestrator's
     # kill timeout (Kubernetes' terminationGracePeriodSeconds, 30 s by default).
     shutdown_grace: float = 10.0
+    # Seconds a request's head may take, from its first byte (or from the connect), and
+    # its body, from the end of the head: past them, a 408 and the connection closes.
+    head_timeout: float = 10.0
+    body_timeout: float = 120.0
+    # Seconds a client may leave an answer unread (its socket full) before it is cut.
+    write_timeout: float = 60.0
+    # Open connections, every listener together; past it a 503 with Retry-After.
+    # 0: three quarters of the open-file limit (ulimit -n), at most 10,000.
+    max_connections: int = 0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Extra origins allowed for browser clients, beyond Ollama's local defaults.
     cors_origins: list[str] = msgspec.field(default_factory=list)
@@ -595,8 +604,6 @@ def _backends(entries: object, where: str) -> list[BackendConfig]:
 def _check(cfg: Config, where: str, master_key: str = "auth.master_key") -> None:
     if not (0 < cfg.server.port < 65536):
         raise ConfigError(f"{where}: server.port: must be between 1 and 65535")
-    if not cfg.server.keepalive_timeout > 0:
-        raise ConfigError(f"{where}: server.keepalive_timeout: must be more than 0 seconds")
     if cfg.server.workers is not None and not 1 <= cfg.server.workers <= 256:
         raise ConfigError(f"{where}: server.workers: must be between 1 and 256 (or unset)")
     if (cfg.server.workers or 1) > 1 and cfg.vectors.enabled and cfg.vectors.engine == "embedded":
@@ -607,6 +614,13 @@ def _check(cfg: Config, where: str, master_key: str = "auth.master_key") -> None
         )
     if not cfg.server.shutdown_grace >= 0:
         raise ConfigError(f"{where}: server.shutdown_grace: must be 0 seconds or more")
+    for key in ("keepalive_timeout", "head_timeout", "body_timeout", "write_timeout"):
+        if not getattr(cfg.server, key) > 0:
+            raise ConfigError(f"{where}: server.{key}: must be more than 0 seconds")
+    if cfg.server.max_connections < 0:
+        raise ConfigError(f"{where}: server.max_connections: must be 0 (automatic) or more")
+    if cfg.server.max_body_bytes < 1:
+        raise ConfigError(f"{where}: server.max_body_bytes: must be 1 or more")
     pub = cfg.server.public_url
     if pub is not None:
         if not re.match(r"^https?://[^/\s]+", pub):

@@ -207,7 +207,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from aistack.backends.registry import build
     from aistack.backends.transport import HttpClient
-    from aistack.http.server import Server
+    from aistack.http.server import Limits, Server
     from aistack.observability import Observability
     from aistack.rooms import build as build_app
     from aistack.service import Gateway
@@ -252,6 +252,12 @@ def serve(args: argparse.Namespace) -> int:
         graceful=server.shutdown_grace,
         extra=listeners,
         worker=role.index if role is not None else None,
+        limits=Limits(
+            head_timeout=server.head_timeout,
+            body_timeout=server.body_timeout,
+            write_timeout=server.write_timeout,
+            max_connections=server.max_connections,
+        ),
     )
     _tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

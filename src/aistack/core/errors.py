@@ -20,14 +20,18 @@ class ErrorKind(Enum):
     UNAUTHORIZED = ("unauthorized", 401)
     FORBIDDEN = ("forbidden", 403)
     NOT_FOUND = ("not_found", 404)
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
+    REQUEST_TIMEOUT = ("request_timeout", 408)  # its head or body did not arrive in time
     CONFLICT = ("conflict", 409)  # the request is ambiguous here (a model on two boxes)
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
+    HEADERS_TOO_LARGE = ("headers_too_large", 431)
     RATE_LIMITED = ("rate_limited", 429)  # the caller's key is over its limits or budget
     CLIENT_CLOSED = ("client_closed", 499)
     # Ours, not the caller's nor a backend's: the server is stopping and this request
     # ran past its shutdown grace (server.shutdown_grace), so the server ended it.
     SERVER_CUT = ("server_cut", 503)
     INTERNAL = ("internal", 500)
+    OVERLOADED = ("overloaded", 503)  # the gateway itself is at a limit (its connection cap)
     # The backend's trouble, never the caller's:
     UPSTREAM_UNREACHABLE = ("upstream_unreachable", 502)  # no connection, or it broke
     UPSTREAM_FAILED = ("upstream_failed", 502)  # it failed, or answered something wrong

@@ -253,6 +253,11 @@ class App:
                 ctx.status = req.status
             self.gateway.finish(ctx)
 
+    def raw_error(self, path: str, e: GatewayError) -> bytes:
+        """`e` as the body of an answer the HTTP server makes itself (a 400, 408, 413,
+        431, 503: before any route runs), in the dialect of the route at `path`."""
+        return error_body(self.table.dialect_at(path), e)
+
     async def _error(self, req: Request, dialect: Dialect, e: GatewayError) -> None:
         if req.responded:
             return  # the stream already rendered it

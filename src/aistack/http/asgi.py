@@ -102,11 +102,17 @@ class Request:
         raise NotImplementedError
 
     def json(self) -> object:
-        """The body parsed as JSON whatever the Content-Type (curl -d sends a form type)."""
-        if not self.body.strip():
+        """The body parsed as JSON whatever the Content-Type (curl -d sends a form type).
+
+        Once: the raw bytes are let go here, so that while the request runs a large body
+        (base64 images) is held once, as the parsed value, not twice (docs/configuration.md,
+        `max_body_bytes`)."""
+        body = self.body
+        if not body.strip():
             raise GatewayError(ErrorKind.INVALID_REQUEST, "missing request body")
+        self.body = b""
         try:
-            return orjson.loads(self.body)
+            return orjson.loads(body)
         except orjson.JSONDecodeError as e:
             msg = f"invalid JSON in request body: {e}"
             raise GatewayError(ErrorKind.INVALID_REQUEST, msg) from None

@@ -33,7 +33,13 @@ def error_body(dialect: Dialect, e: GatewayError) -> bytes:
 
 async def not_found(req: Request, dialect: Dialect) -> None:
     if dialect == "ollama":
-        # gin's wording: what clients with a wrong base URL have learned to recognise.
+        if req.path == "/api" or req.path.startswith("/api/"):
+            # gin's words in Ollama's error shape, which its clients read the message from.
+            e = GatewayError(ErrorKind.NOT_FOUND, "404 page not found")
+            await respond(req, 404, error_body(dialect, e), JSON_TYPE)
+            return
+        # Outside every API (a client that puts /chat/completions on the root): gin's
+        # plain-text 404, as Ollama answers it, which such clients have learned to spot.
         await respond(req, 404, b"404 page not found", TEXT_TYPE)
         return
     e = GatewayError(ErrorKind.NOT_FOUND, f"Unknown request URL: {req.method} {req.path}")
@@ -41,8 +47,8 @@ async def not_found(req: Request, dialect: Dialect) -> None:
 
 
 async def not_allowed(req: Request, dialect: Dialect, allow: bytes) -> None:
-    if dialect == "ollama":
-        await respond(req, 405, b"405 method not allowed", TEXT_TYPE, [(b"allow", allow)])
-        return
-    e = GatewayError(ErrorKind.INVALID_REQUEST, f"method {req.method} not allowed")
+    e = GatewayError(
+        ErrorKind.METHOD_NOT_ALLOWED,
+        f"405 method not allowed: {req.method} {req.path} takes {allow.decode()}",
+    )
     await respond(req, 405, error_body(dialect, e), JSON_TYPE, [(b"allow", allow)])

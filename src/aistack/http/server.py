@@ -16,15 +16,29 @@ requests in flight finish (up to `graceful` seconds: server.shutdown_grace), end
 still running as cut by the server (a stream with its dialect's error event, the rest
 with a 503, each recorded so), then stops the gateway, which flushes the usage ledger
 before it closes the backends.
+
+And what it does against slow and hostile clients (`Limits`, docs/configuration.md):
+a head must arrive whole within `head_timeout` of its first byte (or of the connection)
+and a body within `body_timeout` of its head, else a 408 and a close; the body of a
+request answered before it was read (a 401, 404, 413) is parsed and dropped, never
+kept; past `max_connections` a new connection gets a 503 with Retry-After; a client that
+stops reading an answer is cut after `write_timeout`; pipelined requests are queued up
+to a count and a number of body bytes, then reading pauses. One timer a second checks
+every deadline (`Server._reap`): the request path only stores a number.
+
+Every answer the server makes itself (400, 408, 413, 431, 503) is JSON in the dialect
+of the route its path names (the route table's `dialect_at`), like the routes' own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import cast
 from urllib.parse import unquote
@@ -41,6 +55,28 @@ MAX_HEAD = 64 * 1024  # bytes of request line and headers
 LINGER = 2.0  # seconds a refused connection drops the rest of what the client sends
 MAX_PIPELINE = 16  # requests queued behind the one being answered before reading pauses
 CUT_WAIT = 2.0  # seconds requests cut at the end of the shutdown grace get to end
+MAX_PIPELINE_BYTES = 1024 * 1024  # body bytes queued behind it before reading pauses
+TICK = 1.0  # seconds between two checks of every connection's deadlines
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a connection may take (config: `server.*`, docs/configuration.md)."""
+
+    head_timeout: float = 10.0  # seconds from a head's first byte (or the connect) to its end
+    body_timeout: float = 120.0  # seconds from the end of a head to the end of its body
+    write_timeout: float = 60.0  # seconds a client may leave an answer unread
+    max_connections: int = 0  # open connections, all listeners; 0: from the open-file limit
+
+
+def default_max_connections() -> int:
+    """Three quarters of the open-file limit (at most 10,000): the rest stays for
+    backends, the store, logs and the 503s themselves."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 10_000
+    return max(16, min(10_000, soft * 3 // 4))
+
 
 _STATUS: dict[int, bytes] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
@@ -70,8 +106,8 @@ class ServerRequest(Request):
     """A request read by `Connection`: its body arrives while the handler runs."""
 
     __slots__ = (
-        "_body_waiter", "_conn", "_continue", "_parts", "_size", "_task", "body_done",
-        "broken", "fired", "http10", "keep_alive", "over", "watched",
+        "_body_waiter", "_conn", "_continue", "_parts", "_task", "body_done", "broken",
+        "fired", "http10", "keep_alive", "over", "size", "watched",
     )  # fmt: skip
 
     def __init__(
@@ -89,9 +125,9 @@ class ServerRequest(Request):
         self.keep_alive = keep_alive
         self.http10 = http10
         self._parts: list[bytes] = []
-        self._size = 0
-        self.over = False  # the body passed the server's limit: the rest is dropped
-        self.broken = ""  # why the body could not be parsed (bad chunked framing)
+        self.size = 0
+        self.over = False  # past the limit, or answered without it: the rest is dropped
+        self.broken: GatewayError | None = None  # why the body cannot be had (framing, time)
         self.body_done = False
         self._body_waiter: asyncio.Future[None] | None = None
         self._continue = headers.get(b"expect", b"").lower() == b"100-continue"
@@ -104,12 +140,21 @@ class ServerRequest(Request):
     def feed(self, data: bytes, limit: int) -> None:
         if self.over:
             return
-        self._size += len(data)
-        if self._size > limit:
-            self.over = True
-            self._parts.clear()
+        self.size += len(data)
+        if self.size > limit:
+            # Over the limit (a chunked body, or one longer than it said): answered now,
+            # not when it ends, which it may never do (a chunk of 2^64 - 1 bytes).
+            self.drop()
+            w = self._body_waiter
+            if w is not None and not w.done():
+                w.set_result(None)
         else:
             self._parts.append(data)
+
+    def drop(self) -> None:
+        """Keep none of the body, now or later (answered without it, or over the limit)."""
+        self.over = True
+        self._parts = []
 
     def end_body(self) -> None:
         self.body_done = True
@@ -117,9 +162,10 @@ class ServerRequest(Request):
         if w is not None and not w.done():
             w.set_result(None)
 
-    def fail_body(self, why: str) -> None:
-        """The body could not be parsed: read_body answers 400, then the connection closes."""
-        self.broken = why
+    def fail_body(self, e: GatewayError) -> None:
+        """The body cannot be had (bad framing: 400; too slow: 408): read_body raises `e`,
+        the route answers it in its dialect, then the connection closes."""
+        self.broken = e
         self.keep_alive = False
         self.end_body()
 
@@ -138,7 +184,7 @@ class ServerRequest(Request):
         if cl is not None and cl.isdigit() and int(cl) > limit:
             self.keep_alive = False  # the unread body would be read as the next request
             raise too_large(limit)
-        if not self.body_done:
+        if not self.body_done and not self.over:
             conn = self._conn
             if conn.closed:
                 raise ClientGone
@@ -150,12 +196,13 @@ class ServerRequest(Request):
                 await self._body_waiter
             finally:
                 self._body_waiter = None
-        if self.broken:
-            raise GatewayError(ErrorKind.INVALID_REQUEST, self.broken)
-        if self.over or self._size > limit:
+        if self.broken is not None:
+            raise self.broken
+        if self.over or self.size > limit:
             self.keep_alive = False
             raise too_large(limit)
         parts = self._parts
+        self._parts = []  # one copy of the body from here on, not two
         self.body = parts[0] if len(parts) == 1 else b"".join(parts)
         return self.body
 
@@ -180,7 +227,9 @@ class ServerRequest(Request):
 
     async def send_whole(self, status: int, headers: Headers, body: bytes) -> None:
         conn = self._conn
-        close = not self.keep_alive or conn.stopping
+        # An answer before a body it was asked to wait for (Expect: 100-continue, a 401):
+        # the client may send it or not, so the connection cannot go on.
+        close = not self.keep_alive or conn.stopping or (self._continue and not self.body_done)
         parts = _head(status, headers, close)
         if self.method != "HEAD" and body:
             parts.append(body)
@@ -193,6 +242,7 @@ class ServerRequest(Request):
             self._conn.write(b"".join(_head(status, headers, True)))
             return
         close = not self.keep_alive or self._conn.stopping
+        close = close or (self._continue and not self.body_done)
         self.keep_alive = not close
         parts = _head(status, [*headers, (b"transfer-encoding", b"chunked")], close)
         self._conn.write(b"".join(parts))
@@ -227,17 +277,24 @@ class Connection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None  # answering it
         self.reading: ServerRequest | None = None  # whose body is being parsed
         self.queue: deque[ServerRequest] = deque()  # pipelined, waiting their turn
+        self.queued = 0  # body bytes the queued requests hold (MAX_PIPELINE_BYTES)
         self.closed = False
         self.stopping = False
-        self.paused = False
+        self.paused = False  # the client reads slower than we write (see write_timeout)
+        self.paused_at = 0.0
         self._drain: asyncio.Future[None] | None = None
-        self._reading_paused = False
+        self.reading_paused = False
         self._close_when_read = False
         self.discard = False  # refused: what still arrives is dropped (see _linger)
+        self.over_cap = False  # opened past max_connections: its request gets a 503
         self.idle_since = self.loop.time()
+        # When what is arriving (a head, a body) must have arrived, on the server's
+        # clock; 0: nothing is due. A new connection owes its first head.
+        self.deadline = server.now + server.head_timeout
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
-        self._head_size = 0
+        self._head_size = 0  # bytes of the head's fields, as httptools hands them over
+        self._raw = 0  # bytes of the later packets of a head that is still incomplete
         self._in_head = False
 
     # -- asyncio.Protocol
@@ -247,7 +304,15 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))
-        self.server.connections.add(self)
+        srv = self.server
+        srv.connections.add(self)
+        if len(srv.connections) > srv.max_connections:
+            self.over_cap = True
+            srv.refused += 1
+            if len(srv.connections) > srv.max_connections + srv.overflow:
+                self._refuse(503, "")  # no room to wait for its head: answered at once
+            else:
+                self.deadline = srv.now + LINGER  # its head, to answer in its dialect
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -262,11 +327,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed or self.discard:
             return
-        if self._in_head:  # a head that spans packets: count them before httptools keeps them
-            self._head_size += len(data)
-            if self._head_size > MAX_HEAD:
-                self._refuse(431, "request headers too large")
-                return
+        if self._in_head:  # a later packet of a head: bounded even if no field ends in it
+            self._raw += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -275,18 +337,27 @@ class Connection(asyncio.Protocol):
             if self.reading is not None:
                 self.reading.keep_alive = False
                 self.reading.end_body()
+            return
         except httptools.HttpParserError as e:
             if self._head_size > MAX_HEAD:  # raised by on_url/on_header
                 self._refuse(431, "request headers too large")
             else:
                 self._refuse(400, f"malformed HTTP request: {e}")
+            return
+        if self._in_head and self._raw > MAX_HEAD:
+            # Counted only while the head is still incomplete after the packet, so all of
+            # these bytes are the head's: httptools keeps a field whole until it ends.
+            self._refuse(431, "request headers too large")
 
     def pause_writing(self) -> None:
         self.paused = True
+        self.paused_at = self.server.now
 
     def resume_writing(self) -> None:
         self.paused = False
         self._wake_writer()
+        if self.current is None and self.queue and not self.closed:
+            self._next()  # pipelined requests wait while their answers cannot be sent
 
     # -- httptools callbacks
 
@@ -294,7 +365,11 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._head_size = 0
+        self._raw = 0
         self._in_head = True
+        if not self.deadline:
+            srv = self.server
+            self.deadline = srv.now + srv.head_timeout
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -306,22 +381,25 @@ class Connection(asyncio.Protocol):
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise _HeadTooLarge
-        self._headers[name.lower()] = value
+        name = name.lower()
+        h = self._headers
+        if name in h:
+            # A repeated field is one value, its lines joined with ", " (RFC 9110 5.3);
+            # cookies with "; " (RFC 6265 5.4). Set-Cookie, the exception, is never sent
+            # to a server.
+            h[name] += (b"; " if name == b"cookie" else b", ") + value
+        else:
+            h[name] = value
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self.discard:
+            return
+        if self.over_cap:
+            self._refuse(503, "")
+            return
         p = self.parser
-        url = self._url
-        if url[:1] != b"/":  # absolute form (a proxy's) or '*'
-            try:
-                parsed = httptools.parse_url(url)
-                url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
-            except httptools.HttpParserInvalidURLError:
-                url = b"/"
-        raw, _, query = url.partition(b"?")
-        path = raw.decode("latin-1")
-        if "%" in path:
-            path = unquote(path)
+        path, query = _split(self._url)
         req = ServerRequest(
             self,
             p.get_method().decode("ascii"),
@@ -332,20 +410,26 @@ class Connection(asyncio.Protocol):
             p.get_http_version() == "1.0",
         )
         self.reading = req
+        srv = self.server
+        self.deadline = srv.now + srv.body_timeout  # cleared at once when there is none
         if self.current is None:
             self._start(req)
         else:
             self.queue.append(req)
-            if len(self.queue) >= MAX_PIPELINE and not self._reading_paused:
-                self._reading_paused = True
-                assert self.transport is not None
-                self.transport.pause_reading()
+            if len(self.queue) >= MAX_PIPELINE:
+                self._pause()
 
     def on_body(self, body: bytes) -> None:
-        if self.reading is not None:
-            self.reading.feed(body, self.limit)
+        r = self.reading
+        if r is not None:
+            r.feed(body, self.limit)
+            if r is not self.current and not r.over:  # queued behind the one answered
+                self.queued += len(body)
+                if self.queued > MAX_PIPELINE_BYTES:
+                    self._pause()
 
     def on_message_complete(self) -> None:
+        self.deadline = 0.0
         req = self.reading
         if req is not None:
             self.reading = None
@@ -369,7 +453,7 @@ class Connection(asyncio.Protocol):
             if self.current is req and not req.complete:
                 # Ended without a whole answer: a body cut mid-stream, or no answer at all.
                 if not req.responded and not self.closed:
-                    self.write(_INTERNAL)
+                    self.write(self._answer(req.path, 500, "internal error"))
                 req.complete = True
                 self.answered(req, True)
 
@@ -379,21 +463,95 @@ class Connection(asyncio.Protocol):
             return
         self.current = None
         self.idle_since = self.loop.time()
+        if self.reading is req:
+            # Answered before its body was read (a 401, a 404, a 413): what still comes
+            # of it is parsed and dropped, never kept.
+            req.drop()
         if close or self.stopping:
             if self.reading is req and not self.closed:
-                # Answered (a 413) before its body arrived: closing now could reset the
-                # connection before the client reads the answer. Drop the rest, then close.
+                if req._continue:  # it was never asked for its body: no need to wait for it
+                    self._linger()
+                    return
+                # Closing now could reset the connection before the client reads the
+                # answer: drop the rest, then close (at the latest at its body's deadline).
                 self._close_when_read = True
                 return
             self.close()
             return
-        if self.queue:
-            nxt = self.queue.popleft()
-            if self._reading_paused and len(self.queue) < MAX_PIPELINE // 2:
-                self._reading_paused = False
-                assert self.transport is not None
-                self.transport.resume_reading()
-            self._start(nxt)
+        if self.queue and not self.paused:  # else when the client has read some more
+            self._next()
+
+    def _next(self) -> None:
+        """Start the next pipelined request."""
+        nxt = self.queue.popleft()
+        self.queued = sum(r.size for r in self.queue)
+        if (
+            self.reading_paused
+            and len(self.queue) < MAX_PIPELINE // 2
+            and self.queued <= MAX_PIPELINE_BYTES // 2
+        ):
+            self._resume()
+        self._start(nxt)
+
+    def _pause(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True  # the deadlines wait while we do
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        self.reading_paused = False
+        assert self.transport is not None
+        self.transport.resume_reading()
+        srv = self.server
+        if self.reading is not None:
+            self.deadline = srv.now + srv.body_timeout
+        elif self._in_head:
+            self.deadline = srv.now + srv.head_timeout
+
+    # -- deadlines (checked by Server._reap)
+
+    def expire(self) -> None:
+        """What was due did not arrive in time."""
+        self.deadline = 0.0
+        if self.closed:
+            return
+        if self.discard or self._close_when_read:  # answered already: stop waiting
+            self.close()
+            return
+        srv = self.server
+        if self.over_cap:
+            self._refuse(503, "")
+            return
+        req = self.reading
+        if req is None:
+            if self._in_head:
+                why = f"the request head did not arrive within {srv.head_timeout:g} s"
+                self._refuse(408, why + " (server.head_timeout)")
+            elif self.current is None:
+                self.close()  # connected and sent nothing
+            return
+        why = f"the request body did not arrive within {srv.body_timeout:g} s"
+        why += " (server.body_timeout)"
+        if req is self.current and not req.responded:
+            # Its route waits for it, or will: the 408 is the route's, in its dialect.
+            req.fail_body(GatewayError(ErrorKind.REQUEST_TIMEOUT, why))
+        log.info("%s %s: %s; closing", req.method, req.path, why)
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """Read nothing more: the answer in flight goes out whole, then the connection
+        closes (what the client still sends meanwhile is dropped)."""
+        self.queue.clear()
+        self.queued = 0
+        self.reading = None
+        self.deadline = 0.0
+        self.discard = True
+        cur = self.current
+        if cur is None:
+            self.close()
+        else:
+            cur.keep_alive = False
 
     # -- writing
 
@@ -415,24 +573,30 @@ class Connection(asyncio.Protocol):
             if not d.done():
                 d.set_result(None)
 
+    def _answer(self, path: str, status: int, why: str) -> bytes:
+        """An answer the server makes itself, whole, in the dialect of `path`'s route."""
+        why = why or _WHY.get(status, "")
+        e = GatewayError(_KINDS[status], why, retry_after=_RETRY.get(status))
+        body = self.app.raw_error(path, e)
+        head = [(b"content-type", JSON_TYPE), (b"content-length", b"%d" % len(body))]
+        if e.retry_after is not None:
+            head.append((b"retry-after", b"%d" % e.retry_after))
+        return b"".join([*_head(status, head, True), body])
+
     def _refuse(self, status: int, why: str) -> None:
-        """A request we cannot parse: say so (if nothing was sent yet) and close."""
+        """A request we will not read further: say so (if nothing was sent yet) and close."""
+        if self.discard or self.closed:
+            return
         if self.current is None:
-            body = why.encode()
-            head = [(b"content-type", b"text/plain; charset=utf-8")]
-            head.append((b"content-length", str(len(body)).encode()))
-            self.write(b"".join(_head(status, head, True)) + body)
+            if self.reading is None:  # else that request was answered already
+                self.write(self._answer(_split(self._url)[0], status, why))
             self._linger()
         else:
             # Answer the request in flight, then close; nothing more is read. If it was
-            # its own body that could not be parsed, that answer is a 400.
-            self.current.keep_alive = False
-            self.queue.clear()
+            # its own body that could not be parsed, that answer is this error.
             if self.reading is self.current:
-                self.current.fail_body(why)
-            self.reading = None
-            assert self.transport is not None
-            self.transport.pause_reading()
+                self.current.fail_body(GatewayError(_KINDS[status], why))
+            self._stop_reading()
 
     def _linger(self) -> None:
         """Close after an answer the client may still be sending into: closing with its
@@ -440,6 +604,8 @@ class Connection(asyncio.Protocol):
         So: end our side, drop what still comes for up to LINGER seconds, then close."""
         assert self.transport is not None
         self.discard = True
+        self.reading = None
+        self.deadline = 0.0
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER, self.close)
@@ -447,6 +613,11 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         if not self.closed and self.transport is not None:
             self.transport.close()
+
+    def abort(self) -> None:
+        """Close without flushing what the client did not read (a stalled reader)."""
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
 
     def stop(self) -> None:
         """The server is stopping: close now if idle, else after the answer in flight."""
@@ -472,13 +643,36 @@ class _HeadTooLarge(Exception):
     pass
 
 
-_INTERNAL_BODY = b'{"error": "internal error"}'
-_INTERNAL_HEAD = [(b"content-type", JSON_TYPE), (b"content-length", b"%d" % len(_INTERNAL_BODY))]
-_INTERNAL = b"".join([*_head(500, _INTERNAL_HEAD, True), _INTERNAL_BODY])
+def _split(url: bytes) -> tuple[str, bytes]:
+    """A request target's path (percent-decoded) and raw query."""
+    if url[:1] != b"/":  # absolute form (a proxy's) or '*'
+        try:
+            parsed = httptools.parse_url(url)
+            url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
+        except httptools.HttpParserInvalidURLError:
+            url = b"/"
+    raw, _, query = url.partition(b"?")
+    path = raw.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
+    return path, query
+
+
+_KINDS = {
+    400: ErrorKind.INVALID_REQUEST,
+    408: ErrorKind.REQUEST_TIMEOUT,
+    413: ErrorKind.PAYLOAD_TOO_LARGE,
+    431: ErrorKind.HEADERS_TOO_LARGE,
+    500: ErrorKind.INTERNAL,
+    503: ErrorKind.OVERLOADED,
+}
+_WHY = {503: "the gateway is at its connection limit (server.max_connections); retry shortly"}
+_RETRY = {503: 1}
 
 
 class Server:
-    """Listens, runs the app's start-up and shut-down, closes idle keep-alive connections."""
+    """Listens, runs the app's start-up and shut-down, closes idle keep-alive connections
+    and those past a deadline (one timer for all)."""
 
     def __init__(
         self,
@@ -489,6 +683,7 @@ class Server:
         graceful: float = 10.0,
         extra: Sequence[tuple[App, str, int]] = (),
         worker: int | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.app = app
         # One of several workers on the same port (SO_REUSEPORT: the kernel spreads the
@@ -503,6 +698,15 @@ class Server:
         self.port = port
         self.keepalive = keepalive
         self.graceful = graceful
+        limits = limits or Limits()
+        self.head_timeout = limits.head_timeout
+        self.body_timeout = limits.body_timeout
+        self.write_timeout = limits.write_timeout
+        self.max_connections = limits.max_connections or default_max_connections()
+        # Past the cap, this many more wait for their heads (to answer in their dialect).
+        self.overflow = max(16, self.max_connections // 8)
+        self.refused = 0  # connections answered 503 since the last tick
+        self.now = 0.0  # the loop's clock at the last tick: deadlines are set against it
         self.connections: set[Connection] = set()
         self.loop: asyncio.AbstractEventLoop  # set by serve()
         self.started = False
@@ -521,6 +725,7 @@ class Server:
     async def serve(self, ready: asyncio.Event | None = None) -> int:
         """Run until SIGTERM/SIGINT (or `should_stop`); the process's exit status."""
         self.loop = asyncio.get_running_loop()
+        self.now = self.loop.time()
         self._stop = asyncio.Event()
         failed = await self.app.startup()
         if failed is not None:
@@ -547,7 +752,8 @@ class Server:
         self.started = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.should_stop)
-        self._reaper = self.loop.call_later(1.0, self._reap)
+        self.now = self.loop.time()
+        self._reaper = self.loop.call_later(TICK, self._reap)
         shown = f"[{self.host}]" if ":" in self.host else self.host
         log.info("listening on http://%s:%d", shown, self.port)
         for _, host, port in self.extra:
@@ -593,9 +799,32 @@ class Server:
             log.info("stopped")
 
     def _reap(self) -> None:
-        """Close keep-alive connections idle for longer than `keepalive` (one timer for all)."""
-        now = self.loop.time()
+        """Once a tick: close keep-alive connections idle for longer than `keepalive`,
+        readers stalled for longer than `write_timeout`, and act on passed deadlines."""
+        now = self.now = self.loop.time()
+        keepalive, stall = self.keepalive, self.write_timeout
         for c in list(self.connections):
-            if c.current is None and c.reading is None and now - c.idle_since > self.keepalive:
+            if c.paused and now - c.paused_at > stall:
+                log.info(
+                    "%s: closed: it read none of its answer for %gs (server.write_timeout)",
+                    c.client or "a client",
+                    stall,
+                )
+                c.abort()
+            elif c.deadline and now > c.deadline and not c.reading_paused:
+                c.expire()
+            elif (
+                c.current is None
+                and c.reading is None
+                and not c.queue
+                and now - c.idle_since > keepalive
+            ):
                 c.close()
-        self._reaper = self.loop.call_later(1.0, self._reap)
+        if self.refused:
+            log.warning(
+                "%d connections past server.max_connections (%d) answered 503",
+                self.refused,
+                self.max_connections,
+            )
+            self.refused = 0
+        self._reaper = self.loop.call_later(TICK, self._reap)

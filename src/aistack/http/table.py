@@ -255,6 +255,14 @@ class RouteTable:
                     return pat.methods, path, params
         return None, path, NO_PARAMS
 
+    def dialect_at(self, path: str) -> Dialect:
+        """The dialect of the route at `path` (whatever the method), else `dialect_of`:
+        what an answer the server makes itself (a 400, 408, 413, 431, 503) speaks."""
+        methods, path, _ = self.find(path)
+        if methods:
+            return next(iter(methods.values())).dialect
+        return self.dialect_of(path)
+
     def dialect_of(self, path: str) -> Dialect:
         """The dialect a 404 for `path` speaks: its mount's, else by prefix (/v1/:
         OpenAI, /admin/: plain), else Ollama's (gin's plain-text 404)."""
