@@ -396,10 +396,11 @@ def test_unknown_fields_are_accepted(http: httpx.Client, path: str, body: object
 @pytest.mark.parametrize(
     ("method", "path", "status", "ctype"),
     [
-        ("GET", "/api/nope", 404, "text/plain"),
+        ("GET", "/api/nope", 404, "application/json"),  # {"error": "404 page not found"}
         ("GET", "/v1/nope", 404, "application/json"),
-        ("GET", "/api/chat", 405, "text/plain"),
+        ("GET", "/api/chat", 405, "application/json"),  # {"error": "405 method not allowed..."}
         ("DELETE", "/v1/chat/completions", 405, "application/json"),
+        ("GET", "/chat/completions", 404, "text/plain"),  # outside every API: Ollama's own
     ],
 )
 def test_wrong_routes_and_methods(

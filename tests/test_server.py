@@ -686,3 +686,16 @@ def test_repeated_headers_are_joined_not_dropped(tmp_path: Path) -> None:
             s.sendall(get("/admin/api/me", split))
             status, _, body = Reader(s).answer()
             assert status == 200, body
+
+
+def test_an_upgrade_is_answered_over_http_1_1_then_closed(gw: Proc) -> None:
+    """WebSocket and h2c are not offered: the request is answered, what follows (not
+    HTTP any more) is never parsed, and the connection closes."""
+    with connect(gw) as s:
+        r = Reader(s)
+        s.sendall(
+            get("/api/version", "Connection: Upgrade\r\nUpgrade: websocket\r\n") + b"\x81\x05hello"
+        )
+        status, headers, _ = r.answer()
+        assert status == 200 and headers["connection"] == "close"
+        assert r.closed()

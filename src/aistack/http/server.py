@@ -333,10 +333,17 @@ class Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # A protocol switch (WebSocket, h2c) is not offered: the request is answered
-            # over HTTP/1.1 and the connection closes after it.
-            if self.reading is not None:
-                self.reading.keep_alive = False
-                self.reading.end_body()
+            # over HTTP/1.1 and the connection closes after it; what follows is not HTTP.
+            req = self.reading
+            if req is not None:
+                req.end_body()
+                self.reading = None
+            else:  # parsed whole already: the last request queued, else the current one
+                req = self.queue[-1] if self.queue else self.current
+            if req is not None:
+                req.keep_alive = False
+            self.deadline = 0.0
+            self.discard = True
             return
         except httptools.HttpParserError as e:
             if self._head_size > MAX_HEAD:  # raised by on_url/on_header
