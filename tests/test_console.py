@@ -315,10 +315,10 @@ def test_usage_exports_csv(gw: Gw) -> None:
         assert "attachment" in r.headers["content-disposition"]
         head = r.text.splitlines()[0].split(",")
         # The groups first (a key's rows also name its app), then the sums.
-        assert head[:2] == ["day", "key"] and set(head[2:-10]) <= {"app"}
+        assert head[:2] == ["day", "key"] and set(head[2:-11]) <= {"app"}
         sums = ["requests", "errors", "tokens_in", "tokens_out", "cost", "cost_unknown",
-                "avg_duration_ms", "images", "gpu_seconds", "partial"]  # fmt: skip
-        assert head[-10:] == sums
+                "avg_duration_ms", "images", "gpu_seconds", "partial", "points"]  # fmt: skip
+        assert head[-11:] == sums
         assert c.get("/admin/api/usage?format=xml").status_code == 400
 
 
@@ -327,14 +327,15 @@ def test_usage_csv_writes_groups_then_sums_and_defuses_formulas() -> None:
         "by": ["key"],
         "rows": [{"key": "key_1", "app": "=HYPERLINK(1)", "requests": 2, "errors": 0,
                   "tokens_in": 10, "tokens_out": 5, "cost": 0.5, "cost_unknown": 0,
-                  "avg_duration_ms": 12.5, "images": 0, "gpu_seconds": 0.0, "partial": 1}],
+                  "avg_duration_ms": 12.5, "images": 0, "gpu_seconds": 0.0, "partial": 1,
+                  "points": 3}],
     }  # fmt: skip
     lines = usage_csv(report).splitlines()
     assert lines[0] == (
         "key,app,requests,errors,tokens_in,tokens_out,cost,cost_unknown,avg_duration_ms,"
-        "images,gpu_seconds,partial"
+        "images,gpu_seconds,partial,points"
     )
-    assert lines[1] == "key_1,'=HYPERLINK(1),2,0,10,5,0.5,0,12.5,0,0.0,1"
+    assert lines[1] == "key_1,'=HYPERLINK(1),2,0,10,5,0.5,0,12.5,0,0.0,1,3"
 
 
 def test_console_config_is_checked() -> None:

@@ -261,6 +261,40 @@ def test_partial_rows_are_kept_and_counted_raw_and_rolled_up(store: Store) -> No
     assert rep.as_dict()["total"]["partial"] == 2
 
 
+def test_vector_points_are_kept_per_row_and_summed_in_reports_and_rollups(store: Store) -> None:
+    vec = dict(dialect="qdrant", route="qdrant.upsert", model="docs", backend="",
+               upstream_model="", tokens_in=0, tokens_out=0, cost=None, cost_source="")  # fmt: skip
+    rows = [row(T0 + i, request_id=f"v{i}", points=p, **vec) for i, p in enumerate((3, 10, 0))]
+    rows.append(row(T0 + 3 * DAY, request_id="later", points=5, **vec))
+    store.write_usage(rows)
+    assert [r.points for r in store.requests(limit=10)] == [5, 0, 10, 3]
+    assert store.report(["model"], 0).total.points == 18
+    assert store.report(["key"], T0 - DAY).as_dict()["rows"][0]["points"] == 18
+    # Pruned raw rows live on in the daily sums, points included.
+    assert store.prune(T0 + 2 * DAY) == 3
+    rep = store.report(["day"], T0 - DAY)
+    assert rep.rolled_up and [(r.group["day"], r.points) for r in rep.rows] == [
+        ("2026-03-10", 13), ("2026-03-13", 5)
+    ]  # fmt: skip
+
+
+def test_vector_grants_are_rows_and_each_change_moves_the_access_stamp(store: Store) -> None:
+    stamp = store.access_stamp()
+    assert store.vector_grants() == {}
+    assert store.set_vector_grant("a__docs", "b")
+    assert store.set_vector_grant("a__docs", "c")
+    assert store.set_vector_grant("x__lib", "b")
+    assert store.vector_grants() == {"a__docs": ["b", "c"], "x__lib": ["b"]}
+    assert store.access_stamp() != stamp
+    stamp = store.access_stamp()
+    assert not store.set_vector_grant("a__docs", "b")  # already: nothing to reload
+    assert store.access_stamp() == stamp
+    assert store.set_vector_grant("a__docs", "b", allow=False)
+    assert store.access_stamp() != stamp
+    assert not store.set_vector_grant("a__docs", "nobody", allow=False)
+    assert store.vector_grants() == {"a__docs": ["c"], "x__lib": ["b"]}
+
+
 def test_spend_per_key_and_day_feeds_budgets(store: Store) -> None:
     store.write_usage(
         [

@@ -333,12 +333,22 @@ def test_a_restart_keeps_every_point(
         c.close()
     # No scheduled flush ran (an hour apart): what is on disk is what shutdown flushed.
     assert gw.proc.stop(signal.SIGTERM) == 0
+    # An older version's grants file is moved into the store at start.
+    old = gw.work / "data" / "aistack" / "vectors" / "grants.json"
+    old.write_text(json.dumps({"keep": ["reader"]}))
     gw2 = Gw(start_gateway(tmp_path, config(flush_interval=3600), name="restart"), {}, gw.work)
     with running(gw2.proc):
         c = gw2.client()
         assert c.count("keep").count == N
         assert [p.id for p in c.query_points("keep", query=q.tolist(), limit=10).points] == before
         assert c.retrieve("keep", [9999])[0].payload == payloads[9999]
+        req = urllib.request.Request(
+            f"{gw2.proc.url}/admin/api/vectors", headers={"authorization": f"Bearer {MASTER}"}
+        )
+        with urllib.request.urlopen(req) as r:
+            listed = {x["name"]: x for x in json.loads(r.read())["collections"]}
+        assert listed["keep"]["shared_with"] == ["reader"]
+        assert not old.exists() and old.with_suffix(".json.imported").is_file()
 
 
 def test_a_crash_keeps_every_acknowledged_point(tmp_path: Path) -> None:
@@ -512,7 +522,7 @@ def test_a_shared_collection_is_read_only_for_the_app_it_is_shared_with(embedded
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["grants"] == {"appa__shared": ["appb"]}
-    # The gateway reads the grants file when it changes (within about a second).
+    # The grant is in the store; the gateway notices the access stamp move (0.5 s).
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -532,6 +542,78 @@ def test_a_shared_collection_is_read_only_for_the_app_it_is_shared_with(embedded
             write()
         assert e.value.status_code == 403 and b"reading only" in e.value.content
     assert a.count("shared").count == 1
+
+
+def test_a_grant_made_on_one_replica_holds_on_the_other_at_once(tmp_path: Path) -> None:
+    """Two gateways on one PostgreSQL (each with an embedded store of its own, as each
+    could front the same Qdrant cluster): a grant made through one replica's admin API
+    lets the app read on the other without a restart, and a revoke ends it there too."""
+    from tests.services import postgres_database
+
+    with postgres_database() as pg:
+        cfg = {**config(), "backends": [], "database_url": pg}
+        path = write_config(tmp_path / "cli", cfg)
+        up = aistack_cli("db", "upgrade", config=path)
+        assert up.returncode == 0, up.stderr
+        reader = create_key(path, "--name", "reader")
+        with (
+            running(start_gateway(tmp_path, cfg, name="one")) as one,
+            running(start_gateway(tmp_path, cfg, name="two")) as two,
+        ):
+            admin_two = QdrantClient(url=two.url, prefix="qdrant", api_key=MASTER,
+                                     check_compatibility=False)  # fmt: skip
+            admin_two.create_collection(
+                "owner__lib", vectors_config=m.VectorParams(size=2, distance=m.Distance.DOT)
+            )
+            admin_two.upsert("owner__lib", [m.PointStruct(id=7, vector=[1, 0])])
+            r = QdrantClient(url=two.url, prefix="qdrant", api_key=reader,
+                             check_compatibility=False)  # fmt: skip
+            with pytest.raises(UnexpectedResponse) as e:
+                r.count("owner__lib")
+            assert e.value.status_code == 404
+
+            def grant(allow: bool) -> Any:
+                body = json.dumps({"collection": "owner__lib", "app": "reader", "allow": allow})
+                req = urllib.request.Request(
+                    f"{one.url}/admin/api/vectors/grants", body.encode(),
+                    headers={"authorization": f"Bearer {MASTER}"},
+                )  # fmt: skip
+                with urllib.request.urlopen(req) as resp:
+                    return json.loads(resp.read())["grants"]
+
+            assert grant(True) == {"owner__lib": ["reader"]}
+            deadline = time.monotonic() + 30
+            while True:  # the other replica's watch reads the access stamp every 0.5 s
+                try:
+                    assert r.count("owner__lib").count == 1
+                    break
+                except UnexpectedResponse:
+                    assert time.monotonic() < deadline, "replica two never saw the grant"
+                    time.sleep(0.2)
+            with pytest.raises(UnexpectedResponse) as e:
+                r.upsert("owner__lib", [m.PointStruct(id=8, vector=[0, 1])])
+            assert e.value.status_code == 403
+
+            def shared_on_two() -> Any:
+                req = urllib.request.Request(
+                    f"{two.url}/admin/api/vectors", headers={"authorization": f"Bearer {MASTER}"}
+                )
+                with urllib.request.urlopen(req) as resp:
+                    listed = {c["name"]: c for c in json.loads(resp.read())["collections"]}
+                return listed["owner__lib"]["shared_with"]
+
+            assert shared_on_two() == ["reader"]
+            assert grant(False) == {}
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    r.count("owner__lib")
+                except UnexpectedResponse as gone:
+                    assert gone.status_code == 404
+                    break
+                assert time.monotonic() < deadline, "replica two kept the revoked grant"
+                time.sleep(0.2)
+            assert shared_on_two() == []
 
 
 def test_quotas_refuse_more_collections_and_points_with_a_403(embedded: Gw) -> None:
@@ -606,6 +688,26 @@ def test_vector_operations_count_against_rate_limits_and_go_in_the_ledger(embedd
         (x["route"], x["model"]) for x in vector_rows
     }
     assert all(x["dialect"] == "qdrant" for x in vector_rows)
+    # With the points each wrote or returned: appa's docs got 3 points in one upsert,
+    # each of its queries there asked for the nearest one, and a scroll returned all 3.
+    by_route: dict[str, set[int]] = {}
+    for x in vector_rows:
+        if x["model"] == "docs":
+            by_route.setdefault(x["route"], set()).add(x["points"])
+    assert by_route["qdrant.upsert"] == {3} and by_route["qdrant.query"] == {1}
+    assert by_route["qdrant.scroll"] == {3}
+    assert all(x["points"] == 0 for x in vector_rows if x["route"] == "qdrant.list_collections")
+    # The usage report sums them per key (the admin API's rows are not in the ledger).
+    req = urllib.request.Request(
+        f"{embedded.proc.url}/admin/api/usage?by=key&since=1d&format=csv",
+        headers={"authorization": f"Bearer {MASTER}"},
+    )
+    with urllib.request.urlopen(req) as resp:
+        lines = resp.read().decode().splitlines()
+    head = lines[0].split(",")
+    report = [dict(zip(head, line.split(","), strict=True)) for line in lines[1:]]
+    summed = sum(int(r["points"]) for r in report if r["app"] == "appa")
+    assert summed == sum(x["points"] for x in rows) >= 3 + 1 + 3
     # The embeddings made for documents are recorded like any embedding request.
     assert any(x["route"] == "qdrant.embed" and x["model"] == LOCAL_MODEL for x in rows)
 

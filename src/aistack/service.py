@@ -114,6 +114,8 @@ class RequestContext:
     images: int = 0
     gpu_ms: float = 0.0
     deferred: bool = False
+    # Vector work: the points an operation wrote or returned.
+    points: int = 0
 
     @property
     def backend(self) -> str:

@@ -42,7 +42,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -156,6 +156,7 @@ class Finished(Protocol):
     deferred: bool
     images: int
     gpu_ms: float
+    points: int
 
     @property
     def backend(self) -> str: ...
@@ -237,6 +238,9 @@ class Gate:
         self._unknown: dict[bytes, float] = {}
         self._looking: dict[bytes, asyncio.Future[KeyInfo | None]] = {}
         self._stamp = ""
+        # Called after the access stamp moved (a key, session or grant changed in some
+        # process sharing the store), once the keys are reloaded: rooms reload theirs.
+        self.on_access_change: list[Callable[[], Awaitable[None]]] = []
         # Failed credentials per client: GCRA's theoretical arrival time (monotonic).
         self._failures: dict[str, float] = {}
 
@@ -352,6 +356,8 @@ class Gate:
                     self._stamp = stamp
                     self.sessions.forget()
                     self._install(await self.store.run(self.store.list_keys))
+                    for reload in self.on_access_change:
+                        await reload()
             except Exception as e:  # the refresh loop says when the store is failing
                 log.debug("access watch: %s", e)
 
@@ -584,6 +590,7 @@ class Gate:
                 ctx.images,
                 ctx.gpu_ms,
                 1 if ctx.partial else 0,
+                ctx.points,
             )
         )
 

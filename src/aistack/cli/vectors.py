@@ -3,7 +3,8 @@
 These ask the running gateway (its admin API, with the master key from
 $AISTACK_MASTER_KEY or the config), since the embedded engine's shards belong to the
 process that has them open. When no gateway answers and the engine is `embedded`,
-they open the store directly instead (nothing else has it open then).
+they open the store directly instead (nothing else has it open then). `grant` writes
+the grant in the gateway's database, as `aistack keys` writes keys.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import orjson
 
 from aistack.cli._common import config_arg, load_config, table
+from aistack.config import ConfigError
+from aistack.store import StoreError
 from aistack.vectors.client import ask
 
 
@@ -66,6 +69,19 @@ def _ago(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
 
 
+def _grant(args: argparse.Namespace) -> dict[str, list[str]]:
+    """In the store, as keys are: every gateway sharing it notices within a second."""
+    from aistack.cli.db import open_configured_store
+    from aistack.vectors.tenancy import namespace_of
+
+    store = open_configured_store(args.config)
+    try:
+        store.set_vector_grant(args.collection, namespace_of(args.app), not args.revoke)
+        return store.vector_grants()
+    finally:
+        store.close()
+
+
 def run(args: argparse.Namespace) -> int:
     loaded = load_config(args)
     if loaded is None:
@@ -73,13 +89,7 @@ def run(args: argparse.Namespace) -> int:
     cmd = args.vectors_command
     try:
         if cmd == "grant":
-            from aistack.vectors.service import data_dir
-            from aistack.vectors.tenancy import Tenancy
-
-            root = data_dir(loaded.config, loaded.base_dir)
-            t = Tenancy(root / "grants.json", {})
-            t.grant(args.collection, args.app, allow=not args.revoke)
-            out: Any = {"grants": {c: sorted(a) for c, a in t.grants().items()}}
+            out: Any = {"grants": _grant(args)}
         elif cmd in ("list", "stats"):
             out = ask(loaded, args.gateway, "/admin/api/vectors")
         elif cmd == "snapshot":
@@ -97,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                 "/admin/api/vectors/restore",
                 {"snapshot": snap, "collection": args.collection},
             )
-    except (RuntimeError, OSError) as e:
+    except (RuntimeError, OSError, ConfigError, StoreError) as e:
         print(f"aistack: {e}", file=sys.stderr)
         return 1
     if args.json:

@@ -185,7 +185,7 @@ async def usage(gw: Gateway, req: Request, ctx: RequestContext) -> None:
 
 CSV_TYPE = b"text/csv; charset=utf-8"
 _CSV_FIELDS = ("requests", "errors", "tokens_in", "tokens_out", "cost", "cost_unknown",
-               "avg_duration_ms", "images", "gpu_seconds", "partial")  # fmt: skip
+               "avg_duration_ms", "images", "gpu_seconds", "partial", "points")  # fmt: skip
 
 
 def usage_csv(report: dict[str, Any]) -> str:

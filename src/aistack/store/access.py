@@ -1,10 +1,13 @@
-"""The access tables' SQL: the access stamp, console sessions, used sign-in links.
+"""The access tables' SQL: the access stamp, console sessions, used sign-in links,
+vector sharing grants.
 
-The stamp is one `meta` row that any change to keys or sessions bumps inside its own
-transaction (`_changed`): every process sharing the database (replicas, workers, the
-CLI's) notices a change by reading that one row (access/gate.py's watch). A session's
-id is the SHA-256 of its cookie; a sign-in link's nonce is kept once used, so a second
-use finds it. The same statements on SQLite and PostgreSQL.
+The stamp is one `meta` row that any change to keys, sessions or grants bumps inside
+its own transaction (`_changed`): every process sharing the database (replicas,
+workers, the CLI's) notices a change by reading that one row (access/gate.py's watch).
+A session's id is the SHA-256 of its cookie; a sign-in link's nonce is kept once used,
+so a second use finds it. A grant lets an app (a key name's namespace) read another
+app's vector collection (vectors/tenancy.py). The same statements on SQLite and
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -82,6 +85,36 @@ class AccessTables(SqlThread):
                 (nonce, now_ms(), expires_at),
             )
             return int(cur.rowcount) == 1
+
+    def vector_grants(self) -> dict[str, list[str]]:
+        """Physical collection -> the namespaces that may read it."""
+        out: dict[str, list[str]] = {}
+        for c, app in self._rows(
+            "SELECT collection, app FROM vector_grants ORDER BY collection, app"
+        ):
+            out.setdefault(str(c), []).append(str(app))
+        return out
+
+    def set_vector_grant(self, collection: str, app: str, allow: bool = True) -> bool:
+        """Let `app` read `collection` (or no longer); whether anything changed."""
+        with self._transaction() as cur:
+            if allow:
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO vector_grants (collection, app, created_at) "
+                        "VALUES (?, ?, ?) ON CONFLICT (collection, app) DO NOTHING"
+                    ),
+                    (collection, app, now_ms()),
+                )
+            else:
+                cur.execute(
+                    self._sql("DELETE FROM vector_grants WHERE collection = ? AND app = ?"),
+                    (collection, app),
+                )
+            changed = int(cur.rowcount) > 0
+            if changed:
+                self._changed(cur)
+        return changed
 
     def prune_access(self, now: int | None = None) -> int:
         """Forget sessions and used links past their expiry (they can never count again)."""

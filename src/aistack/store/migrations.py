@@ -219,4 +219,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE usage_daily ADD COLUMN partial BIGINT NOT NULL DEFAULT 0",
         ),
     ),
+    Migration(
+        7,
+        "vector operations' points in the ledger, vector sharing grants",
+        (
+            # Points an operation wrote or returned (vectors/: upserts, deletes by id,
+            # search hits, scrolled and retrieved points).
+            "ALTER TABLE requests ADD COLUMN points INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE usage_daily ADD COLUMN points BIGINT NOT NULL DEFAULT 0",
+            # An app (a key name's namespace) may read another app's collection, named
+            # physically (APP__NAME); `aistack vectors grant`. A change bumps the access
+            # stamp, so every replica reloads them.
+            """CREATE TABLE vector_grants (
+                collection TEXT NOT NULL,
+                app TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (collection, app)
+            )""",
+        ),
+    ),
 )

@@ -107,6 +107,7 @@ class UsageRow(NamedTuple):
     # 1: the answer ended before its last chunk (client gone, backend broke, server cut):
     # its tokens are what was streamed until then (estimated, tokens_estimated = 1)
     partial: int = 0
+    points: int = 0  # vector points written or returned (vector operations)
 
 
 USAGE_COLUMNS = UsageRow._fields
@@ -125,6 +126,7 @@ class ReportRow:
     images: int = 0
     gpu_ms: float = 0.0
     partial: int = 0  # requests that ended before their answer's last chunk
+    points: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +141,7 @@ class ReportRow:
             "images": self.images,
             "gpu_seconds": round(self.gpu_ms / 1000, 3),
             "partial": self.partial,
+            "points": self.points,
         }
 
 
@@ -174,4 +177,5 @@ class Report:
             t.images += r.images
             t.gpu_ms += r.gpu_ms
             t.partial += r.partial
+            t.points += r.points
         return t

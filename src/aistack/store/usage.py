@@ -12,7 +12,7 @@ from aistack.store.worker import YIELD_EVERY, SqlThread, step_aside
 
 _DAILY_SUMS = (
     "requests", "errors", "tokens_in", "tokens_out", "cost", "cost_unknown", "duration_ms",
-    "images", "gpu_ms", "partial",
+    "images", "gpu_ms", "partial", "points",
 )  # fmt: skip
 
 
@@ -34,7 +34,7 @@ class UsageTables(SqlThread):
             k = (day, r.key_id, r.model, r.backend)
             d = daily.get(k)
             if d is None:
-                d = daily[k] = [r.app, 0, 0, 0, 0, 0.0, 0, 0.0, 0, 0.0, 0]
+                d = daily[k] = [r.app, 0, 0, 0, 0, 0.0, 0, 0.0, 0, 0.0, 0, 0]
             d[1] += 1
             d[2] += 1 if (r.status >= 400 or r.error) else 0
             d[3] += r.tokens_in
@@ -47,6 +47,7 @@ class UsageTables(SqlThread):
             d[8] += r.images
             d[9] += r.gpu_ms
             d[10] += r.partial
+            d[11] += r.points
             if r.key_id and r.ts > last_used.get(r.key_id, 0):
                 last_used[r.key_id] = r.ts
         cols = ", ".join(("day", *USAGE_COLUMNS))
@@ -188,9 +189,8 @@ class UsageTables(SqlThread):
                 (
                     f"SELECT {select}SUM(requests), SUM(errors), SUM(tokens_in), "
                     f"SUM(tokens_out), SUM(cost), SUM(cost_unknown), SUM(duration_ms){app}, "
-                    f"SUM(images), SUM(gpu_ms), SUM(partial) FROM usage_daily "
-                    "WHERE day >= ? AND day < ?"
-                    f"{group_by}",
+                    "SUM(images), SUM(gpu_ms), SUM(partial), SUM(points) FROM usage_daily "
+                    f"WHERE day >= ? AND day < ?{group_by}",
                     (day_of(since_ms), day_of(raw_since)),
                 )
             )
@@ -200,7 +200,7 @@ class UsageTables(SqlThread):
                 "SUM(CASE WHEN status >= 400 OR error <> '' THEN 1 ELSE 0 END), "
                 "SUM(tokens_in), SUM(tokens_out), SUM(cost), "
                 "SUM(CASE WHEN cost IS NULL THEN 1 ELSE 0 END), SUM(duration_ms)"
-                f"{app}, SUM(images), SUM(gpu_ms), SUM(partial) FROM requests "
+                f"{app}, SUM(images), SUM(gpu_ms), SUM(partial), SUM(points) FROM requests "
                 f"WHERE ts >= ?{group_by}",
                 (max(since_ms, raw_since),),
             )
@@ -227,6 +227,7 @@ class UsageTables(SqlThread):
                 row.images += int(r[n + 8] or 0)
                 row.gpu_ms += float(r[n + 9] or 0.0)
                 row.partial += int(r[n + 10] or 0)
+                row.points += int(r[n + 11] or 0)
         rep.rows = sorted(merged.values(), key=_report_order(by))
         return rep
 

@@ -13,6 +13,7 @@ Qdrant server or cluster, proxied with the names rewritten). See docs/vectors.md
 - convert.py: Qdrant JSON <-> qdrant-edge objects (for the embedded engine)
 - service.py: one operation, from caller to engine: who, which names, text in
 - texts.py: text in (Qdrant Documents embedded with aistack's models)
+- ledger.py: the points an operation counts in the usage ledger
 - snapshots.py: snapshot files, restore, and their hourly/daily/weekly retention
 """
 

@@ -92,8 +92,7 @@ async def grants(vs_: VectorService | None, gw: Gateway, req: Request, ctx: Requ
     vs = _vs(vs_)
     b = _body(req)
     name, app = _str(b, "collection"), _str(b, "app")
-    await asyncio.to_thread(vs.tenancy.grant, name, app, bool(b.get("allow", True)))
-    g = vs.tenancy.grants()
+    g = await vs.grant(name, app, bool(b.get("allow", True)))
     await respond_json(req, {"grants": {c: sorted(a) for c, a in g.items()}})
 
 

@@ -67,7 +67,7 @@ async def _direct(loaded: Loaded, path: str, body: dict[str, Any] | None) -> Any
     await engine.start()
     if engine.error:
         raise RuntimeError(engine.error)
-    tenancy = Tenancy(root / "grants.json", cfg.quotas)
+    tenancy = Tenancy(cfg.quotas, await asyncio.to_thread(_grants, loaded))
     try:
         if path == "/admin/api/vectors":
             out = describe(tenancy, await engine.stats())
@@ -93,6 +93,20 @@ async def _direct(loaded: Loaded, path: str, body: dict[str, Any] | None) -> Any
         raise AssertionError(path)
     finally:
         await engine.close()
+
+
+def _grants(loaded: Loaded) -> dict[str, list[str]]:
+    """The sharing grants in the gateway's store (none when it cannot be read)."""
+    from aistack.store import open_store
+
+    store = open_store(loaded.config.database_url, loaded.base_dir, loaded.data_dir)
+    try:
+        store.check_schema()
+        return store.vector_grants()
+    except Exception:
+        return {}
+    finally:
+        store.close()
 
 
 def ask(loaded: Loaded, gateway: str | None, path: str, body: dict[str, Any] | None = None) -> Any:

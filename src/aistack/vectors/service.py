@@ -18,13 +18,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from aistack.config import Config, VectorsConfig, data_dir_of
 from aistack.core.errors import GatewayError
 from aistack.dialects.qdrant import Call, bad, obj, point_id
 from aistack.service import Gateway, RequestContext
 from aistack.vectors.engine import CollectionStats, Engine
+from aistack.vectors.ledger import points_of
 from aistack.vectors.snapshots import BackupSchedule
-from aistack.vectors.tenancy import Caller, Tenancy, forbidden
+from aistack.vectors.tenancy import Caller, Tenancy, forbidden, namespace_of
 from aistack.vectors.texts import embed_points, embed_queries
 
 log = logging.getLogger("aistack.vectors")
@@ -73,7 +76,7 @@ class VectorService:
         self.engine = engine
         self.gateway = gateway
         self.path = path
-        self.tenancy = Tenancy(path / "grants.json", self.config.quotas)
+        self.tenancy = Tenancy(self.config.quotas)
         # Called with (operation, outcome) after each operation: the metrics count them.
         self.on_op: Callable[[str, str], None] | None = None
         self._refresh: asyncio.Task[None] | None = None
@@ -85,6 +88,11 @@ class VectorService:
 
     async def start(self) -> None:
         await self.engine.start()
+        gate = self.gateway.gate
+        if gate is not None:
+            await self._import_grants_file()
+            await self.load_grants()
+            gate.on_access_change.append(self.load_grants)
         if self.backups is not None:
             self.backups.start()
         self._refresh = asyncio.create_task(self._refresh_stats(), name="vectors-stats")
@@ -97,6 +105,45 @@ class VectorService:
         if self.backups is not None:
             await self.backups.close()
         await self.engine.close()
+
+    # -- sharing grants (in the store: every replica sees a change at its next watch)
+
+    async def load_grants(self) -> None:
+        gate = self.gateway.gate
+        if gate is not None:
+            self.tenancy.set_grants(await gate.store.run(gate.store.vector_grants))
+
+    async def grant(self, collection: str, app: str, allow: bool = True) -> dict[str, set[str]]:
+        """Let `app` read `collection` (physical), or no longer; the grants now."""
+        gate = self.gateway.gate
+        ns = namespace_of(app)
+        if gate is None:  # no store (a gateway built without one): this process only
+            g = {c: set(a) for c, a in self.tenancy.grants().items()}
+            apps = g.setdefault(collection, set())
+            if allow:
+                apps.add(ns)
+            else:
+                apps.discard(ns)
+            self.tenancy.set_grants(g)
+        else:
+            await gate.store.run(gate.store.set_vector_grant, collection, ns, allow)
+            await self.load_grants()
+        return self.tenancy.grants()
+
+    async def _import_grants_file(self) -> None:
+        """Grants from before they were in the store (`grants.json` in the vector
+        store's directory): moved into the store once, the file renamed."""
+        f = self.path / "grants.json"
+        if not await asyncio.to_thread(f.is_file):
+            return
+        gate = self.gateway.gate
+        assert gate is not None
+        raw = orjson.loads(await asyncio.to_thread(f.read_bytes))
+        for collection, apps in raw.items():
+            for ns in apps:
+                await gate.store.run(gate.store.set_vector_grant, collection, ns, True)
+        await asyncio.to_thread(f.rename, f.with_suffix(".json.imported"))
+        log.info("vectors: grants moved from %s into the store", f)
 
     async def _refresh_stats(self) -> None:
         """Sizes for the metrics, refreshed in the background (a scrape never waits)."""
@@ -150,6 +197,7 @@ class VectorService:
                 # The engine names the physical collection: say it as the caller does.
                 raise e.but(message=e.message.replace(physical, call.collection)) from None
             raise
+        ctx.points = points_of(op.name, body, result)
         if self.on_op is not None:
             self.on_op(op.name, "ok")
         return result

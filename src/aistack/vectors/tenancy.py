@@ -6,18 +6,16 @@ app lists and addresses it as `docs` and can never reach another app's names, si
 whatever it says is prefixed with its own namespace. Admins (the master key, admin
 forward auth) work on the physical names and see everything. An admin can grant an app
 read access to a physical collection (`aistack vectors grant`): the app then reaches it
-by that physical name, for reads only. Callers without a key (a gateway with no keys)
+by that physical name, for reads only. Grants are rows in the store, so every replica
+sharing it has the same ones. Callers without a key (a gateway with no keys)
 share the namespace `anonymous`.
 """
 
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-import orjson
 
 from aistack.config import VectorQuota
 from aistack.core.errors import ErrorKind, GatewayError
@@ -48,48 +46,27 @@ def forbidden(message: str) -> GatewayError:
 
 
 class Tenancy:
-    """Name mapping for one caller at a time, plus the grants and quotas it consults."""
+    """Name mapping for one caller at a time, plus the grants and quotas it consults.
 
-    def __init__(self, grants_file: Path | None, quotas: dict[str, VectorQuota]) -> None:
-        self.grants_file = grants_file
+    The grants live in the store (`vector_grants`, shared by every replica); this keeps
+    the last copy read, which the service reloads whenever the access stamp moves."""
+
+    def __init__(
+        self,
+        quotas: dict[str, VectorQuota],
+        grants: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
         self.quotas = quotas
         self._grants: dict[str, set[str]] = {}  # physical collection -> namespaces
-        self._mtime = -1.0
-        self._checked = 0.0
+        self.set_grants(grants or {})
 
-    # -- grants (a small JSON file: the CLI writes it, every replica on the box reads it)
+    # -- grants
 
     def grants(self) -> dict[str, set[str]]:
-        now = time.monotonic()
-        if self.grants_file is not None and now - self._checked > 1.0:
-            self._checked = now
-            try:
-                mtime = self.grants_file.stat().st_mtime
-            except OSError:
-                mtime = 0.0
-                self._grants = {}
-            if mtime and mtime != self._mtime:
-                raw = orjson.loads(self.grants_file.read_bytes())
-                self._grants = {c: set(apps) for c, apps in raw.items()}
-            self._mtime = mtime
         return self._grants
 
-    def grant(self, collection: str, app: str, allow: bool = True) -> None:
-        assert self.grants_file is not None
-        self._checked = 0.0
-        g = {c: set(a) for c, a in self.grants().items()}
-        ns = namespace_of(app)
-        if allow:
-            g.setdefault(collection, set()).add(ns)
-        else:
-            g.get(collection, set()).discard(ns)
-        g = {c: a for c, a in g.items() if a}
-        self.grants_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.grants_file.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps({c: sorted(a) for c, a in sorted(g.items())}))
-        tmp.replace(self.grants_file)
-        self._checked = 0.0
-        self._mtime = -1.0
+    def set_grants(self, grants: Mapping[str, Iterable[str]]) -> None:
+        self._grants = {c: set(apps) for c, apps in grants.items() if apps}
 
     def granted(self, caller: Caller, physical: str) -> bool:
         return caller.namespace in self.grants().get(physical, ())
