@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from aistack.config import Config, VectorsConfig, data_dir_of
+from aistack.config import Config, VectorsConfig, WorkerRole, data_dir_of
 from aistack.core.errors import GatewayError
 from aistack.dialects.qdrant import Call, bad, obj, point_id
 from aistack.service import Gateway, RequestContext
@@ -83,7 +83,9 @@ class VectorService:
         self._stats: list[CollectionStats] = []
         self._stats_at = 0.0
         self.backups: BackupSchedule | None = None
-        if self.config.backup.dir:
+        # One schedule per gateway: with several workers (engine: qdrant), the first runs it.
+        role = WorkerRole.from_env()
+        if self.config.backup.dir and (role is None or role.index == 0):
             self.backups = BackupSchedule(engine, self.config.backup, base)
 
     async def start(self) -> None:
