@@ -92,9 +92,11 @@ deploy-tools:
 
 # The suite under coverage (the gateways it starts included, see pyproject.toml), then
 # the floor; `make unit ARGS=tests/test_x.py` runs some tests and skips the floor.
+# A failing run names its failures last and keeps their logs in build/test-results/
+# (tests/results.py; docs/development.md).
 unit: $(STAMP) chromium deploy-tools
-	@rm -rf build/coverage && mkdir -p build/coverage
-	$(BIN)/coverage run -m pytest $(ARGS)
+	@rm -rf build/coverage && mkdir -p build/coverage build/test-results
+	$(BIN)/coverage run -m pytest --junitxml=build/test-results/junit.xml $(ARGS)
 	@$(BIN)/coverage combine -q
 	@$(BIN)/coverage report --fail-under=0 > build/coverage/report.txt; grep ^TOTAL build/coverage/report.txt
 	@if [ -z "$(ARGS)" ]; then $(BIN)/coverage report --format=total > /dev/null \

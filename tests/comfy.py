@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from tests.procs import free_port
+from tests.results import ProcessLog, process_log
 
 TINY_CKPT = "tiny-sd15-random.safetensors"
 TINY_MODEL = "tiny-sd15-random"
@@ -109,6 +110,7 @@ class Comfy:
     proc: subprocess.Popen[bytes]
     port: int
     root: Path  # this instance's own input/output/temp/user folders and log
+    kept: ProcessLog | None = None  # kept for the tests that fail while it runs
 
     @property
     def url(self) -> str:
@@ -130,6 +132,8 @@ class Comfy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.kept is not None:
+            self.kept.stop()
 
 
 def start(root: Path, port: int | None = None) -> Comfy:
@@ -157,7 +161,7 @@ def start(root: Path, port: int | None = None) -> Comfy:
             env=env,
             start_new_session=True,
         )
-    c = Comfy(proc, port, root)
+    c = Comfy(proc, port, root, process_log(root / "comfy.log"))
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if proc.poll() is not None:

@@ -17,11 +17,17 @@ import pytest
 
 from aistack.backends.local import default_model_path
 from tests.procs import Proc, running, start_gateway, start_llama_server
+from tests.results import Results
 
 LOCAL_MODEL = "smollm2:135m"
 LLAMACPP_MODEL = "smollm2-llamacpp"
 UPSTREAM_MODEL = "smollm2-upstream:135m"
 CLAUDE_MODEL = "smollm2-claude:135m"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Failing tests are named at the end of the run and keep their processes' logs.
+    config.pluginmanager.register(Results(config), "aistack-results")
 
 
 @dataclass

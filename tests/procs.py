@@ -1,7 +1,9 @@
 """Real processes for tests: aistack gateways, llama-cpp-python's server, small fault servers.
 
 Every process binds 127.0.0.1 on a free port, is waited for until it answers, and is
-stopped (and its log shown on failure) by the fixture that started it.
+stopped (and its log shown on failure) by the fixture that started it. Its log is
+registered with tests/results.py, which keeps it for every test that fails while the
+process runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from tests.results import ProcessLog, process_log
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -55,6 +59,7 @@ class Proc:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    kept: ProcessLog | None = None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.proc.poll() is None:
@@ -64,6 +69,8 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.kept is not None:
+            self.kept.stop()
         return self.proc.returncode
 
     def output(self) -> str:
@@ -85,7 +92,7 @@ def start(
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True
         )
-    p = Proc(proc, url, log)
+    p = Proc(proc, url, log, process_log(log))
     try:
         wait_http(url + ready, timeout, proc)
     except Exception:
