@@ -211,7 +211,7 @@ def test_a_backend_killed_under_load_fails_no_request_that_had_not_started(twins
 
     # The gateway knows: the dead one is out, and nothing is left counted in flight.
     wait_for(
-        lambda: deployment(url, victim)["state"] in ("down", "cooldown"), 10, "the dead backend out"
+        lambda: deployment(url, victim)["state"] in ("down", "cooldown"), 60, "the dead backend out"
     )
     d = deployment(url, victim)
     assert d["in_flight"] == 0 and d["errors"] >= 1 and d["last_error"]
@@ -246,7 +246,7 @@ def routed(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[R
         "overflow": faults.OpenAIStub("busy-model"),
     }
     stubs["capped"].first_byte_delay = 0.5
-    stubs["slow"].first_byte_delay = 5.0
+    stubs["slow"].first_byte_delay = 300.0  # longer than any client waits
     stubs["laggy"].first_byte_delay = 0.03
     servers = {name: faults.FaultServer(stub).start() for name, stub in stubs.items()}
     tmp = tmp_path_factory.mktemp("routed")
@@ -314,7 +314,7 @@ def _chat(client: httpx.Client, model: str) -> httpx.Response:
 def test_a_failing_backend_cools_down_and_comes_back_on_its_own(routed: Routed, code: int) -> None:
     flaky, steady = routed.stubs["flaky"], routed.stubs["steady"]
     url = routed.gw.url
-    wait_for(lambda: deployment(url, "flaky")["state"] == "ok", 10, "flaky to be ok")
+    wait_for(lambda: deployment(url, "flaky")["state"] == "ok", 60, "flaky to be ok")
     flaky.status = code
     flaky.retry_after = "2" if code == 429 else None
     try:
@@ -337,7 +337,7 @@ def test_a_failing_backend_cools_down_and_comes_back_on_its_own(routed: Routed, 
             # Once the cooldown is over one trial request goes there, and it is back.
             wait_for(
                 lambda: _chat(c, "flaky-model").headers["x-aistack-backend"] == "flaky",
-                15,
+                60,
                 "flaky to answer again",
             )
         d = deployment(url, "flaky")
@@ -350,14 +350,18 @@ def test_a_failing_backend_cools_down_and_comes_back_on_its_own(routed: Routed, 
 def test_a_backend_slow_to_its_first_byte_is_skipped_for_the_next_in_the_chain(
     routed: Routed,
 ) -> None:
-    t = time.monotonic()
-    raw = _openai(routed.gw.url).chat.completions.with_raw_response.create(
+    # The stub holds its first byte for as long as the client waits (240 s): only the
+    # gateway's first-token timeout (0.5 s) can move the request on, so an answer from
+    # the fallback shows that it fired, without a clock; the client's deadline is
+    # generous because llama.cpp's server answers one request at a time, on a busy box.
+    client = openai.OpenAI(base_url=f"{routed.gw.url}/v1", api_key="x", max_retries=0,
+                           timeout=240)  # fmt: skip
+    raw = client.chat.completions.with_raw_response.create(
         model="slow-model",
         messages=MSG,  # type: ignore[arg-type]
         max_tokens=5,
     )
     answer = raw.parse()
-    assert time.monotonic() - t < 20  # the stub would hold it for 5 s; the timeout is 0.5 s
     assert answer.model == LLAMACPP_MODEL  # the model that actually answered
     assert raw.headers["x-aistack-model"] == LLAMACPP_MODEL
     assert raw.headers["x-aistack-backend"] == "llamacpp"
@@ -388,7 +392,7 @@ def test_a_chain_whose_first_pool_is_down_is_answered_by_its_next_entry(routed: 
     # Once the probes have found both dead, the fallback is called first, with no waste.
     wait_for(
         lambda: all(deployment(url, b)["state"] == "down" for b in ("dead1", "dead2")),
-        10,
+        60,
         "the probes to mark the dead backends down",
     )
     with httpx.Client(base_url=url, timeout=60) as c:
@@ -543,7 +547,7 @@ def test_health_reports_every_deployment_and_probes_for_orchestrators(routed: Ro
     h = health(url)
     backends = {b["name"]: b for b in h["backends"]}
     assert backends["upstream"]["state"] == "up" and backends["upstream"]["latency_ms"] > 0
-    wait_for(lambda: health_error(url, "dead1") != "", 10, "a probe of dead1")
+    wait_for(lambda: health_error(url, "dead1") != "", 60, "a probe of dead1")
     assert "unreachable" in health_error(url, "dead1")
     d = deployment(url, "llamacpp")
     assert d["upstream_model"] == LLAMACPP_MODEL
@@ -563,14 +567,15 @@ def test_a_gateway_whose_only_backend_is_down_is_live_but_not_ready(
     }  # fmt: skip
     with running(start_gateway(tmp_path, cfg, name="lonely")) as gw:
         assert httpx.get(f"{gw.url}/health/live").status_code == 200
-        wait_for(lambda: httpx.get(f"{gw.url}/health/ready").status_code == 503, 10, "not ready")
+        wait_for(lambda: httpx.get(f"{gw.url}/health/ready").status_code == 503, 60, "not ready")
         assert httpx.get(f"{gw.url}/health/ready").json() == {
             "status": "not ready",
             "reason": "every backend is down",
         }
-        # A request fails fast, says why, and keeps the status of the cause (502).
-        t = time.monotonic()
+        # A request fails fast, says why, and keeps the status of the cause (502): it is
+        # not even tried (no connect, no retries, no backoff), which its message shows
+        # without a clock.
         with pytest.raises(ollama.ResponseError) as e:
-            ollama.Client(host=gw.url, timeout=30).chat("gone:1b", messages=MSG)
-        assert time.monotonic() - t < 2
+            ollama.Client(host=gw.url, timeout=60).chat("gone:1b", messages=MSG)
         assert e.value.status_code == 502 and "unreachable" in e.value.error
+        assert "no deployment of 'gone:1b' is available" in e.value.error

@@ -177,9 +177,10 @@ def test_sixty_requests_queue_fairly_for_a_model_capped_at_two(
                 b"content-length: %d\r\n\r\n" % len(body) + body
             )
             wait_for(lambda: depth() == 59, "the leaving client to be in line")
-        gone_at = time.monotonic()
-        wait_for(lambda: depth() == 58, "the client that left to leave the line", timeout=10)
-        left_after = time.monotonic() - gone_at
+        # It leaves before anything is released: no answer has been given, so it was
+        # not its turn that let it out.
+        wait_for(lambda: depth() == 58, "the client that left to leave the line")
+        assert len(box.served) == 2
         # Let them through one at a time: each release lets exactly one more in.
         for i in range(60):
             box.release(1)
@@ -195,8 +196,6 @@ def test_sixty_requests_queue_fairly_for_a_model_capped_at_two(
     # The keys take turns: app two's first request does not wait behind app one's 29.
     assert order[2:] == [x for pair in zip(ones, twos, strict=True) for x in pair]
     assert "gone" not in order
-    # The design target is 100 ms; the assertion allows for a busy machine.
-    assert left_after < 10
 
 
 # -- busy answers

@@ -90,12 +90,13 @@ def test_unreachable_backend_is_502_naming_it(faulty: Faulty) -> None:
 
 
 def test_no_first_byte_in_time_is_504(faulty: Faulty) -> None:
-    t = time.monotonic()
+    # The silent backend never answers: only the gateway's first-token timeout (0.5 s)
+    # can end this with a 504 (the client's own 30 s timeout raises APITimeoutError).
+    # No clock is read: on a busy machine the 504 may take longer than any fixed bound.
     with pytest.raises(openai.APIStatusError) as e:
         _openai(faulty).chat.completions.create(model="ghost-silent", messages=MSG)  # type: ignore[arg-type]
     assert e.value.status_code == 504
     assert "timed out" in str(e.value)
-    assert time.monotonic() - t < 5
 
 
 def test_ollama_stream_cut_midway_ends_in_an_error_line(faulty: Faulty) -> None:
@@ -153,7 +154,7 @@ def test_a_caller_that_disconnects_stops_the_backend(stack: Stack) -> None:
         got = b""
         while got.count(b'"done":false') < 3:
             got += s.recv(65536)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if stack.upstream.output().count("generation stopped") > before:
             break
