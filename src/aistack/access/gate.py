@@ -745,6 +745,10 @@ def _denied(key: KeyInfo, d: Denied) -> GatewayError:
     )
 
 
+# The largest rpm, tpm, concurrent or images_per_minute a key may have.
+MAX_LIMIT = 2**31 - 1
+
+
 def new_record(
     name: str,
     *,
@@ -764,6 +768,10 @@ def new_record(
                  ("images_per_minute", images_per_minute)):  # fmt: skip
         if v is not None and v <= 0:
             raise ValueError(f"{n} must be a positive number")
+        # The columns are INTEGER, 32 bits on PostgreSQL: a larger limit is a 400 here,
+        # not a failed INSERT (a 500) there, or on SQLite beyond 64 bits.
+        if v is not None and v > MAX_LIMIT:
+            raise ValueError(f"{n} must be at most {MAX_LIMIT}")
     if budget is not None and budget[0] < 0:
         raise ValueError("budget must not be negative")
     key = new_key()
