@@ -318,6 +318,11 @@ def test_pull_error_mid_stream_reaches_the_client(fleet: Fleet) -> None:
     with pytest.raises(ollama.ResponseError) as e:
         list(client.pull("no-such-model:1b", stream=True))
     assert "file does not exist" in str(e.value)
+    # A name the registry does not have is the caller's mistake: 404, not "backend failed"
+    # (the fuzz found the 502).
+    with pytest.raises(ollama.ResponseError) as e:
+        client.pull("no-such-model:1b")
+    assert e.value.status_code == 404 and "file does not exist" in e.value.error
 
 
 def test_copy_and_delete_through_the_gateway(fleet: Fleet) -> None:

@@ -24,13 +24,19 @@ def _int(v: object) -> int:
     return int(v)
 
 
+_NO_MANIFEST = "pull model manifest: file does not exist"
+
+
 def progress_from_wire(obj: JSONObject, backend: str) -> PullProgress:
     """One progress line from an Ollama backend; an error line raises."""
     if "error" in obj:
         err = obj.get("error")
         msg = err if isinstance(err, str) else str(err)
+        # Ollama's word for a name its registry does not have: the caller's doing (a
+        # 404, as a chat with an unknown model), not the backend failing (a 502).
+        kind = ErrorKind.NOT_FOUND if _NO_MANIFEST in msg else ErrorKind.UPSTREAM_FAILED
         raise GatewayError(
-            ErrorKind.UPSTREAM_FAILED,
+            kind,
             f"backend '{backend}' failed: {msg}" if backend else msg,
             backend=backend,
         )
