@@ -6,7 +6,9 @@ machine does not have, so this small server plays Ollama's documented answers
 then per layer `pulling <digest12>` with `total`/`completed`, then `verifying sha256
 digest`, `writing manifest`, `success`; an error mid-pull is an `{"error": ...}` line;
 a pull that stops keeps its bytes, so the next pull of the same model resumes there
-(as Ollama's partial blobs do). Delete and copy answer 200 with an empty body, or 404.
+(as Ollama's partial blobs do); `hold_pull_at` holds a pull at that many bytes until
+`release_pulls()`, so a test can interrupt it there whatever the machine's speed.
+Delete and copy answer 200 with an empty body, or 404.
 
 Memory (section 2.4-2.6, 2.12): `/api/chat` and `/api/generate` load a cold model
 first (counted in `loads`; it takes `load_time`, or until `open_loads()` while
@@ -97,12 +99,15 @@ class FakeOllama:
     abandoned: int = 0
     steps: int = 20  # progress lines per layer
     delay: float = 0.0  # seconds between progress lines
+    # A pull stops once it has this many bytes, until `release_pulls()` (once; 0: never).
+    hold_pull_at: int = 0
     requests: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
     server: FaultServer | None = None
 
     _used: dict[str, float] = field(default_factory=dict)  # model -> last use (monotonic)
     _gates: list[asyncio.Future[None]] = field(default_factory=list)
     _answer_gates: list[asyncio.Future[None]] = field(default_factory=list)
+    _pull_gates: list[asyncio.Future[None]] = field(default_factory=list)
 
     def add(self, name: str, size: int = 1_000_000, **kw: str) -> None:
         self.models[canonical(name)] = Stored(canonical(name), size, _digest(name), **kw)
@@ -112,6 +117,17 @@ class FakeOllama:
     def _soon(self, fn: object) -> None:
         assert self.server is not None and self.server._loop is not None
         self.server._loop.call_soon_threadsafe(fn)  # type: ignore[arg-type]
+
+    def release_pulls(self) -> None:
+        """Let a pull held at `hold_pull_at` go on."""
+
+        def go() -> None:
+            for f in self._pull_gates:
+                if not f.done():
+                    f.set_result(None)
+            self._pull_gates.clear()
+
+        self._soon(go)
 
     def open_loads(self) -> None:
         """Let every load waiting on `hold_loads` finish (and later ones not wait)."""
@@ -471,6 +487,11 @@ class FakeOllama:
                     break
                 await emit({"status": f"pulling {digest[7:19]}", "digest": digest,
                             "total": total, "completed": done})  # fmt: skip
+                if self.hold_pull_at and done >= self.hold_pull_at:
+                    self.hold_pull_at = 0  # once: the next pull runs through
+                    gate = asyncio.get_running_loop().create_future()
+                    self._pull_gates.append(gate)
+                    await gate
             if not failed:
                 small = "sha256:" + _digest(name + "/params")
                 await emit({"status": f"pulling {small[7:19]}", "digest": small, "total": 96,

@@ -482,13 +482,18 @@ def test_sync_pulls_prunes_and_resumes_a_failed_pull(box: FakeOllama, tmp_path: 
 
 def test_sync_survives_being_interrupted(box: FakeOllama, tmp_path: Path) -> None:
     cfg = _box_config(tmp_path, box, ["qwen3:8b"])
-    box.delay = 0.1  # 20 steps: two seconds for the pull
+    # The pull stops at 1 GB until the interrupt has been handled: on a busy machine a
+    # pull that just ran on could finish before the SIGINT arrives.
+    box.hold_pull_at = GB
     p = popen("models", "sync", config=cfg)
-    deadline = time.monotonic() + 60
-    while box.partial.get("qwen3:8b", 0) < GB and time.monotonic() < deadline:
-        time.sleep(0.05)
-    p.send_signal(signal.SIGINT)
-    stdout, stderr = p.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while box.partial.get("qwen3:8b", 0) < GB and time.monotonic() < deadline:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        box.release_pulls()
     assert p.returncode == 130, stdout + stderr
     assert "interrupted" in stderr and "resume" in stderr
     assert "qwen3:8b" not in box.models
