@@ -197,6 +197,14 @@ class FakeOllama:
             await self._pull(writer, body)
         elif (method, path) in (("POST", "/api/chat"), ("POST", "/api/generate")):
             await self._answer(reader, writer, path, body)
+        elif (method, path) == ("POST", "/api/embed"):
+            status, payload = self._embed(body)
+            await self._send(writer, status, payload)
+        elif (method, path) == ("POST", "/api/embeddings"):  # the legacy one: one prompt
+            status, payload = self._embed({**body, "input": body.get("prompt", "")})
+            if isinstance(payload, dict) and status == 200:
+                payload = {"embedding": payload["embeddings"][0]}
+            await self._send(writer, status, payload)
         else:
             await self._send(writer, 404, b"404 page not found", ctype=b"text/plain")
 
@@ -412,6 +420,23 @@ class FakeOllama:
             writer.write(chunk(json.dumps(obj).encode() + b"\n"))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+
+    def _embed(self, body: dict[str, object]) -> tuple[int, object]:
+        """Ollama's /api/embed: one fixed 4-dimensional vector per input (a string or a
+        list of them); an empty input list embeds nothing, as Ollama does. The fuzz
+        tests (test_fuzz.py) send every embedding route here."""
+        name = canonical(str(body.get("model") or ""))
+        if name not in self.models:
+            return 404, {"error": f"model '{body.get('model')}' not found"}
+        given = body.get("input", "")
+        inputs = given if isinstance(given, list) else [given]
+        return 200, {
+            "model": name,
+            "embeddings": [[0.5, -0.5, 0.25, 0.0] for _ in inputs],
+            "total_duration": 1000,
+            "load_duration": 10,
+            "prompt_eval_count": len(inputs),
+        }
 
     def _show(self, body: dict[str, object]) -> tuple[int, object]:
         m = self.models.get(canonical(str(body.get("model") or body.get("name"))))
