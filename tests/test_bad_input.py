@@ -8,6 +8,7 @@ cases; a gateway that rejected them would break those apps).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -287,13 +288,19 @@ EMPTY_INPUTS: list[tuple[str, dict[str, object], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize("model", EVERY_KIND)
-@pytest.mark.parametrize(("path", "body", "status", "words"), EMPTY_INPUTS)
+@pytest.mark.parametrize(
+    ("model", "path", "body", "status", "words"),
+    [
+        (model, *case)
+        for model in EVERY_KIND
+        for case in EMPTY_INPUTS
+        # An Anthropic backend has no embeddings: nothing to ask it.
+        if not (model == CLAUDE_MODEL and "embed" in case[0])
+    ],
+)
 def test_empty_inputs_are_answered_as_the_real_apis_do(
     http: httpx.Client, model: str, path: str, body: dict[str, object], status: int, words: str
 ) -> None:
-    if model == CLAUDE_MODEL and "embed" in path:
-        pytest.skip("an Anthropic backend has no embeddings")
     r = http.post(path, json={"model": model, **body})
     assert r.status_code == status, r.text
     if status != 200:
@@ -311,7 +318,27 @@ def test_empty_inputs_are_answered_as_the_real_apis_do(
 @pytest.fixture(scope="module")
 def http(gw_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gw_url, timeout=60) as c:
+        _wait_until_every_kind_answers(c)
         yield c
+
+
+def _wait_until_every_kind_answers(c: httpx.Client) -> None:
+    """The shared gateway may hold a backend in its cooldown when this module starts
+    (test_backend_matrix makes llama.cpp's server fail on purpose): these tests are about
+    answers to bad input, so they start once every kind answers a good request again."""
+    deadline = time.monotonic() + 240
+    waiting = list(EVERY_KIND)
+    while waiting:
+        r = c.post(
+            "/api/generate",
+            json={"model": waiting[0], "prompt": "Hi", "stream": False,
+                  "options": {"num_predict": 1}},
+        )  # fmt: skip
+        if r.status_code == 200:
+            waiting.pop(0)
+            continue
+        assert time.monotonic() < deadline, f"{waiting[0]} never answered again: {r.text}"
+        time.sleep(0.5)
 
 
 def _post(http: httpx.Client, path: str, body: object) -> httpx.Response:
