@@ -1,8 +1,8 @@
 """The backend kinds, and backends built from their config entries.
 
 A kind is declared in its own module (its config schema, its class, `KIND`) and
-listed here, once: config.py validates each `backends:` entry with its kind's schema,
-`build` makes the backend. See docs/architecture.md, "Add a backend kind".
+listed here, once: config/loading.py validates each `backends:` entry with its kind's
+schema, `build` makes the backend. See docs/architecture.md, "Add a backend kind".
 """
 
 from __future__ import annotations
