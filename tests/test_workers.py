@@ -258,3 +258,33 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
     except (OSError, IndexError):
         return "zombie"
+
+
+def test_a_worker_killed_by_a_signal_makes_the_supervisor_exit_128_plus_it(
+    tmp_path: Path,
+) -> None:
+    cfg: dict[str, object] = {
+        "server": {"workers": 2},
+        "backends": [],
+        "vectors": {"enabled": False},
+    }
+    with running(start_gateway(tmp_path, cfg, name="signalled")) as gw:
+        pid = gw.proc.pid
+        deadline = time.monotonic() + 60
+        while len(kids := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()) < 2:
+            assert time.monotonic() < deadline, kids
+            time.sleep(0.05)
+        # Both serving (their SIGTERM handlers set): a worker still importing dies of it.
+        _until_both(House(gw, tmp_path, {}, int(gw.url.rsplit(":", 1)[1])))
+        stuck, other = int(kids[0]), int(kids[1])
+        os.kill(stuck, signal.SIGSTOP)  # it cannot act on the SIGTERM the supervisor passes on
+        gw.proc.send_signal(signal.SIGTERM)
+        # The other worker stopping says the supervisor is stopping (only it signals them).
+        while "zombie" not in _state(other):
+            assert time.monotonic() < deadline, f"worker {other} never told to stop"
+            time.sleep(0.05)
+        os.kill(stuck, signal.SIGKILL)  # killed while the supervisor waits for it
+        code = gw.proc.wait(60)
+        out = gw.output()
+    assert code == 128 + signal.SIGKILL, out
+    assert "killed by SIGKILL" in out, out

@@ -38,6 +38,21 @@ def shared_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="aistack-workers-", dir=base))
 
 
+def exit_status(code: int) -> int:
+    """A worker's return code as a shell would report it: 128+N for one killed by signal N."""
+    return 128 - code if code < 0 else code
+
+
+def ended_how(code: int) -> str:
+    """For the log: "exited with 3" or "was killed by SIGKILL"."""
+    if code >= 0:
+        return f"exited with {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
 def _orphan_stops() -> None:
     """In the worker, before it runs: SIGTERM when its parent dies (Linux's prctl)."""
     import ctypes
@@ -112,9 +127,13 @@ class Supervisor:
         due: dict[int, float] = {}  # workers to start again, and when
         while True:
             if self.stopping:
-                for p in self.procs.values():
+                for i, p in self.procs.items():
                     ended = p.wait()
-                    worst = worst or (ended if ended > 0 else 0)
+                    if ended != 0:
+                        how = ended_how(ended)
+                        log.error("worker %d (pid %d) %s while stopping", i, p.pid, how)
+                    # A signal counts like a failure: 128+N, as shells report it.
+                    worst = max(worst, exit_status(ended))
                 log.info("supervisor: every worker has stopped")
                 return worst
             now = time.monotonic()
@@ -127,10 +146,10 @@ class Supervisor:
                 if quick and min(self.failed.get(w, 0) for w in range(self.count)) >= GIVE_UP:
                     log.error("supervisor: the workers keep failing at start; stopping")
                     self._stop(signal.SIGTERM, None)
-                    return code or 1
+                    return exit_status(code) or 1
                 pause = min(10.0, 0.5 * 2 ** self.failed[i]) if quick else 0.5
-                log.error("worker %d (pid %d) exited with %s; starting it again in %.1fs",
-                          i, p.pid, code, pause)  # fmt: skip
+                log.error("worker %d (pid %d) %s; starting it again in %.1fs",
+                          i, p.pid, ended_how(code), pause)  # fmt: skip
                 due[i] = now + pause
             for i, when in list(due.items()):
                 if now >= when and not self.stopping:
