@@ -233,18 +233,27 @@ def test_a_worker_that_dies_is_started_again(house: House) -> None:
     assert _post(house, key, _connection_to(house, "1"))[0] == 200
 
 
+TWO_WORKERS_NO_BACKENDS: dict[str, object] = {
+    "server": {"workers": 2},
+    "backends": [],
+    "vectors": {"enabled": False},
+}
+
+
+def _workers_of(gw: Proc, deadline: float) -> list[str]:
+    """The supervisor's two worker pids, once both are started."""
+    pid = gw.proc.pid
+    while len(kids := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()) < 2:
+        assert time.monotonic() < deadline, kids
+        time.sleep(0.05)
+    return kids
+
+
 def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
-    cfg: dict[str, object] = {
-        "server": {"workers": 2},
-        "backends": [],
-        "vectors": {"enabled": False},
-    }
+    cfg = dict(TWO_WORKERS_NO_BACKENDS)
     with running(start_gateway(tmp_path, cfg, name="orphans")) as gw:
-        pid = gw.proc.pid
         deadline = time.monotonic() + 60
-        while len(kids := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()) < 2:
-            assert time.monotonic() < deadline, kids
-            time.sleep(0.05)
+        kids = _workers_of(gw, deadline)
         gw.proc.kill()  # no chance to stop them
         gw.proc.wait()
         for kid in kids:
@@ -263,17 +272,10 @@ def _state(pid: int) -> str:
 def test_a_worker_killed_by_a_signal_makes_the_supervisor_exit_128_plus_it(
     tmp_path: Path,
 ) -> None:
-    cfg: dict[str, object] = {
-        "server": {"workers": 2},
-        "backends": [],
-        "vectors": {"enabled": False},
-    }
+    cfg = dict(TWO_WORKERS_NO_BACKENDS)
     with running(start_gateway(tmp_path, cfg, name="signalled")) as gw:
-        pid = gw.proc.pid
         deadline = time.monotonic() + 60
-        while len(kids := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()) < 2:
-            assert time.monotonic() < deadline, kids
-            time.sleep(0.05)
+        kids = _workers_of(gw, deadline)
         # Both serving (their SIGTERM handlers set): a worker still importing dies of it.
         _until_both(House(gw, tmp_path, {}, int(gw.url.rsplit(":", 1)[1])))
         stuck, other = int(kids[0]), int(kids[1])
